@@ -1,0 +1,74 @@
+"""Helpers shared by the command-line verbs: loading designs, parsing shapes, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ir.design import Design, load
+from ir.errors import DesignError
+from ir.graph import Graph
+
+
+def load_design(path: str) -> Design:
+    return load(Path(path))
+
+
+def parse_shape(text: str, where: str = "--input") -> list[int]:
+    """'1x3x224x224' or '3,224,224' -> list of ints."""
+    parts = text.replace(",", "x").lower().split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise DesignError(f"shape must look like 1x3x224x224, got '{text}'", where) from None
+    if not dims or any(d < 1 for d in dims):
+        raise DesignError(f"shape dimensions must be positive, got '{text}'", where)
+    return dims
+
+
+def apply_input_shapes(graph: Graph, specs: list[str] | None) -> int | None:
+    """Set Input shapes from `--input [NAME=]SHAPE` options; returns a batch size when one was given.
+
+    A shape with one more dimension than the input's current shape carries the batch first.
+    """
+    batch = None
+    if not specs:
+        return None
+    inputs = graph.inputs
+    for spec in specs:
+        name, _, shape_text = spec.rpartition("=")
+        if not name:
+            if len(inputs) != 1:
+                raise DesignError(f"the design has inputs {', '.join(inputs)}: use --input NAME=SHAPE", "--input")
+            name = inputs[0]
+        if name not in inputs:
+            raise DesignError(f"no input named '{name}' (inputs: {', '.join(inputs)})", "--input")
+        dims = parse_shape(shape_text)
+        current = graph.nodes[name].attrs["shape"]
+        if len(dims) == len(current) + 1:
+            batch, dims = dims[0], dims[1:]
+        elif len(dims) != len(current):
+            raise DesignError(f"input '{name}' is {len(current) + 1}-d (N{'x' + 'x'.join(map(str, current))}), got '{shape_text}'", "--input")
+        graph.set_attr(name, "shape", dims)
+    return batch
+
+
+def print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def human(n: float, unit: str = "") -> str:
+    """12_345_678 -> '12.35 M'."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {suffix}{unit}"
+    return f"{n:g} {unit}".rstrip() if unit else f"{n:g}"
+
+
+def human_bytes(n: float) -> str:
+    for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {suffix}"
+    return f"{int(n)} B"

@@ -1,0 +1,221 @@
+"""Design files: a graph plus its training section, layout and weights reference, as versioned JSON.
+
+The IR classes know nothing of JSON; this module maps between them. Saving is atomic (temp file +
+rename) and a file saved here loads and saves back to identical bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ir.errors import DesignError, GraphError
+from ir.graph import Graph, verify
+from ir.training import validate_training
+
+FORMAT = "convstudio.design"
+VERSION = 1
+TOP_LEVEL = ("format", "version", "name", "inputs", "nodes", "outputs", "training", "weights", "layout")
+
+
+@dataclass
+class Design:
+    """A graph with everything a design file carries."""
+
+    graph: Graph
+    training: dict = field(default_factory=dict)
+    weights: str | None = None
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    def weights_path(self) -> Path | None:
+        """Absolute path of the weights file (beside the design), if the design names one."""
+        if not self.weights:
+            return None
+        base = self.path.parent if self.path else Path.cwd()
+        return base / self.weights
+
+
+def design_to_dict(design: Design) -> dict:
+    graph = design.graph
+    data: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": graph.name}
+    data["inputs"] = {name: list(graph.nodes[name].attrs["shape"]) for name in graph.inputs}
+    nodes = []
+    for node in graph.nodes.values():
+        if node.op in ("Input", "Output"):
+            continue
+        entry: dict[str, Any] = {"name": node.name, "op": node.op, "inputs": list(node.inputs)}
+        if node.attrs:
+            entry["attrs"] = dict(node.attrs)
+        if node.share:
+            entry["share"] = node.share
+        nodes.append(entry)
+    data["nodes"] = nodes
+    data["outputs"] = {name: graph.nodes[name].inputs[0] for name in graph.outputs}
+    if design.training:
+        data["training"] = design.training
+    if design.weights:
+        data["weights"] = design.weights
+    if graph.layout:
+        data["layout"] = {k: [round(float(x), 2), round(float(y), 2)] for k, (x, y) in graph.layout.items() if k in graph.nodes}
+    return data
+
+
+def dumps(design: Design) -> str:
+    """Canonical text: top level indented, one line per node and per layout entry."""
+    data = design_to_dict(design)
+    lines = ["{"]
+    items = list(data.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        if key == "nodes":
+            inner = [f"    {json.dumps(n, ensure_ascii=False)}" for n in value]
+            body = "[\n" + ",\n".join(inner) + "\n  ]" if inner else "[]"
+        elif key in ("layout", "inputs", "outputs"):
+            inner = [f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in value.items()]
+            body = "{\n" + ",\n".join(inner) + "\n  }" if inner else "{}"
+        elif key == "training":
+            body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        else:
+            body = json.dumps(value, ensure_ascii=False)
+        lines.append(f"  {json.dumps(key)}: {body}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path | str, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, then rename over `path`."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise DesignError("folder does not exist", f"file '{path}'")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(design: Design, path: Path | str) -> None:
+    verify(design.graph)
+    write_atomic(path, dumps(design))
+    design.path = Path(path)
+
+
+def loads(text: str, source: str = "<string>") -> Design:
+    where_file = f"in {source}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DesignError(f"malformed JSON: {e.msg} (line {e.lineno} column {e.colno})", f"file {source}") from None
+    try:
+        return design_from_dict(data)
+    except DesignError as e:
+        raise type(e)(e.what, f"{e.where} {where_file}".strip()) from None
+
+
+def load(path: Path | str) -> Design:
+    path = Path(path)
+    if not path.exists():
+        raise DesignError("no such file", f"file '{path}'")
+    if path.is_dir():
+        raise DesignError("is a folder, not a design file", f"file '{path}'")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DesignError(f"cannot read: {e}", f"file '{path}'") from None
+    design = loads(text, f"'{path}'")
+    design.path = path
+    return design
+
+
+def _expect(cond: bool, what: str, where: str) -> None:
+    if not cond:
+        raise DesignError(what, where)
+
+
+def design_from_dict(data: Any) -> Design:
+    """Build and validate a Design; errors name the JSON field (e.g. nodes[3].attrs.kernel_size)."""
+    _expect(isinstance(data, dict), "a design must be a JSON object", "top level")
+    _expect(data.get("format") == FORMAT, f"format must be '{FORMAT}', got {data.get('format')!r}", "field format")
+    version = data.get("version")
+    _expect(version == VERSION, f"unsupported version {version!r} (this ConvStudio reads version {VERSION})", "field version")
+    for key in data:
+        _expect(key in TOP_LEVEL, f"unknown field '{key}'", f"field {key}")
+    name = data.get("name", "design")
+    _expect(isinstance(name, str), "name must be a string", "field name")
+    graph = Graph(name)
+
+    inputs = data.get("inputs")
+    _expect(isinstance(inputs, dict) and inputs, "inputs must be an object mapping names to shapes, e.g. {\"x\": [3, 224, 224]}", "field inputs")
+    for in_name, shape in inputs.items():
+        _expect(isinstance(shape, list), f"shape must be a list of integers, got {shape!r}", f"field inputs.{in_name}")
+        graph.add("Input", name=in_name, attrs={"shape": shape})
+
+    nodes = data.get("nodes")
+    _expect(isinstance(nodes, list), "nodes must be a list", "field nodes")
+    pending = []
+    for i, entry in enumerate(nodes):
+        where = f"field nodes[{i}]"
+        _expect(isinstance(entry, dict), "each node must be an object", where)
+        for key in entry:
+            _expect(key in ("name", "op", "inputs", "attrs", "share"), f"unknown node field '{key}'", f"{where}.{key}")
+        node_name = entry.get("name")
+        _expect(isinstance(node_name, str), "node needs a string name", f"{where}.name")
+        where = f"node '{node_name}' (nodes[{i}])"
+        op = entry.get("op")
+        _expect(isinstance(op, str), "node needs an op", f"{where} field op")
+        _expect(op not in ("Input", "Output"), f"{op} nodes are declared in '{op.lower()}s', not in 'nodes'", f"{where} field op")
+        refs = entry.get("inputs", [])
+        _expect(isinstance(refs, list) and all(isinstance(r, str) for r in refs), "inputs must be a list of node names", f"{where} field inputs")
+        share = entry.get("share")
+        _expect(share is None or isinstance(share, str), "share must be a group name", f"{where} field share")
+        try:
+            graph.add(op, [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
+        except DesignError as e:
+            raise type(e)(e.what, e.where.replace(f"node '{node_name}'", where) if e.where else where) from None
+        pending.append((node_name, refs, where))
+
+    outputs = data.get("outputs")
+    _expect(isinstance(outputs, dict) and outputs, "outputs must be an object mapping output names to node names", "field outputs")
+    for out_name, ref in outputs.items():
+        _expect(isinstance(ref, str), f"output must name a node, got {ref!r}", f"field outputs.{out_name}")
+        graph.add("Output", [None], name=out_name)
+        pending.append((out_name, [ref], f"field outputs.{out_name}"))
+
+    for node_name, refs, where in pending:
+        for k, ref in enumerate(refs):
+            try:
+                graph.set_input(node_name, k, ref)
+            except DesignError as e:
+                raise GraphError(e.what, f"{where} input {k}") from None
+
+    layout = data.get("layout", {})
+    _expect(isinstance(layout, dict), "layout must map node names to [x, y]", "field layout")
+    for key, pos in layout.items():
+        ok = isinstance(pos, list) and len(pos) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pos)
+        _expect(ok, "position must be [x, y]", f"field layout.{key}")
+        _expect(key in graph.nodes, f"layout names unknown node '{key}'", f"field layout.{key}")
+        graph.layout[key] = (pos[0], pos[1])
+
+    training = data.get("training", {})
+    validate_training(training, "field training")
+    weights = data.get("weights")
+    _expect(weights is None or (isinstance(weights, str) and weights), "weights must be a file name", "field weights")
+    verify(graph)
+    return Design(graph, training, weights)

@@ -1,0 +1,417 @@
+"""Graph IR: nodes, edges kept consistent in both directions, and `verify`.
+
+A value is referenced as ``"node"`` (output 0) or ``"node:k"`` (output k). Input nodes (op ``Input``)
+are the graph's inputs and Output nodes (op ``Output``) its outputs; both are ordinary nodes so the
+designer can show them. Analyses write ``node.meta``; nothing outside this module edits ``inputs``
+or the user lists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from ir.errors import AttrError, GraphError
+from ir.ops import registry
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """Split ``"node:k"`` into ``("node", k)``; a bare name means output 0."""
+    if ":" in ref:
+        name, _, idx = ref.rpartition(":")
+        if not idx.isdigit():
+            raise GraphError(f"bad value reference '{ref}'", "expected 'node' or 'node:index'")
+        return name, int(idx)
+    return ref, 0
+
+
+def make_ref(name: str, index: int = 0) -> str:
+    return name if index == 0 else f"{name}:{index}"
+
+
+class Node:
+    """One op application. `attrs` holds the attributes set explicitly; `resolved` adds defaults."""
+
+    __slots__ = ("name", "op", "attrs", "inputs", "params", "share", "meta", "_resolved")
+
+    def __init__(self, name: str, op: str, attrs: dict, inputs: list, params: dict | None, share: str | None):
+        self.name = name
+        self.op = op
+        self.attrs = attrs
+        self.inputs: list[str | None] = inputs
+        self.params: dict[str, np.ndarray] = params or {}
+        self.share = share
+        self.meta: dict[str, Any] = {}
+        self._resolved: dict | None = None
+
+    @property
+    def opdef(self) -> registry.OpDef:
+        return registry.get(self.op)
+
+    @property
+    def resolved(self) -> dict:
+        """Attributes with defaults filled in and normalized (pairs as tuples)."""
+        if self._resolved is None:
+            self._resolved = self.opdef.resolve(self.attrs)
+        return self._resolved
+
+    def input_names(self) -> list[str]:
+        return [parse_ref(r)[0] for r in self.inputs if r is not None]
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.op}, inputs={self.inputs}, attrs={self.attrs})"
+
+
+class Graph:
+    """Nodes in insertion order plus a consumer index kept in step with every node's inputs."""
+
+    def __init__(self, name: str = "design"):
+        self.name = name
+        self.nodes: dict[str, Node] = {}
+        self._users: dict[str, list[tuple[str, int]]] = {}
+        self._listeners: list[Callable[[str, dict], None]] = []
+        self._order_cache: list[str] | None = None
+        self.layout: dict[str, tuple[float, float]] = {}
+
+    # ---- queries -------------------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        return name in self.nodes
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise GraphError(f"no node named '{name}'", f"graph '{self.name}'") from None
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self):
+        return iter(self.nodes.values())
+
+    @property
+    def inputs(self) -> list[str]:
+        return [n.name for n in self.nodes.values() if n.op == "Input"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n.name for n in self.nodes.values() if n.op == "Output"]
+
+    def users(self, name: str) -> list[tuple[str, int]]:
+        """Consumers of any output of `name` as (consumer, input index) pairs."""
+        return list(self._users.get(name, ()))
+
+    def value_users(self, ref: str) -> list[tuple[str, int]]:
+        """Consumers of one value reference."""
+        name, idx = parse_ref(ref)
+        return [(c, i) for c, i in self._users.get(name, ()) if parse_ref(self.nodes[c].inputs[i])[1] == idx]
+
+    def share_groups(self) -> dict[str, list[str]]:
+        """Sharing groups in insertion order: group name -> member node names (first one owns)."""
+        groups: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            if node.share:
+                groups.setdefault(node.share, []).append(node.name)
+        return groups
+
+    def param_owner(self, name: str) -> str:
+        """The node whose parameters `name` uses (itself unless it shares with an earlier node)."""
+        node = self.nodes[name]
+        if not node.share:
+            return name
+        for other in self.nodes.values():
+            if other.share == node.share:
+                return other.name
+        return name
+
+    def fresh_name(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", base) or "node"
+        if not NAME_RE.match(base):
+            base = "n_" + base
+        if base not in self.nodes:
+            return base
+        i = 1
+        while f"{base}_{i}" in self.nodes:
+            i += 1
+        return f"{base}_{i}"
+
+    # ---- events --------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[str, dict], None]) -> None:
+        """Call `listener(event, info)` after every edit ('add', 'erase', 'attr', 'input', 'rename')."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[str, dict], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, event: str, **info) -> None:
+        for listener in list(self._listeners):
+            listener(event, info)
+
+    def _structure_changed(self) -> None:
+        self._order_cache = None
+
+    # ---- edit primitives -----------------------------------------------------------------
+    def add(
+        self,
+        op: str,
+        inputs: Iterable[str | None] = (),
+        name: str | None = None,
+        attrs: dict | None = None,
+        params: dict | None = None,
+        share: str | None = None,
+    ) -> Node:
+        """Create a node; attributes are validated against the op's schema."""
+        name = name if name is not None else self.fresh_name(str(op).lower())
+        opdef = registry.get(op, f"node '{name}' field op")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", "name")
+        if name in self.nodes:
+            raise GraphError(f"duplicate node name '{name}'", f"node '{name}'")
+        attrs = opdef.validate(dict(attrs or {}), where=f"node '{name}'")
+        inputs = list(inputs)
+        for i, ref in enumerate(inputs):
+            if ref is not None:
+                self._check_ref(ref, f"node '{name}' input {i}")
+        node = Node(name, op, attrs, inputs, dict(params or {}), share)
+        self.nodes[name] = node
+        self._users[name] = []
+        for i, ref in enumerate(inputs):
+            if ref is not None:
+                self._users[parse_ref(ref)[0]].append((name, i))
+        self._structure_changed()
+        self._emit("add", name=name)
+        return node
+
+    def _check_ref(self, ref: str, where: str) -> None:
+        if not isinstance(ref, str):
+            raise GraphError(f"input reference must be a string, got {ref!r}", where)
+        src, _ = parse_ref(ref)
+        if src not in self.nodes:
+            raise GraphError(f"input '{ref}' refers to no node", where)
+        if self.nodes[src].op == "Output":
+            raise GraphError(f"input '{ref}' is an Output node, which has no consumers", where)
+
+    def set_input(self, name: str, index: int, ref: str | None) -> None:
+        """Point input `index` of `name` at `ref` (None disconnects). Appends when index == len(inputs)."""
+        node = self[name]
+        if ref is not None:
+            self._check_ref(ref, f"node '{name}' input {index}")
+        if index == len(node.inputs):
+            node.inputs.append(None)
+        old = node.inputs[index]
+        if old is not None:
+            self._users[parse_ref(old)[0]].remove((name, index))
+        node.inputs[index] = ref
+        if ref is not None:
+            self._users[parse_ref(ref)[0]].append((name, index))
+        self._structure_changed()
+        self._emit("input", name=name, index=index, old=old, new=ref)
+
+    def remove_input(self, name: str, index: int) -> str | None:
+        """Delete input slot `index` (for variadic ops such as Concat); returns the old reference."""
+        node = self[name]
+        old = node.inputs[index]
+        self.set_input(name, index, None)
+        del node.inputs[index]
+        users = self._users
+        for src_users in users.values():
+            for k, (c, i) in enumerate(src_users):
+                if c == name and i > index:
+                    src_users[k] = (c, i - 1)
+        self._structure_changed()
+        self._emit("input", name=name, index=index, old=old, new=None)
+        return old
+
+    def set_inputs(self, name: str, refs: Iterable[str | None]) -> None:
+        node = self[name]
+        refs = list(refs)
+        for i, ref in enumerate(refs):
+            if ref is not None:
+                self._check_ref(ref, f"node '{name}' input {i}")
+        while len(node.inputs) > len(refs):
+            self.remove_input(name, len(node.inputs) - 1)
+        for i, ref in enumerate(refs):
+            if i < len(node.inputs):
+                if node.inputs[i] != ref:
+                    self.set_input(name, i, ref)
+            else:
+                self.set_input(name, i, ref)
+
+    def set_attr(self, name: str, key: str, value: Any) -> None:
+        """Set (or with value None, reset to default) one attribute, validated."""
+        node = self[name]
+        attrs = dict(node.attrs)
+        if value is None:
+            attrs.pop(key, None)
+        else:
+            attrs[key] = value
+        node.attrs = node.opdef.validate(attrs, where=f"node '{name}'")
+        node._resolved = None
+        self._emit("attr", name=name, key=key)
+
+    def set_attrs(self, name: str, attrs: dict) -> None:
+        node = self[name]
+        node.attrs = node.opdef.validate(dict(attrs), where=f"node '{name}'")
+        node._resolved = None
+        self._emit("attr", name=name, key=None)
+
+    def set_share(self, name: str, group: str | None) -> None:
+        self[name].share = group or None
+        self._emit("attr", name=name, key="share")
+
+    def erase(self, name: str) -> Node:
+        """Remove a node that has no consumers."""
+        node = self[name]
+        if self._users[name]:
+            users = ", ".join(sorted({c for c, _ in self._users[name]}))
+            raise GraphError(f"cannot erase '{name}': it still feeds {users}", f"node '{name}'")
+        for i, ref in enumerate(node.inputs):
+            if ref is not None:
+                self._users[parse_ref(ref)[0]].remove((name, i))
+        del self.nodes[name]
+        del self._users[name]
+        self.layout.pop(name, None)
+        self._structure_changed()
+        self._emit("erase", name=name)
+        return node
+
+    def replace_all_uses(self, old_ref: str, new_ref: str, exclude: Iterable[str] = ()) -> int:
+        """Redirect every consumer of value `old_ref` to `new_ref`; returns how many inputs moved."""
+        exclude = set(exclude)
+        moved = 0
+        for consumer, index in self.value_users(old_ref):
+            if consumer in exclude:
+                continue
+            self.set_input(consumer, index, new_ref)
+            moved += 1
+        return moved
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a node and every reference to it."""
+        if old == new:
+            return
+        node = self[old]
+        if not isinstance(new, str) or not NAME_RE.match(new):
+            raise GraphError(f"invalid node name {new!r}", f"node '{old}'")
+        if new in self.nodes:
+            raise GraphError(f"duplicate node name '{new}'", f"node '{old}'")
+        users = self._users.pop(old)
+        self.nodes = {(new if k == old else k): v for k, v in self.nodes.items()}
+        node.name = new
+        self._users[new] = users
+        for consumer, index in users:
+            c = self.nodes[consumer]
+            _, idx = parse_ref(c.inputs[index])
+            c.inputs[index] = make_ref(new, idx)
+        for src_users in self._users.values():
+            for k, (c, i) in enumerate(src_users):
+                if c == old:
+                    src_users[k] = (new, i)
+        if old in self.layout:
+            self.layout[new] = self.layout.pop(old)
+        self._structure_changed()
+        self._emit("rename", old=old, new=new)
+
+    # ---- algorithms ----------------------------------------------------------------------
+    def to_networkx(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes)
+        for node in self.nodes.values():
+            for src in node.input_names():
+                g.add_edge(src, node.name)
+        return g
+
+    def topo_order(self) -> list[str]:
+        """Node names in a topological order (stable: ties broken by insertion order)."""
+        if self._order_cache is None:
+            position = {name: i for i, name in enumerate(self.nodes)}
+            try:
+                order = list(nx.lexicographical_topological_sort(self.to_networkx(), key=position.__getitem__))
+            except nx.NetworkXUnfeasible:
+                cycle = self.find_cycle()
+                raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}'") from None
+            self._order_cache = order
+        return list(self._order_cache)
+
+    def find_cycle(self) -> list[str]:
+        try:
+            edges = nx.find_cycle(self.to_networkx())
+        except nx.NetworkXNoCycle:
+            return []
+        return [u for u, _ in edges] + [edges[0][0]]
+
+    def generations(self) -> list[list[str]]:
+        """Nodes grouped by depth (networkx topological generations), each in insertion order."""
+        position = {name: i for i, name in enumerate(self.nodes)}
+        return [sorted(gen, key=position.__getitem__) for gen in nx.topological_generations(self.to_networkx())]
+
+    def descendants(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            for consumer, _ in self._users.get(stack.pop(), ()):
+                if consumer not in seen:
+                    seen.add(consumer)
+                    stack.append(consumer)
+        return seen
+
+    def copy(self) -> "Graph":
+        """Deep copy of structure and attributes; parameter arrays are shared (copy-on-write by passes)."""
+        g = Graph(self.name)
+        for node in self.nodes.values():
+            n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node.params), node.share)
+            g.nodes[n.name] = n
+        g._users = {k: list(v) for k, v in self._users.items()}
+        g.layout = dict(self.layout)
+        return g
+
+
+def verify(graph: Graph) -> None:
+    """Check names, references, edge consistency, acyclicity, registered ops, attributes and arity."""
+    users: dict[str, list[tuple[str, int]]] = {name: [] for name in graph.nodes}
+    for name, node in graph.nodes.items():
+        where = f"node '{name}'"
+        if not NAME_RE.match(name) or node.name != name:
+            raise GraphError(f"invalid node name {name!r}", where)
+        opdef = registry.get(node.op, where)
+        opdef.validate(dict(node.attrs), where=where)
+        lo, hi = opdef.arity
+        if len(node.inputs) < lo or (hi is not None and len(node.inputs) > hi):
+            expected = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
+            raise GraphError(f"{node.op} takes {expected} inputs, has {len(node.inputs)}", where)
+        for i, ref in enumerate(node.inputs):
+            if ref is None:
+                raise GraphError(f"input {i} is not connected", where)
+            src, idx = parse_ref(ref)
+            if src not in graph.nodes:
+                raise GraphError(f"input '{ref}' refers to no node", f"{where} input {i}")
+            nout = graph.nodes[src].opdef.num_outputs(graph.nodes[src].resolved)
+            if idx >= nout:
+                raise GraphError(f"input '{ref}' asks for output {idx} of a node with {nout}", f"{where} input {i}")
+            if graph.nodes[src].op == "Output":
+                raise GraphError(f"input '{ref}' is an Output node", f"{where} input {i}")
+            users[src].append((name, i))
+    for name in graph.nodes:
+        if sorted(users[name]) != sorted(graph._users.get(name, [])):
+            raise GraphError("consumer index out of step with inputs", f"node '{name}'")
+    if not graph.inputs:
+        raise GraphError("design has no inputs", f"graph '{graph.name}'")
+    if not graph.outputs:
+        raise GraphError("design has no outputs", f"graph '{graph.name}'")
+    graph.topo_order()
+    groups = graph.share_groups()
+    for group, members in groups.items():
+        ops = {graph.nodes[m].op for m in members}
+        if len(ops) > 1:
+            raise AttrError(f"sharing group '{group}' mixes ops {sorted(ops)}", f"node '{members[1]}' share")
+        attrs0 = graph.nodes[members[0]].resolved
+        for m in members[1:]:
+            if graph.nodes[m].resolved != attrs0:
+                raise AttrError(f"node shares '{group}' with '{members[0]}' but its attributes differ", f"node '{m}' share")
