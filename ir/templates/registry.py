@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from ir.errors import DesignError
 from ir.graph import Graph, verify
+from ir.shapes import infer_one, infer_shapes
 from ir.templates.builder import Builder
+from ir.templates.probe import value_channels
 
 
 @dataclass(frozen=True)
 class Template:
-    """A whole network. `build(input_shape, num_classes, width)` returns a verified Graph."""
+    """A whole network. `build(input_shape, num_classes, width)` returns a verified, shape-checked Graph."""
 
     name: str
     description: str
@@ -27,11 +29,14 @@ class Template:
         classes = num_classes if num_classes is not None else self.num_classes
         if width is not None and not self.has_width:
             raise DesignError(f"template '{self.name}' has no width multiplier", "--width")
-        if classes < 1:
-            raise DesignError(f"number of classes must be positive, got {classes}", "--classes")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 16):
+            raise DesignError(f"width multiplier must be a number in (0, 16], got {width!r}", "--width")
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+            raise DesignError(f"number of classes must be a positive integer, got {classes!r}", "--classes")
         kwargs = {"width": width} if width is not None else {}
         graph = self.builder(shape, classes, **kwargs)
         verify(graph)
+        infer_shapes(graph)
         return graph
 
 
@@ -72,15 +77,46 @@ def build_template(name: str, input_shape=None, num_classes=None, width=None) ->
 
 
 def insert_block(graph: Graph, name: str, after: str, prefix: str | None = None, **options) -> tuple[str, list[str]]:
-    """Add block `name` consuming value `after`; returns (output ref, names of the new nodes)."""
+    """Add block `name` consuming value `after`; returns (output ref, names of the new nodes).
+
+    Existing consumers of `after` are left as they are. New node names start with `prefix` (default: the
+    block name, numbered when taken). On bad options or shapes nothing is added and a DesignError is raised.
+    """
     if name not in BLOCKS:
         raise DesignError(f"unknown block '{name}'", "block")
     blk = BLOCKS[name]
     unknown = set(options) - set(blk.options)
     if unknown:
         raise DesignError(f"block '{name}' has no option {', '.join(sorted(unknown))}", "block options")
+    channels = value_channels(graph, after)
     before = set(graph.nodes)
     b = Builder(graph)
-    with b.scope(prefix or name):
-        out = blk.builder(b, after, **{**blk.options, **options})
-    return out, [n for n in graph.nodes if n not in before]
+    try:
+        with b.scope(_fresh_prefix(graph, prefix or name)):
+            out = blk.builder(b, after, channels, **{**blk.options, **options})
+        added = [n for n in graph.nodes if n not in before]
+        _check_shapes(graph, added)
+    except DesignError:
+        for n in reversed([n for n in graph.nodes if n not in before]):
+            graph.erase(n)
+        raise
+    return out, added
+
+
+def _fresh_prefix(graph: Graph, prefix: str) -> str:
+    """`prefix`, or `prefix_k` when nodes named `prefix_...` already exist."""
+    candidate, k = prefix, 1
+    while any(n == candidate or n.startswith(candidate + "_") for n in graph.nodes):
+        candidate, k = f"{prefix}_{k}", k + 1
+    return candidate
+
+
+def _check_shapes(graph: Graph, added: list[str]) -> None:
+    """Infer the new nodes' shapes into their meta, raising the first error (the others' shapes come from meta)."""
+    shapes = {n: node.meta.get("shapes") for n, node in graph.nodes.items() if n not in added}
+    for n in added:
+        result, error = infer_one(graph, graph.nodes[n], shapes)
+        if error is not None:
+            raise error
+        shapes[n] = result
+        graph.nodes[n].meta.update(shapes=result, error=None)
