@@ -12,6 +12,7 @@ recomputes only what an edit affects.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
 from ir.errors import DesignError
@@ -99,7 +100,10 @@ def node_cost(graph: Graph, name: str, shapes: dict, convention: str, owner: boo
     outs = shapes.get(name)
     if outs is None:
         return NodeCost(name, node.op, None, error=node.meta.get("error"))
-    ins = [shapes[parse_ref(r)[0]][parse_ref(r)[1]] for r in node.inputs]
+    ins = []
+    for ref in node.inputs:
+        src, idx = parse_ref(ref)
+        ins.append(shapes[src][idx])
     opdef = node.opdef
     a = node.resolved
     terms = opdef.cost(a, ins, outs)
@@ -111,64 +115,100 @@ def node_cost(graph: Graph, name: str, shapes: dict, convention: str, owner: boo
 
 
 def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    return math.prod(shape)
 
 
-def peak_activation_bytes(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> int:
-    """Peak of live activation bytes over the schedule `order`, freeing each buffer after its last use.
+@dataclass
+class Buffers:
+    """Activation buffers of a schedule: size, first step and last step each is live."""
+
+    owner: dict[str, list[int]]  # node -> ids of the buffers it allocates (views allocate none)
+    sizes: list[int]
+    born: list[int]
+    last_use: list[int]
+    steps: int
+    live: list[int] = field(default_factory=list)  # bytes live at each step, after its allocations
+
+    def tally(self) -> None:
+        allocs = [0] * (self.steps + 1)
+        frees = [0] * (self.steps + 1)
+        for size, start, stop in zip(self.sizes, self.born, self.last_use):
+            allocs[start] += size
+            frees[stop] += size
+        self.live = []
+        running = 0
+        for step in range(self.steps):
+            running += allocs[step]
+            self.live.append(running)
+            running -= frees[step]
+
+    def resize(self, sid: int, size: int) -> None:
+        """Change one buffer's size, updating the steps where it is live."""
+        delta = size - self.sizes[sid]
+        self.sizes[sid] = size
+        live = self.live
+        for step in range(self.born[sid], min(self.last_use[sid], self.steps - 1) + 1):
+            live[step] += delta
+
+    def peak(self) -> int:
+        return max(self.live, default=0)
+
+
+def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
+    """Assign buffers over the schedule `order`; each is freed after its last use.
 
     Alias ops (views: Identity, Flatten, Dropout, ChannelSplit, Output) share their input's buffer;
     buffers read by Output nodes stay live to the end.
     """
-    storage: dict[tuple[str, int], int] = {}
-    sizes: list[int] = []
-    last_use: list[int] = []
+    nodes = graph.nodes
     end = len(order)
+    values: dict[str, list[int]] = {}  # node -> buffer id of each output
+    buffers = Buffers({}, [], [], [], end)
     for step, name in enumerate(order):
-        node = graph.nodes[name]
         c = costs.get(name)
         if c is None or c.shapes is None:
             continue
-        ids = []
+        node = nodes[name]
+        keep = end if node.op == "Output" else step
+        first = None
         for ref in node.inputs:
-            sid = storage.get(parse_ref(ref)) if ref is not None else None
-            if sid is not None:
-                last_use[sid] = end if node.op == "Output" else max(last_use[sid], step)
-                ids.append(sid)
-        if node.opdef.alias and ids:
-            for k in range(len(c.shapes)):
-                storage[(name, k)] = ids[0]
-        else:
-            for k, s in enumerate(c.shapes):
-                storage[(name, k)] = len(sizes)
-                sizes.append(_numel(s) * BYTES_PER_ELEMENT)
-                last_use.append(step)
-    frees: dict[int, int] = {}
-    for sid, step in enumerate(last_use):
-        frees[step] = frees.get(step, 0) + sizes[sid]
-    allocs: dict[int, int] = {}
-    first = {}
-    for (name, _), sid in storage.items():
-        first.setdefault(sid, name)
-    index = {name: i for i, name in enumerate(order)}
-    for sid, name in first.items():
-        allocs[index[name]] = allocs.get(index[name], 0) + sizes[sid]
-    live = peak = 0
-    for step in range(end):
-        live += allocs.get(step, 0)
-        peak = max(peak, live)
-        live -= frees.get(step, 0)
-    return peak
+            if ref is None:
+                continue
+            src, idx = parse_ref(ref)
+            ids = values.get(src)
+            if ids is None or idx >= len(ids):
+                continue
+            sid = ids[idx]
+            if first is None:
+                first = sid
+            if buffers.last_use[sid] < keep:
+                buffers.last_use[sid] = keep
+        if first is not None and node.opdef.alias:
+            values[name] = [first] * len(c.shapes)
+            continue
+        ids = []
+        for shape in c.shapes:
+            ids.append(len(buffers.sizes))
+            buffers.sizes.append(math.prod(shape) * BYTES_PER_ELEMENT)
+            buffers.born.append(step)
+            buffers.last_use.append(step)
+        values[name] = buffers.owner[name] = ids
+    buffers.tally()
+    return buffers
+
+
+def peak_activation_bytes(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> int:
+    """Peak of live activation bytes over the schedule `order` (see `schedule_buffers`)."""
+    return schedule_buffers(graph, order, costs).peak()
 
 
 class Analyzer:
     """Shapes and cost of a graph, kept up to date incrementally.
 
     It listens to the graph's edit events; `refresh()` recomputes only the nodes whose attributes or
-    inputs changed and the consumers whose input shapes changed as a result.
+    inputs changed and the consumers whose input shapes changed as a result. Totals are kept as running
+    sums, and the buffer schedule for peak memory is rebuilt only when the structure changes or a node
+    gains or loses its shapes; otherwise only the resized buffers are updated.
     """
 
     def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None):
@@ -184,6 +224,12 @@ class Analyzer:
         self._full = True
         self._structure = True
         self._order: list[str] = []
+        self._position: dict[str, int] = {}
+        self._owner_map: dict[str, bool] = {}
+        self._inputs: list[str] = []
+        self._sums = [0, 0, 0, 0]  # per-sample params, macs, flops, activation bytes
+        self._buffers: Buffers | None = None
+        self._peak = 0
         self.report: CostReport | None = None
         self.recomputed: list[str] = []
         graph.subscribe(self._on_event)
@@ -200,11 +246,13 @@ class Analyzer:
             self._structure = True
         elif event == "erase":
             self.shapes.pop(info["name"], None)
-            self.costs.pop(info["name"], None)
+            self._count(self.costs.pop(info["name"], None), -1)
             self.errors.pop(info["name"], None)
             self._structure = True
         elif event == "rename":
             self._full = True
+        elif event == "reorder":
+            self._structure = True
 
     def set_convention(self, convention: str, batch: int | None = None) -> CostReport:
         self.convention = convention
@@ -218,50 +266,66 @@ class Analyzer:
     def refresh(self) -> CostReport:
         """Bring shapes and costs up to date and return the report."""
         graph = self.graph
-        if self._structure or self._full:
+        structure = self._structure or self._full
+        if structure:
             self._order = graph.topo_order()
+            self._position = {n: i for i, n in enumerate(self._order)}
+            self._owner_map = self._owners()
+            self._inputs = graph.inputs
             self._structure = False
+        owners = self._owner_map
+        recomputed = []
+        resized: list[str] = []
         if self._full:
-            todo = list(self._order)
             self.shapes.clear()
             self.costs.clear()
             self.errors.clear()
-            propagate = False
+            self._sums = [0, 0, 0, 0]
+            for name in self._order:
+                self._compute(name, owners)
+            recomputed = list(self._order)
         else:
-            position = {n: i for i, n in enumerate(self._order)}
-            todo = sorted((n for n in self._dirty if n in graph.nodes), key=position.__getitem__)
-            propagate = True
-        self._full = False
-        self._dirty.clear()
-        owners = self._owners()
-        recomputed = []
-        if propagate:
-            position = {n: i for i, n in enumerate(self._order)}
-            heap = [(position[n], n) for n in todo]
+            position = self._position
+            heap = [(position[n], n) for n in self._dirty if n in graph.nodes]
             heapq.heapify(heap)
-            seen = set(todo)
+            seen = {n for _, n in heap}
             while heap:
                 _, name = heapq.heappop(heap)
                 old = self.shapes.get(name)
                 old_error = graph.nodes[name].meta.get("error")
                 self._compute(name, owners)
                 recomputed.append(name)
-                if self.shapes.get(name) != old or graph.nodes[name].meta.get("error") != old_error or old is None:
+                new = self.shapes.get(name)
+                if new != old:
+                    resized.append(name)
+                    structure = structure or old is None or new is None or len(old) != len(new)
+                if new != old or graph.nodes[name].meta.get("error") != old_error or old is None:
                     for consumer, _ in graph.users(name):
                         if consumer not in seen:
                             seen.add(consumer)
                             heapq.heappush(heap, (position[consumer], consumer))
-            for members in graph.share_groups().values():
+            for members in graph.share_groups().values() if structure else ():
                 for m in members:
                     if m not in seen and self.costs.get(m) and (self.costs[m].params != 0) != (owners[m]):
                         self._compute(m, owners)
-        else:
-            for name in todo:
-                self._compute(name, owners)
-                recomputed.append(name)
+        self._full = False
+        self._dirty.clear()
         self.recomputed = recomputed
+        if structure or self._buffers is None:
+            self._buffers = schedule_buffers(graph, self._order, self.costs)
+            self._peak = self._buffers.peak()
+        elif resized:
+            self._resize(resized)
+            self._peak = self._buffers.peak()
         self.report = self._report()
         return self.report
+
+    def _resize(self, names: list[str]) -> None:
+        """Update the sizes of the buffers that `names` allocate (their shapes changed, the schedule did not)."""
+        buffers = self._buffers
+        for name in names:
+            for sid, shape in zip(buffers.owner.get(name, ()), self.shapes[name]):
+                buffers.resize(sid, math.prod(shape) * BYTES_PER_ELEMENT)
 
     def _owners(self) -> dict[str, bool]:
         owners = {}
@@ -273,6 +337,14 @@ class Analyzer:
             else:
                 owners[name] = True
         return owners
+
+    def _count(self, cost: NodeCost | None, sign: int) -> None:
+        if cost is not None:
+            sums = self._sums
+            sums[0] += sign * cost.params
+            sums[1] += sign * cost.macs
+            sums[2] += sign * cost.flops
+            sums[3] += sign * cost.activation_bytes
 
     def _compute(self, name: str, owners: dict[str, bool]) -> None:
         node = self.graph.nodes[name]
@@ -286,26 +358,24 @@ class Analyzer:
             self.errors[name] = error
         cost = node_cost(self.graph, name, self.shapes, self.convention, owners[name])
         node.meta["cost"] = cost
+        self._count(self.costs.get(name), -1)
+        self._count(cost, 1)
         self.costs[name] = cost
 
     def _report(self) -> CostReport:
         scale = self.batch or 1
-        nodes = []
-        total = Totals()
-        errors = []
-        for name in self._order:
-            c = self.costs[name]
-            if scale != 1:
-                c = NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale, c.formula, c.error)
-            nodes.append(c)
-            total.params += c.params
-            total.macs += c.macs
-            total.flops += c.flops
-            total.activation_bytes += c.activation_bytes
-            if c.error:
-                errors.append(c.error)
-        total.peak_activation_bytes = peak_activation_bytes(self.graph, self._order, self.costs) * scale
-        inputs = {n: list(self.shapes[n][0]) for n in self.graph.inputs if self.shapes.get(n)}
+        costs = self.costs
+        if scale == 1:
+            nodes = [costs[name] for name in self._order]
+        else:
+            nodes = [
+                NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale, c.formula, c.error)
+                for c in (costs[name] for name in self._order)
+            ]
+        params, macs, flops, act = self._sums
+        total = Totals(params, macs * scale, flops * scale, act * scale, self._peak * scale)
+        errors = [costs[name].error for name in self._order if name in self.errors] if self.errors else []
+        inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}
         return CostReport(self.convention, self.batch, inputs, nodes, total, errors)
 
 

@@ -143,7 +143,7 @@ class Graph:
 
     # ---- events --------------------------------------------------------------------------
     def subscribe(self, listener: Callable[[str, dict], None]) -> None:
-        """Call `listener(event, info)` after every edit ('add', 'erase', 'attr', 'input', 'rename')."""
+        """Call `listener(event, info)` after every edit ('add', 'erase', 'attr', 'input', 'rename', 'reorder')."""
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Callable[[str, dict], None]) -> None:
@@ -173,7 +173,7 @@ class Graph:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", "name")
         if name in self.nodes:
-            raise GraphError(f"duplicate node name '{name}'", f"node '{name}'")
+            raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
         attrs = opdef.validate(dict(attrs or {}), where=f"node '{name}'")
         inputs = list(inputs)
         for i, ref in enumerate(inputs):
@@ -315,9 +315,17 @@ class Graph:
                 if c == old:
                     src_users[k] = (new, i)
         if old in self.layout:
-            self.layout[new] = self.layout.pop(old)
+            self.layout = {(new if k == old else k): v for k, v in self.layout.items()}
         self._structure_changed()
         self._emit("rename", old=old, new=new)
+
+    def reorder(self, names: list[str]) -> None:
+        """Put the nodes in the insertion order `names` (a permutation of the current names)."""
+        if sorted(names) != sorted(self.nodes):
+            raise GraphError("reorder needs every node name exactly once", f"graph '{self.name}'")
+        self.nodes = {name: self.nodes[name] for name in names}
+        self._structure_changed()
+        self._emit("reorder")
 
     # ---- algorithms ----------------------------------------------------------------------
     def to_networkx(self) -> nx.DiGraph:
@@ -330,15 +338,27 @@ class Graph:
 
     def topo_order(self) -> list[str]:
         """Node names in a topological order (stable: ties broken by insertion order)."""
+        if self._order_cache is None and self._insertion_order_is_topological():
+            self._order_cache = list(self.nodes)
         if self._order_cache is None:
             position = {name: i for i, name in enumerate(self.nodes)}
             try:
                 order = list(nx.lexicographical_topological_sort(self.to_networkx(), key=position.__getitem__))
             except nx.NetworkXUnfeasible:
                 cycle = self.find_cycle()
-                raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}'") from None
+                raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs") from None
             self._order_cache = order
         return list(self._order_cache)
+
+    def _insertion_order_is_topological(self) -> bool:
+        """True when every node comes after its producers; insertion order is then the stable topological order."""
+        seen: set[str] = set()
+        for name, node in self.nodes.items():
+            for ref in node.inputs:
+                if ref is not None and parse_ref(ref)[0] not in seen:
+                    return False
+            seen.add(name)
+        return True
 
     def find_cycle(self) -> list[str]:
         try:

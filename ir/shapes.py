@@ -32,7 +32,7 @@ def infer_node(node: Node, ins: list[Shape]) -> list[Shape]:
         expected = f"{lo}" if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
         raise GraphError(f"{node.op} takes {expected} inputs, got {len(ins)}", where)
     try:
-        return [tuple(int(d) for d in s) for s in opdef.infer(node.resolved, ins)]
+        return [tuple(map(int, s)) for s in opdef.infer(node.resolved, ins)]
     except DesignError as e:
         raise type(e)(e.what, f"{where} {e.where}".strip()) from None
 

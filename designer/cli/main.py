@@ -7,29 +7,32 @@ import importlib
 import pkgutil
 import sys
 
+import designer.cli as cli_package
 from ir.errors import DesignError
 
-import designer.cli as cli_package
+
+def verb_names() -> list[str]:
+    """Verb modules are named verb_<VERB>.py; each defines VERB, HELP, add_arguments(parser) and run(args)."""
+    return sorted(info.name[5:] for info in pkgutil.iter_modules(cli_package.__path__) if info.name.startswith("verb_"))
 
 
-def verbs() -> dict:
-    """Modules of this package that define VERB, HELP, add_arguments(parser) and run(args) -> int."""
+def verbs(only: str | None = None) -> dict:
+    """Import the verb modules (just `only` when given, so a verb loads no other verb's dependencies)."""
+    names = [only] if only in verb_names() else verb_names()
     found = {}
-    for info in pkgutil.iter_modules(cli_package.__path__):
-        if not info.name.startswith("verb_"):
-            continue
-        module = importlib.import_module(f"designer.cli.{info.name}")
+    for name in names:
+        module = importlib.import_module(f"designer.cli.verb_{name}")
         found[module.VERB] = module
     return dict(sorted(found.items()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convstudio",
         description="Design, analyse, compress, train and export convolutional networks.",
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, module in verbs().items():
+    for name, module in verbs(only).items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -37,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -23,14 +23,11 @@ def _stride(a: dict) -> tuple[int, int]:
     return a["stride"] if a["stride"] is not None else a["kernel_size"]
 
 
-def _pool_check(dilated: bool):
-    def check(a: dict) -> None:
-        for k, p, d in zip(a["kernel_size"], a["padding"], a.get("dilation") or (1, 1)):
-            limit = ((k - 1) * d + 1) // 2 if dilated else k // 2
-            if p > limit:
-                raise AttrError(f"padding {p} must be at most half the kernel ({limit})", "attrs.padding")
-
-    return check
+def _pool_check(a: dict) -> None:
+    """PyTorch limits padding to half the kernel size (dilation does not enlarge the limit)."""
+    for k, p in zip(a["kernel_size"], a["padding"]):
+        if p > k // 2:
+            raise AttrError(f"padding {p} must be at most half the kernel ({k // 2})", "attrs.padding")
 
 
 def _pool_infer(a: dict, ins: list) -> list:
@@ -71,7 +68,7 @@ register(
         (1, 1),
         _pool_infer,
         _maxpool_cost,
-        check=_pool_check(True),
+        check=_pool_check,
         doc="maximum over each window",
     )
 )
@@ -83,7 +80,7 @@ register(
         (1, 1),
         _pool_infer,
         _avgpool_cost,
-        check=_pool_check(False),
+        check=_pool_check,
         doc="mean over each window",
     )
 )

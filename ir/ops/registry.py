@@ -6,6 +6,7 @@ the cost pass multiplies by the batch size.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from ir.errors import AttrError, DesignError, ShapeError
 Shape = tuple[int, ...]
 REQUIRED = object()
 
-ATTR_KINDS = ("int", "float", "bool", "choice", "pair", "padding", "ints", "scale", "float_or_none")
+ATTR_KINDS = ("int", "float", "bool", "choice", "pair", "padding", "ints", "scale", "float_or_none", "str", "json")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,15 @@ class Attr:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                     raise AttrError(f"{self.name} must be positive numbers, got {value!r}", fieldname)
             return list(value) if isinstance(value, (list, tuple)) else value
+        if kind == "str":
+            if not isinstance(value, str):
+                raise AttrError(f"{self.name} must be a string, got {value!r}", fieldname)
+            return value
+        if kind == "json":
+            try:
+                return json.loads(json.dumps(value, allow_nan=False))
+            except (TypeError, ValueError):
+                raise AttrError(f"{self.name} must be plain JSON data, got {value!r}", fieldname) from None
         raise AssertionError(f"unknown attribute kind {kind}")
 
     def _int(self, value: Any, fieldname: str) -> None:
@@ -229,13 +239,13 @@ def numel(shape: Shape) -> int:
     return math.prod(shape)
 
 
-def checked(shapes: list[Shape]) -> list[Shape]:
-    """Reject empty or absurdly large outputs."""
+def checked(shapes: list[Shape], field: str = "output") -> list[Shape]:
+    """Reject empty or absurdly large outputs; `field` names what the error points at."""
     for s in shapes:
         if any(d <= 0 for d in s):
-            raise ShapeError(f"output shape {list(s)} has an empty dimension", "")
+            raise ShapeError(f"output shape {list(s)} has an empty dimension", field)
         if numel(s) > MAX_NUMEL:
-            raise ShapeError(f"output shape {list(s)} is absurdly large ({numel(s):.3g} elements)", "")
+            raise ShapeError(f"output shape {list(s)} is absurdly large ({numel(s):.3g} elements)", field)
     return shapes
 
 

@@ -17,7 +17,7 @@ def _input_check(a: dict) -> None:
 
 
 def _input_infer(a: dict, ins: list) -> list:
-    return checked([tuple(a["shape"])])
+    return checked([tuple(a["shape"])], "attrs.shape")
 
 
 register(

@@ -1,0 +1,211 @@
+"""How fast shapes + cost are: resnet50, synthetic 1k/10k-node graphs, incremental vs full, and fvcore.
+
+Run: python bench/cost_speed.py [--repeat N]
+Prints one table of medians measured in this run. Targets: resnet50 under 20 ms, 10k nodes under 1 s
+with linear growth (10k/1k about 10), at least 20x faster than fvcore's FlopCountAnalysis on the same
+network as a torch module, incremental refresh at least 10x cheaper than a full re-analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ir.cost import Analyzer, analyze  # noqa: E402
+from ir.graph import Graph  # noqa: E402
+from ir.templates import build_template  # noqa: E402
+
+
+def timed(fn, repeat: int, setup=None) -> tuple[float, float]:
+    """(median, min) milliseconds of `fn(setup())` over `repeat` runs; setup time is not counted."""
+    times = []
+    gc.collect()
+    for _ in range(repeat):
+        arg = setup() if setup else None
+        start = time.perf_counter()
+        fn(arg) if setup else fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def chain(n: int) -> Graph:
+    """Input, then conv -> bn -> relu repeated until the graph has about n nodes, then a classifier."""
+    g = Graph("chain")
+    x = g.add("Input", name="x", attrs={"shape": [16, 32, 32]}).name
+    while len(g) < n - 4:
+        x = g.add("Conv2d", [x], attrs={"out_channels": 16, "kernel_size": 3, "padding": 1, "bias": False}).name
+        x = g.add("BatchNorm2d", [x]).name
+        x = g.add("ReLU", [x]).name
+    x = g.add("GlobalAvgPool", [x]).name
+    x = g.add("Flatten", [x]).name
+    x = g.add("Linear", [x], attrs={"out_features": 10}).name
+    g.add("Output", [x], name="y")
+    return g
+
+
+def branchy(n: int) -> Graph:
+    """Alternating residual blocks (skip + Add) and four-branch inception blocks (Concat)."""
+    g = Graph("branchy")
+    x = g.add("Input", name="x", attrs={"shape": [32, 16, 16]}).name
+    conv = {"kernel_size": 3, "padding": 1, "bias": False}
+    while len(g) < n - 4:
+        skip = x
+        y = g.add("Conv2d", [x], attrs={"out_channels": 32, **conv}).name
+        y = g.add("BatchNorm2d", [y]).name
+        y = g.add("ReLU", [y]).name
+        y = g.add("Conv2d", [y], attrs={"out_channels": 32, **conv}).name
+        y = g.add("BatchNorm2d", [y]).name
+        y = g.add("Add", [y, skip]).name
+        x = g.add("ReLU", [y]).name
+        branches = [g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 1}).name]
+        for k in (3, 5):
+            b = g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 1}).name
+            branches.append(g.add("Conv2d", [b], attrs={"out_channels": 8, "kernel_size": k, "padding": k // 2}).name)
+        pool = g.add("MaxPool2d", [x], attrs={"kernel_size": 3, "stride": 1, "padding": 1}).name
+        branches.append(g.add("Conv2d", [pool], attrs={"out_channels": 8, "kernel_size": 1}).name)
+        x = g.add("Concat", branches).name
+    x = g.add("GlobalAvgPool", [x]).name
+    x = g.add("Flatten", [x]).name
+    x = g.add("Linear", [x], attrs={"out_features": 10}).name
+    g.add("Output", [x], name="y")
+    return g
+
+
+def full_analysis(graph: Graph, repeat: int) -> tuple[float, float]:
+    """Cold `analyze` on fresh copies (no cached order or resolved attributes)."""
+    return timed(lambda g: analyze(g), repeat, setup=graph.copy)
+
+
+def growth(small: Graph, large: Graph, repeat: int) -> tuple[float, float]:
+    """Median ms of a cold `analyze` of each graph, the two measured alternately."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    gc.collect()
+    for _ in range(repeat):
+        for k, graph in enumerate((small, large)):
+            work = graph.copy()
+            start = time.perf_counter()
+            analyze(work)
+            times[k].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def baseline_growth(repeat: int) -> float:
+    """10k/1k time ratio of a plain Python loop over dicts, for calibrating this machine's memory effects."""
+    def loop(table: dict) -> None:
+        seen = set()
+        for key, value in table.items():
+            for ref in value["inputs"]:
+                _ = ref.rpartition(":")[0] in seen
+            seen.add(key)
+
+    tables = [{f"node_{i}": {"inputs": [f"node_{i - 1}"]} for i in range(n)} for n in (1000, 10000)]
+    small, large = (timed(lambda t=t: loop(t), repeat)[0] for t in tables)
+    return large / small
+
+
+def incremental_vs_full(graph: Graph, edit: tuple[str, str, object, object], repeat: int) -> dict[str, float]:
+    """Alternately: a cold `analyze`, a warm full `Analyzer` refresh, and one `set_attr` + incremental `refresh()`."""
+    name, key, first, second = edit
+    work = graph.copy()
+    analyzer = Analyzer(work)
+    analyzer.refresh()
+    cold, warm, inc = [], [], []
+    recomputed = 0
+    gc.collect()
+    for i in range(repeat):
+        fresh = graph.copy()
+        t0 = time.perf_counter()
+        analyze(fresh)
+        t1 = time.perf_counter()
+        analyzer.invalidate()
+        analyzer.refresh()
+        t2 = time.perf_counter()
+        work.set_attr(name, key, first if i % 2 else second)
+        analyzer.refresh()
+        t3 = time.perf_counter()
+        cold.append(t1 - t0)
+        warm.append(t2 - t1)
+        inc.append(t3 - t2)
+        recomputed = max(recomputed, len(analyzer.recomputed))
+    analyzer.close()
+    med = statistics.median
+    return {"cold": med(cold) * 1e3, "warm": med(warm) * 1e3, "incremental": med(inc) * 1e3, "recomputed": recomputed}
+
+
+def fvcore_time(graph: Graph, repeat: int) -> tuple[float, float, int] | str:
+    """Median/min ms of fvcore's FlopCountAnalysis(module, input).total() and its total, or why it was skipped."""
+    try:
+        import torch
+        from fvcore.nn import FlopCountAnalysis
+
+        from backends.torch.lower import lower
+    except ImportError as e:
+        return f"skipped ({e})"
+    module = lower(graph).eval()
+    shape = graph.nodes[graph.inputs[0]].attrs["shape"]
+    x = torch.zeros(1, *shape)
+    totals = []
+
+    def run():
+        with torch.no_grad():
+            counter = FlopCountAnalysis(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            totals.append(counter.total())
+
+    med, low = timed(run, repeat)
+    return med, low, totals[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=21, help="runs per measurement (median reported)")
+    args = parser.parse_args()
+    repeat = args.repeat
+    rows: list[tuple[str, str, str]] = []
+
+    resnet50 = build_template("resnet50")
+    r50_med, r50_min = full_analysis(resnet50, repeat)
+    rows.append((f"resnet50 analyze ({len(resnet50)} nodes)", f"{r50_med:.2f} ms (min {r50_min:.2f})", "target < 20 ms"))
+
+    for kind, factory in (("chain", chain), ("branchy", branchy)):
+        small, large = factory(1000), factory(10000)
+        s_med, l_med = growth(small, large, max(5, repeat // 2))
+        rows.append((f"{kind} {len(small)} nodes", f"{s_med:.1f} ms", ""))
+        rows.append((f"{kind} {len(large)} nodes", f"{l_med:.1f} ms", "target < 1000 ms"))
+        rows.append((f"{kind} growth 10k/1k", f"{l_med / s_med:.1f}x", "linear = 10x"))
+    rows.append(("  plain dict loop growth 10k/1k (this machine)", f"{baseline_growth(repeat):.1f}x", "cache effects, not the algorithm"))
+
+    edits = {
+        "same shapes (layer3_0_conv2 bias)": ("layer3_0_conv2", "bias", True, False),
+        "shapes change (layer2_0_conv1 out_channels)": ("layer2_0_conv1", "out_channels", 96, 128),
+    }
+    for label, edit in edits.items():
+        m = incremental_vs_full(resnet50, edit, 5 * repeat)
+        rows.append((f"edit + refresh, {label}", f"{m['incremental']:.3f} ms ({m['recomputed']} nodes)", ""))
+        rows.append(("  cold analyze / incremental", f"{m['cold'] / m['incremental']:.1f}x ({m['cold']:.2f} ms)", "target >= 10x"))
+        rows.append(("  warm full refresh / incremental", f"{m['warm'] / m['incremental']:.1f}x ({m['warm']:.2f} ms)", ""))
+
+    fv = fvcore_time(resnet50, max(3, repeat // 7))
+    if isinstance(fv, str):
+        rows.append(("fvcore FlopCountAnalysis resnet50", fv, ""))
+    else:
+        fv_med, fv_min, fv_total = fv
+        ours = analyze(resnet50.copy(), "fvcore").total.flops
+        rows.append(("fvcore FlopCountAnalysis resnet50", f"{fv_med:.0f} ms (min {fv_min:.0f})", ""))
+        rows.append(("  fvcore / ours", f"{fv_med / r50_med:.0f}x", "target >= 20x"))
+        rows.append(("  totals: fvcore vs our fvcore convention", f"{fv_total:,} vs {ours:,}", "equal" if fv_total == ours else "DIFFER"))
+
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    print(f"{'measurement':<{width}}  {'value':>{value_width}}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>{value_width}}  {note}")
+
+
+if __name__ == "__main__":
+    main()

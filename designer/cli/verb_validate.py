@@ -1,0 +1,51 @@
+"""`convstudio validate FILE`: load a design, check every field and shape, and summarize it."""
+
+from __future__ import annotations
+
+from backends.weights import load_design_weights
+from designer.cli.common import human, load_design, print_json
+from ir.cost import analyze
+
+VERB = "validate"
+HELP = "check a design file (fields, graph, shapes, weights) and summarize it"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="design file")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def summary(design) -> dict:
+    """What a valid design holds: node count, input and output shapes, parameters, weights."""
+    graph = design.graph
+    report = analyze(graph, strict=True)
+    weights = None
+    if design.weights:
+        load_design_weights(design, required=True)
+        weights = design.weights
+    return {
+        "valid": True,
+        "name": graph.name,
+        "nodes": len(graph),
+        "inputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.inputs},
+        "outputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.outputs},
+        "params": report.total.params,
+        "weights": weights,
+    }
+
+
+def _shape(shape: list) -> str:
+    return "x".join(map(str, shape))
+
+
+def run(args) -> int:
+    data = summary(load_design(args.file))
+    if args.json:
+        print_json(data)
+        return 0
+    ins = ", ".join(f"{k} {_shape(v)}" for k, v in data["inputs"].items())
+    outs = ", ".join(f"{k} {_shape(v)}" for k, v in data["outputs"].items())
+    weights = f", weights {data['weights']} ok" if data["weights"] else ""
+    print(f"{args.file}: valid design '{data['name']}': {data['nodes']} nodes, inputs {ins}, outputs {outs}, "
+          f"{data['params']:,} params ({human(data['params'])}){weights}")
+    return 0

@@ -1,0 +1,49 @@
+"""The dependency rule of DESIGN §1: ir/ imports only stdlib, numpy and networkx; backends/ never imports Qt."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+THIRD_PARTY_ALLOWED_IN_IR = {"numpy", "networkx"}
+FORBIDDEN_IN_IR = {"torch", "onnx", "onnxruntime", "PyQt6", "safetensors", "pyqtgraph", "matplotlib", "rich", "sklearn"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_ir_imports_only_stdlib_numpy_networkx():
+    offenders = {}
+    for path in sorted((ROOT / "ir").rglob("*.py")):
+        roots = imported_roots(path)
+        third_party = {r for r in roots if r not in sys.stdlib_module_names and r != "ir"}
+        bad = third_party - THIRD_PARTY_ALLOWED_IN_IR
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_backends_never_import_qt():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "backends").rglob("*.py") if imported_roots(p) & {"PyQt6", "pyqtgraph"}]
+    assert offenders == []
+
+
+def test_ruff_banned_api_covers_ir():
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for name in ("torch", "onnx", "onnxruntime", "PyQt6"):
+        assert f'"{name}".msg' in text
+
+
+def test_importing_ir_loads_no_heavy_framework():
+    code = "import sys, ir, ir.templates, ir.passes; print(sorted(m for m in %r if m in sys.modules))" % sorted(FORBIDDEN_IN_IR)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

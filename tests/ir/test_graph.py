@@ -1,0 +1,254 @@
+"""Graph edit primitives keep both edge directions consistent; verify catches broken graphs."""
+
+import pytest
+
+from ir.errors import AttrError, DesignError, GraphError
+from ir.graph import Graph, make_ref, parse_ref, verify
+
+
+def chain() -> Graph:
+    g = Graph("chain")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    g.add("Conv2d", ["x"], name="conv", attrs={"out_channels": 4, "kernel_size": 3, "padding": 1})
+    g.add("ReLU", ["conv"], name="relu")
+    g.add("Output", ["relu"], name="y")
+    return g
+
+
+def test_refs_round_trip():
+    assert parse_ref("split:1") == ("split", 1)
+    assert parse_ref("conv") == ("conv", 0)
+    assert make_ref("split", 1) == "split:1" and make_ref("conv", 0) == "conv"
+    with pytest.raises(GraphError):
+        parse_ref("conv:x")
+
+
+def test_add_tracks_users_inputs_and_outputs():
+    g = chain()
+    verify(g)
+    assert g.inputs == ["x"] and g.outputs == ["y"]
+    assert g.users("conv") == [("relu", 0)]
+    assert g.users("y") == []
+    assert list(g.nodes) == ["x", "conv", "relu", "y"]
+    assert g["conv"].resolved["kernel_size"] == (3, 3)
+    assert g["conv"].resolved["stride"] == (1, 1)
+    assert g["conv"].attrs == {"out_channels": 4, "kernel_size": 3, "padding": 1}
+
+
+def test_add_rejects_bad_names_duplicates_and_dangling_refs():
+    g = chain()
+    with pytest.raises(GraphError, match="duplicate"):
+        g.add("ReLU", ["x"], name="relu")
+    with pytest.raises(GraphError, match="invalid node name"):
+        g.add("ReLU", ["x"], name="1bad")
+    with pytest.raises(GraphError, match="refers to no node"):
+        g.add("ReLU", ["nowhere"], name="r2")
+    with pytest.raises(GraphError, match="Output node"):
+        g.add("ReLU", ["y"], name="r3")
+    with pytest.raises(AttrError, match="unknown op"):
+        g.add("Conv3d", ["x"], name="c3")
+    with pytest.raises(AttrError, match="needs attribute 'kernel_size'"):
+        g.add("Conv2d", ["x"], name="c4", attrs={"out_channels": 2})
+    assert list(g.nodes) == ["x", "conv", "relu", "y"]
+    verify(g)
+
+
+def test_fresh_name_is_unique_and_valid():
+    g = chain()
+    assert g.fresh_name("relu") == "relu_1"
+    assert g.fresh_name("3x3 conv") == "n_3x3_conv"
+    assert g.add("ReLU", ["relu"]).name == "relu_1"
+
+
+def test_set_input_moves_the_consumer_entry():
+    g = chain()
+    g.add("Identity", ["x"], name="ident")
+    g.set_input("relu", 0, "ident")
+    assert g.users("conv") == []
+    assert g.users("ident") == [("relu", 0)]
+    g.set_input("relu", 0, None)
+    assert g["relu"].inputs == [None] and g.users("ident") == []
+    with pytest.raises(GraphError, match="not connected"):
+        verify(g)
+
+
+def test_remove_input_shifts_later_indices():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [2, 4, 4]})
+    g.add("ReLU", ["x"], name="a")
+    g.add("ReLU", ["x"], name="b")
+    g.add("ReLU", ["x"], name="c")
+    g.add("Concat", ["a", "b", "c"], name="cat")
+    g.add("Output", ["cat"], name="y")
+    assert g.remove_input("cat", 0) == "a"
+    assert g["cat"].inputs == ["b", "c"]
+    assert g.users("b") == [("cat", 0)] and g.users("c") == [("cat", 1)] and g.users("a") == []
+    g.set_inputs("cat", ["c", "b", "a"])
+    assert g["cat"].inputs == ["c", "b", "a"]
+    assert sorted(g.users("a")) == [("cat", 2)]
+    g.set_inputs("cat", ["a"])
+    assert g["cat"].inputs == ["a"] and g.users("b") == [] and g.users("c") == []
+    verify(g)
+
+
+def test_set_attr_validates_and_resets_to_default():
+    g = chain()
+    g.set_attr("conv", "stride", 2)
+    assert g["conv"].resolved["stride"] == (2, 2)
+    g.set_attr("conv", "stride", None)
+    assert "stride" not in g["conv"].attrs and g["conv"].resolved["stride"] == (1, 1)
+    with pytest.raises(AttrError, match="kernel_size must be >= 1"):
+        g.set_attr("conv", "kernel_size", 0)
+    with pytest.raises(AttrError, match="groups"):
+        g.set_attr("conv", "groups", 3)
+    assert g["conv"].attrs["kernel_size"] == 3 and "groups" not in g["conv"].attrs
+    g.set_attrs("conv", {"out_channels": 8, "kernel_size": [1, 3]})
+    assert g["conv"].resolved["kernel_size"] == (1, 3) and g["conv"].resolved["padding"] == (0, 0)
+
+
+def test_erase_refuses_a_node_with_consumers():
+    g = chain()
+    with pytest.raises(GraphError, match="still feeds relu"):
+        g.erase("conv")
+    g.replace_all_uses("relu", "conv")
+    removed = g.erase("relu")
+    assert removed.name == "relu"
+    assert g["y"].inputs == ["conv"] and g.users("conv") == [("y", 0)]
+    verify(g)
+
+
+def test_replace_all_uses_only_moves_that_value():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4, 2, 2]})
+    g.add("ChannelSplit", ["x"], name="split")
+    g.add("ReLU", ["split:0"], name="a")
+    g.add("ReLU", ["split:1"], name="b")
+    g.add("Add", ["a", "b"], name="sum")
+    g.add("Output", ["sum"], name="y")
+    assert g.value_users("split:1") == [("b", 0)]
+    moved = g.replace_all_uses("split:1", "split:0")
+    assert moved == 1 and g["b"].inputs == ["split:0"]
+    assert sorted(g.users("split")) == [("a", 0), ("b", 0)]
+    moved = g.replace_all_uses("a", "b", exclude=["sum"])
+    assert moved == 0
+    verify(g)
+
+
+def test_rename_updates_every_reference_and_layout():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4, 2, 2]})
+    g.add("ChannelSplit", ["x"], name="split")
+    g.add("Concat", ["split:1", "split:0"], name="cat")
+    g.add("Output", ["cat"], name="y")
+    g.layout["split"] = (10.0, 20.0)
+    events = []
+    g.subscribe(lambda e, info: events.append((e, info)))
+    g.rename("split", "halves")
+    assert g["cat"].inputs == ["halves:1", "halves"]
+    assert sorted(g.users("halves")) == [("cat", 0), ("cat", 1)]
+    assert list(g.nodes) == ["x", "halves", "cat", "y"]
+    assert g.layout == {"halves": (10.0, 20.0)}
+    assert events == [("rename", {"old": "split", "new": "halves"})]
+    with pytest.raises(GraphError, match="duplicate"):
+        g.rename("cat", "x")
+    verify(g)
+
+
+def test_events_are_emitted_for_each_edit():
+    g = chain()
+    seen = []
+    listener = lambda e, info: seen.append((e, info.get("name")))  # noqa: E731
+    g.subscribe(listener)
+    g.add("ReLU", ["relu"], name="r2")
+    g.set_attr("conv", "bias", False)
+    g.set_input("y", 0, "r2")
+    g.set_input("y", 0, "relu")
+    g.erase("r2")
+    g.unsubscribe(listener)
+    g.set_attr("conv", "bias", True)
+    assert seen == [("add", "r2"), ("attr", "conv"), ("input", "y"), ("input", "y"), ("erase", "r2")]
+
+
+def test_copy_is_independent():
+    g = chain()
+    c = g.copy()
+    c.set_attr("conv", "out_channels", 16)
+    c.add("ReLU", ["relu"], name="extra")
+    assert g["conv"].attrs["out_channels"] == 4 and "extra" not in g
+    assert g.users("relu") == [("y", 0)]
+    verify(c)
+    verify(g)
+
+
+def test_topo_order_is_stable_and_generations_group_by_depth():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [2, 4, 4]})
+    g.add("ReLU", ["x"], name="b")
+    g.add("Sigmoid", ["x"], name="a")
+    g.add("Add", ["a", "b"], name="sum")
+    g.add("Output", ["sum"], name="y")
+    assert g.topo_order() == ["x", "b", "a", "sum", "y"]
+    assert g.generations() == [["x"], ["b", "a"], ["sum"], ["y"]]
+    assert g.descendants("b") == {"sum", "y"}
+    assert g.descendants("y") == set()
+
+
+def test_cycle_is_reported_with_its_path():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [2, 4, 4]})
+    g.add("Add", ["x", "x"], name="a")
+    g.add("ReLU", ["a"], name="b")
+    g.add("Output", ["b"], name="y")
+    g.set_input("a", 1, "b")
+    with pytest.raises(GraphError, match="cycle: (a -> b -> a|b -> a -> b)"):
+        g.topo_order()
+    assert set(g.find_cycle()) == {"a", "b"}
+    with pytest.raises(GraphError, match="cycle"):
+        verify(g)
+
+
+def test_share_groups_and_param_owner():
+    g = Graph()
+    g.add("Input", name="a", attrs={"shape": [8]})
+    g.add("Input", name="b", attrs={"shape": [8]})
+    g.add("Linear", ["a"], name="fa", attrs={"out_features": 4}, share="emb")
+    g.add("Linear", ["b"], name="fb", attrs={"out_features": 4}, share="emb")
+    g.add("Output", ["fa"], name="ya")
+    g.add("Output", ["fb"], name="yb")
+    verify(g)
+    assert g.share_groups() == {"emb": ["fa", "fb"]}
+    assert g.param_owner("fb") == "fa" and g.param_owner("fa") == "fa" and g.param_owner("a") == "a"
+    g.set_attr("fb", "out_features", 5)
+    with pytest.raises(AttrError, match="attributes differ"):
+        verify(g)
+    g.set_attr("fb", "out_features", 4)
+    g.set_share("fb", None)
+    assert g.share_groups() == {"emb": ["fa"]}
+
+
+def test_verify_catches_structural_problems():
+    g = chain()
+    g["relu"].inputs.append("conv")
+    with pytest.raises(GraphError, match="takes 1 inputs, has 2"):
+        verify(g)
+    g = chain()
+    g._users["conv"].append(("y", 0))
+    with pytest.raises(GraphError, match="out of step"):
+        verify(g)
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4]})
+    with pytest.raises(GraphError, match="no outputs"):
+        verify(g)
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4, 2, 2]})
+    g.add("ChannelSplit", ["x"], name="s")
+    g.add("Output", ["s:2"], name="y")
+    with pytest.raises(GraphError, match="output 2 of a node with 2"):
+        verify(g)
+
+
+def test_errors_name_what_and_where():
+    e = GraphError("input 'q' refers to no node", "node 'c' input 0")
+    assert e.line() == "input 'q' refers to no node, node 'c' input 0"
+    assert isinstance(e, DesignError)
+    assert e.at("file 'a.json'").where == "file 'a.json' node 'c' input 0"
