@@ -1,0 +1,37 @@
+"""`convstudio codegen FILE -o model.py`: write the design as a standalone, readable PyTorch file."""
+
+from __future__ import annotations
+
+from backends.torch.codegen import generate
+from backends.torch.lower import class_name_for
+from backends.weights import load_design_weights
+from designer.cli.common import apply_input_shapes, load_design, print_json
+from ir.design import write_atomic
+
+VERB = "codegen"
+HELP = "write a standalone PyTorch file (one nn.Module class, imports only torch) for a design"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="design file")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL.py", help="Python file to write")
+    parser.add_argument("--class-name", metavar="NAME", help="name of the generated class (default: from the design's name)")
+    parser.add_argument("--input", action="append", metavar="[NAME=]SHAPE", help="override an input shape, e.g. 1x3x160x160")
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+
+def run(args) -> int:
+    design = load_design(args.file)
+    apply_input_shapes(design.graph, args.input)
+    load_design_weights(design)  # the generated class must fit the weights that travel with the design
+    source = generate(design.graph, args.class_name, design.weights)
+    write_atomic(args.output, source)
+    class_name = args.class_name or class_name_for(design.name)
+    summary = {"output": args.output, "class_name": class_name, "lines": source.count("\n"), "weights": design.weights}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"wrote {args.output}: class {class_name} ({summary['lines']} lines)")
+    if design.weights:
+        print(f"load the weights with model.load_state_dict(safetensors.torch.load_file('{design.weights}'))")
+    return 0
