@@ -1,0 +1,32 @@
+"""`convstudio train --nproc 2`: DistributedDataParallel through torchrun on CPU (gloo)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from designer.cli.main import main
+from ir.design import Design, load, save
+from ir.templates import build_template
+
+
+def test_two_processes_train_and_end_with_identical_weights(tmp_path, capfd):
+    path = tmp_path / "lenet.json"
+    save(Design(build_template("lenet", (1, 8, 8), 10), {"epochs": 2, "batch_size": 32, "optimizer": {"name": "adam", "lr": 3e-3}}), path)
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    log = tmp_path / "run.csv"
+    code = main(["train", str(path), "--nproc", "2", "--device", "cpu", "--rank-weights", str(ranks), "--log", str(log), "--no-progress"])
+    assert code == 0
+    first, second = load_file(ranks / "rank0.safetensors"), load_file(ranks / "rank1.safetensors")
+    assert sorted(first) == sorted(second) and len(first) == 10
+    for key in first:
+        assert np.array_equal(first[key], second[key]), key  # exact: DDP keeps replicas bitwise in step
+    rows = list(csv.DictReader(log.open()))
+    assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"]) and float(rows[1]["accuracy"]) > 0.5
+    assert load(path).weights == "lenet.safetensors"
+    written = load_file(tmp_path / "lenet.safetensors")
+    assert all(np.array_equal(written[k], first[k]) for k in first)
+    assert "2 processes" in capfd.readouterr().out
