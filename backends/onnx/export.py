@@ -1,0 +1,275 @@
+"""Export a design to an ONNX ModelProto built with onnx.helper.
+
+The batch dimension is symbolic ("N"); node and value names come from the design (value k of node
+X is ``X`` or ``X:k``, parameters are initializers ``<node>.<param>``, one per sharing group). The
+opset is the lowest that covers every node (see `backends.onnx.ops`) unless one is asked for; the IR
+version is the oldest that opset needs, which onnxruntime accepts. `metadata_props` carry the cost
+totals and the design JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from backends.onnx.ops import FLOOR_OPSET, LOWERINGS
+from backends.weights import check_params, init_params
+from ir.cost import analyze
+from ir.design import Design, dumps, write_atomic
+from ir.errors import DesignError
+from ir.graph import Graph, Node, make_ref, parse_ref, verify
+from ir.shapes import infer_shapes
+
+MAX_OPSET = 26  # the newest opset the installed onnxruntime (1.31) runs
+
+
+@dataclass
+class Site:
+    """One IR node being lowered: resolved attrs, ONNX input/output value names, per-sample shapes."""
+
+    node: Node
+    a: dict
+    ins: list[str]
+    outs: list[str]
+    in_shapes: list[tuple]
+    out_shapes: list[tuple]
+
+
+class Emitter:
+    """Collects ONNX nodes and initializers for one graph at one opset."""
+
+    def __init__(self, graph: Graph, opset: int, target: onnx.GraphProto):
+        self.graph = graph
+        self.opset = opset
+        self.target = target
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: set[str] = set()
+        self.extra_domains: dict[str, int] = {}
+        self._node_names: set[str] = set()
+
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, domain: str = "", **attrs) -> str:
+        """Append one ONNX node (name made unique); returns its first output."""
+        unique, i = name, 1
+        while unique in self._node_names:
+            unique, i = f"{name}_{i}", i + 1
+        self._node_names.add(unique)
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=unique, domain=domain or None, **attrs))
+        return outputs[0]
+
+    def tmp(self, owner: str, label: str) -> str:
+        return f"{owner}/{label}"
+
+    def const(self, owner: str, label: str, array: np.ndarray) -> str:
+        """A constant (not a learnable parameter) as an initializer named ``<owner>/<label>``."""
+        name = f"{owner}/{label}"
+        self._initializer(name, np.asarray(array))
+        return name
+
+    def param(self, node: Node, key: str) -> str:
+        """The initializer ``<owner>.<key>`` of a parameter; nodes sharing weights get the same one."""
+        owner = self.graph.param_owner(node.name)
+        name = f"{owner}.{key}"
+        if name not in self.initializers:
+            value = self.graph.nodes[owner].params.get(key)
+            if value is None:
+                raise DesignError(f"weights lack '{name}'", f"node '{node.name}'")
+            self._initializer(name, np.asarray(value, dtype=np.float32))
+        return name
+
+    def _initializer(self, name: str, array: np.ndarray) -> None:
+        """Append an initializer straight into the model (one copy of the data)."""
+        array = np.ascontiguousarray(array)
+        tensor = self.target.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        self.initializers.add(name)
+
+    def opaque(self, s: Site) -> None:
+        """Re-emit an imported ONNX node kept as is (backends.onnx.opaque restores its attributes)."""
+        try:
+            from backends.onnx.opaque import opaque_to_onnx
+        except ImportError:
+            raise DesignError("cannot export opaque ONNX nodes: backends.onnx.opaque is missing", f"node '{s.node.name}'") from None
+        proto = opaque_to_onnx(s.node, list(s.ins), list(s.outs))
+        if proto.domain:
+            self.extra_domains[proto.domain] = max(self.extra_domains.get(proto.domain, 1), int(s.a["opset"]))
+        unique, i = proto.name or s.node.name, 1
+        while unique in self._node_names:
+            unique, i = f"{proto.name or s.node.name}_{i}", i + 1
+        proto.name = unique
+        self._node_names.add(unique)
+        self.nodes.append(proto)
+
+
+def opset_needs(graph: Graph) -> list[tuple[str, str, int]]:
+    """(node, op, oldest opset its lowering needs) for every node; shapes must be inferred."""
+    out = []
+    for name in graph.topo_order():
+        node = graph.nodes[name]
+        if node.op in ("Input", "Output"):
+            continue
+        lowering = LOWERINGS.get(node.op)
+        if lowering is None:
+            raise DesignError(f"op {node.op} has no ONNX lowering", f"node '{name}'")
+        out.append((name, node.op, lowering.min_opset(node.resolved, _in_shapes(graph, node))))
+    return out
+
+
+def required_opset(graph: Graph) -> tuple[int, str | None]:
+    """The lowest opset covering every node (shapes inferred), and the node that sets it (None: the floor)."""
+    best, by = FLOOR_OPSET, None
+    for name, _, need in opset_needs(graph):
+        if need > best:
+            best, by = need, name
+    return best, by
+
+
+def _in_shapes(graph: Graph, node: Node) -> list[tuple]:
+    out = []
+    for ref in node.inputs:
+        src, idx = parse_ref(ref)
+        out.append(tuple(graph.nodes[src].meta["shapes"][idx]))
+    return out
+
+
+def _choose_opset(graph: Graph, opset: int | None) -> int:
+    if opset is None:
+        return required_opset(graph)[0]
+    if not isinstance(opset, int) or isinstance(opset, bool):
+        raise DesignError(f"opset must be an integer, got {opset!r}", "--opset")
+    if opset < FLOOR_OPSET:
+        raise DesignError(f"opset {opset} is older than {FLOOR_OPSET}, the oldest this exporter writes", "--opset")
+    if opset > MAX_OPSET:
+        raise DesignError(f"opset {opset} is newer than {MAX_OPSET}, the newest onnxruntime here runs", "--opset")
+    for name, op, need in opset_needs(graph):
+        if opset < need:
+            raise DesignError(f"opset {opset} is too low: {op} needs opset {need}", f"node '{name}'")
+    return opset
+
+
+def _prepare(graph: Graph, fuse: bool, seed: int) -> tuple[Graph, list[str], list[str]]:
+    """A copy of the graph with weights (initialized where missing), fused if asked, shapes inferred."""
+    g = graph.copy()
+    verify(g)
+    initialized = init_params(g, seed)
+    check_params(g)
+    fused: list[str] = []
+    if fuse:
+        try:
+            from ir.passes.fuse import fuse as fuse_pass
+        except ImportError:
+            raise DesignError("fusion is not available (the ir.passes.fuse pass is missing)", "--fuse") from None
+        result = fuse_pass(g)
+        g, fused = result.graph, list(result.report)
+    infer_shapes(g, strict=True)
+    return g, initialized, fused
+
+
+def _value_info(name: str, shape: tuple) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+
+
+def _emit_graph(g: Graph, opset: int, target: onnx.GraphProto) -> dict[str, int]:
+    """Fill `target` with the graph's nodes, initializers, inputs and outputs; returns other domains' opsets."""
+    e = Emitter(g, opset, target)
+    inputs = [_value_info(name, tuple(g.nodes[name].meta["shapes"][0])) for name in g.inputs]
+    for name in g.topo_order():
+        node = g.nodes[name]
+        if node.op in ("Input", "Output"):
+            continue
+        shapes = node.meta["shapes"]
+        site = Site(node, node.resolved, list(node.inputs), [make_ref(name, k) for k in range(len(shapes))],
+                    _in_shapes(g, node), [tuple(s) for s in shapes])
+        LOWERINGS[node.op].emit(e, site)
+    produced = {out for n in e.nodes for out in n.output}
+    graph_inputs = set(g.inputs)
+    claimed: dict[str, str] = {}
+    outputs = []
+    for name in g.outputs:
+        ref = g.nodes[name].inputs[0]
+        value = claimed.get(ref, ref)
+        if value in produced and value not in graph_inputs and ref not in claimed:
+            _rename_value(e.nodes, value, name)
+            claimed[ref] = name
+        else:
+            e.node("Identity", [value], [name], name)
+        src, idx = parse_ref(ref)
+        outputs.append(_value_info(name, tuple(g.nodes[src].meta["shapes"][idx])))
+    target.name = g.name
+    target.node.extend(e.nodes)
+    target.input.extend(inputs)
+    target.output.extend(outputs)
+    return e.extra_domains
+
+
+def _rename_value(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
+    for n in nodes:
+        for i, v in enumerate(n.input):
+            if v == old:
+                n.input[i] = new
+        for i, v in enumerate(n.output):
+            if v == old:
+                n.output[i] = new
+
+
+def build(
+    graph: Graph, opset: int | None = None, fuse: bool = False, seed: int = 0, training: dict | None = None
+) -> tuple[onnx.ModelProto, dict, bytes]:
+    """The model, a report (opset, IR version, weights initialized, fusion) and the serialized model."""
+    g, initialized, fused = _prepare(graph, fuse, seed)
+    chosen = _choose_opset(g, opset)
+    model = onnx.ModelProto(producer_name="convstudio", producer_version="1")
+    domains = _emit_graph(g, chosen, model.graph)
+    imports = [helper.make_opsetid("", chosen)] + [helper.make_opsetid(d, v) for d, v in sorted(domains.items())]
+    model.opset_import.extend(imports)
+    model.ir_version = helper.find_min_ir_version_for(imports[:1])
+    totals = analyze(g, "flops").total.as_dict()
+    weights = f"initialized (seed {seed}) for {', '.join(initialized)}" if initialized else "from the design"
+    helper.set_model_props(model, {
+        "convstudio.cost": json.dumps({"convention": "flops", **totals}),
+        "convstudio.design": dumps(Design(g, dict(training or {}))),
+        "convstudio.weights": weights,
+    })
+    data = model.SerializeToString()
+    try:
+        onnx.checker.check_model(data, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DesignError(f"the exported model fails the ONNX checker: {first}", f"design '{graph.name}'") from None
+    report = {
+        "opset": chosen,
+        "ir_version": model.ir_version,
+        "weights_initialized": bool(initialized),
+        "initialized_nodes": initialized,
+        "fused": fused,
+        "onnx_nodes": len(model.graph.node),
+        "initializers": len(model.graph.initializer),
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": [o.name for o in model.graph.output],
+        "cost": totals,
+        "bytes": len(data),
+    }
+    return model, report, data
+
+
+def export_model(graph: Graph, opset: int | None = None, fuse: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """The ONNX model of `graph`; missing weights are initialized with `seed` (metadata says so)."""
+    return build(graph, opset, fuse, seed)[0]
+
+
+def export_file(design_or_graph: Design | Graph, path: Path | str, opset: int | None = None, fuse: bool = False) -> dict:
+    """Write the ONNX model atomically; returns the report with the path and size written."""
+    if isinstance(design_or_graph, Design):
+        graph, training = design_or_graph.graph, design_or_graph.training
+    else:
+        graph, training = design_or_graph, None
+    _, report, data = build(graph, opset, fuse, training=training)
+    write_atomic(path, data)
+    return {"path": str(path), **report}

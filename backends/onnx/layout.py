@@ -1,0 +1,234 @@
+"""Layout ops: reshape-like ops, transposes, channel splits and zero pads.
+
+Rules:
+- a reshape keeping the batch first becomes nothing (same shape) or Flatten (one dimension per sample);
+- Reshape to (g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape back to (C, H, W) is ChannelShuffle(g);
+  the first two wait (deferred) for the third and become Opaque if it never comes;
+- Split and one-range Slice along channels are ChannelSplit;
+- a zero Pad on H and W waits for a Conv or count-including AvgPool to absorb it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from backends.onnx.fold import attrs_of
+from backends.onnx.importer import FLOAT, Importer, Unmappable, Value
+from backends.onnx.map_common import base_name, first_input
+
+
+def _reshaped(imp: Importer, node: onnx.NodeProto, x: Value, out_shapes: list[tuple]) -> list[Value]:
+    """A reshape of x to full shapes `out_shapes` (one per batch size tried)."""
+    for b, shape in zip(imp.batches, out_shapes):
+        if len(shape) < 1 or shape[0] != b:
+            raise Unmappable(f"the result {list(shape)} does not keep the batch first")
+    per_sample = tuple(out_shapes[0][1:])
+    if any(tuple(s[1:]) != per_sample for s in out_shapes):
+        raise Unmappable("the per-sample shape changes with the batch size")
+    if per_sample == x.shape:
+        return [Value(FLOAT, ref=x.ref, shape=x.shape)]
+    if len(per_sample) == 1 and len(x.shape) > 1:
+        return [imp.out(imp.add("Flatten", [x.ref], base_name(node)))]
+    if x.deferred is not None and "shuffled" in x.info:
+        src, groups = x.info["shuffled"][0], x.info["groups"]
+        return [imp.out(imp.add("ChannelShuffle", [imp.runtime(src).ref], base_name(node), {"groups": groups}))]
+    if len(x.shape) == 3 and len(per_sample) == 4 and per_sample[0] * per_sample[1] == x.shape[0] and per_sample[2:] == x.shape[1:]:
+        return [
+            Value(
+                FLOAT,
+                shape=per_sample,
+                deferred=node,
+                info={"view_of": node.input[0], "groups": per_sample[0], "reason": "Reshape not part of a channel shuffle"},
+            )
+        ]
+    raise Unmappable(f"reshape {list(x.shape)} -> {list(per_sample)} is not a flatten or a channel shuffle")
+
+
+def _full(imp: Importer, v: Value) -> list[tuple]:
+    return [(b, *v.shape) for b in imp.batches]
+
+
+def reshape(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = imp.peek(node.input[0])
+    if x.deferred is not None and "shuffled" not in x.info:
+        x = imp.runtime(node.input[0])
+    a = attrs_of(node)
+    if imp.opset < 5:
+        targets = [np.array(a["shape"])] * len(imp.batches)
+    else:
+        v = imp.value(node.input[1])
+        if not v.is_const:
+            raise Unmappable("the target shape is computed at run time")
+        targets = [v.consts[min(k, len(v.consts) - 1)] for k in range(len(imp.batches))]
+    outs = []
+    for full, target in zip(_full(imp, x), targets):
+        target = [int(t) for t in np.asarray(target).reshape(-1)]
+        resolved = [full[i] if (t == 0 and not a.get("allowzero", 0) and i < len(full)) else t for i, t in enumerate(target)]
+        try:
+            outs.append(_reshape_shape(full, resolved))
+        except ValueError:
+            raise Unmappable(f"cannot reshape {list(full)} to {target}") from None
+    if x.deferred is not None and tuple(outs[0][1:]) != x.info["shuffled"][1]:
+        x = imp.runtime(node.input[0])
+    return _reshaped(imp, node, x, outs)
+
+
+def _reshape_shape(full: tuple, resolved: list[int]) -> tuple:
+    total = math.prod(full)
+    known = math.prod(d for d in resolved if d != -1)
+    if resolved.count(-1) > 1 or any(d < -1 for d in resolved) or known == 0 or total % known:
+        raise ValueError("bad reshape")
+    out = tuple(total // known if d == -1 else d for d in resolved)
+    if math.prod(out) != total:
+        raise ValueError("bad reshape")
+    return out
+
+
+def flatten(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = first_input(imp, node)
+    rank = len(x.shape) + 1
+    axis = int(attrs_of(node).get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    outs = [(math.prod(f[:axis]), math.prod(f[axis:])) for f in _full(imp, x)]
+    return _reshaped(imp, node, x, outs)
+
+
+def squeeze_unsqueeze(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = first_input(imp, node)
+    a = attrs_of(node)
+    axes = (
+        list(a.get("axes", []))
+        if imp.opset < 13
+        else [int(v) for v in (imp.const_or_none(node, 1) if len(node.input) > 1 and node.input[1] else [])]
+    )
+    outs = []
+    for full in _full(imp, x):
+        if node.op_type == "Squeeze":
+            rank = len(full)
+            drop = {ax % rank for ax in axes} if axes else {i for i, d in enumerate(full) if d == 1}
+            if any(full[i] != 1 for i in drop):
+                raise Unmappable("squeezing a dimension that is not 1")
+            outs.append(tuple(d for i, d in enumerate(full) if i not in drop))
+        else:
+            rank = len(full) + len(axes)
+            shape = list(full)
+            for ax in sorted(ax % rank for ax in axes):
+                shape.insert(ax, 1)
+            outs.append(tuple(shape))
+    return _reshaped(imp, node, x, outs)
+
+
+def transpose(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = imp.peek(node.input[0])
+    perm = [int(p) for p in attrs_of(node).get("perm", [])]
+    if x.deferred is not None and "groups" in x.info and perm == [0, 2, 1, 3, 4] and imp.uses[node.input[0]] == 1:
+        g, c_per_g, h, w = x.shape
+        src = x.info["view_of"]
+        original = imp.peek(src).shape
+        return [
+            Value(
+                FLOAT,
+                shape=(c_per_g, g, h, w),
+                deferred=node,
+                info={"shuffled": (src, original), "groups": g, "reason": "Transpose not part of a channel shuffle"},
+            )
+        ]
+    x = imp.runtime(node.input[0])
+    if perm == list(range(len(x.shape) + 1)):
+        return [Value(FLOAT, ref=x.ref, shape=x.shape)]
+    raise Unmappable(f"transpose {perm} is not part of a channel shuffle")
+
+
+def split(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = first_input(imp, node)
+    a = attrs_of(node)
+    rank = len(x.shape) + 1
+    axis = int(a.get("axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    if axis != 1:
+        raise Unmappable("Split along a dimension other than channels")
+    sizes = imp.const_or_none(node, 1) if imp.opset >= 13 else a.get("split")
+    c = x.shape[0]
+    n = len(node.output)
+    if sizes is None or len(sizes) == 0:
+        part = -(-c // n)
+        sizes = [min(part, c - k * part) for k in range(n)]
+    sizes = [int(s) for s in sizes]
+    if any(s < 1 for s in sizes) or sum(sizes) != c:
+        raise Unmappable(f"split sizes {sizes} do not fit {c} channels")
+    name = imp.add("ChannelSplit", [x.ref], base_name(node), {"sections": sizes} if len(set(sizes)) > 1 else {"parts": n})
+    return [imp.out(f"{name}:{k}" if k else name) for k, o in enumerate(node.output) if o]
+
+
+def slice_(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = first_input(imp, node)
+    a = attrs_of(node)
+    if imp.opset >= 10:
+        starts, ends = imp.const(node.input[1]), imp.const(node.input[2])
+        axes = imp.const_or_none(node, 3)
+        steps = imp.const_or_none(node, 4)
+    else:
+        starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+    full = (imp.batches[0], *x.shape)
+    axes = list(range(len(starts))) if axes is None else [int(v) % len(full) for v in axes]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
+    kept = None
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        r = range(full[ax])[slice(int(s), int(e), st)]
+        if len(r) == full[ax] and st == 1:
+            continue
+        if ax != 1 or st != 1 or kept is not None or len(r) == 0:
+            raise Unmappable("Slice other than one contiguous channel range")
+        kept = (r.start, r.stop)
+    if kept is None:
+        return [Value(FLOAT, ref=x.ref, shape=x.shape)]
+    c = x.shape[0]
+    sections = [s for s in (kept[0], kept[1] - kept[0], c - kept[1]) if s > 0]
+    index = 1 if kept[0] > 0 else 0
+    name = imp.add("ChannelSplit", [x.ref], base_name(node), {"sections": sections})
+    return [imp.out(f"{name}:{index}" if index else name)]
+
+
+def pad(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x = first_input(imp, node, 3)
+    a = attrs_of(node)
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if imp.opset < 11:
+        pads, value = list(a.get("pads", a.get("paddings", []))), float(a.get("value", 0.0))
+    else:
+        pads = [int(p) for p in imp.const(node.input[1])]
+        cv = imp.const_or_none(node, 2)
+        value = float(cv) if cv is not None and cv.size else 0.0
+        if len(node.input) > 3 and node.input[3]:
+            raise Unmappable("Pad with axes")
+    if mode != "constant" or value != 0.0:
+        raise Unmappable(f"{mode} padding with value {value}")
+    if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or any(p < 0 for p in pads):
+        raise Unmappable(f"pads {pads} touch more than H and W")
+    t, left, b, r = pads[2], pads[3], pads[6], pads[7]
+    c, h, w = x.shape
+    shape = (c, h + t + b, w + left + r)
+    return [
+        Value(
+            FLOAT,
+            shape=shape,
+            deferred=node,
+            info={"pad": (node.input[0], (t, left, b, r)), "reason": "zero Pad that no convolution or average pool absorbs exactly"},
+        )
+    ]
+
+
+LAYOUT_MAPPERS = {
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Squeeze": squeeze_unsqueeze,
+    "Unsqueeze": squeeze_unsqueeze,
+    "Transpose": transpose,
+    "Split": split,
+    "Slice": slice_,
+    "Pad": pad,
+}

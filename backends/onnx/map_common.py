@@ -1,0 +1,39 @@
+"""Helpers shared by the ONNX -> IR mapping functions."""
+
+from __future__ import annotations
+
+import onnx
+
+from backends.onnx.importer import Importer, Unmappable, Value
+
+
+def base_name(node: onnx.NodeProto) -> str:
+    """The ONNX node's name, or its first output's, as a base for IR names."""
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+def first_input(imp: Importer, node: onnx.NodeProto, rank: int | None = None) -> Value:
+    """The computed input 0, optionally of a given per-sample rank."""
+    v = imp.runtime(node.input[0])
+    if rank is not None and len(v.shape) != rank:
+        raise Unmappable(f"input is {len(v.shape) + 1}-d; the IR op needs {rank + 1}-d")
+    return v
+
+
+def _used(imp: Importer, node: onnx.NodeProto, index: int) -> bool:
+    return len(node.output) > index and bool(node.output[index]) and imp.uses[node.output[index]] > 0
+
+
+def only_first_output(imp: Importer, node: onnx.NodeProto) -> None:
+    """Decline nodes whose extra outputs (masks, indices, statistics) are used."""
+    for k in range(1, len(node.output)):
+        if _used(imp, node, k):
+            raise Unmappable(f"output {k} ('{node.output[k]}') is used")
+
+
+def pair(values, what: str) -> tuple[int, int]:
+    """Two spatial values (H, W), else the node is not 2-d."""
+    values = [int(v) for v in values]
+    if len(values) != 2:
+        raise Unmappable(f"{what} has {len(values)} spatial dimensions; the IR op is 2-d")
+    return values[0], values[1]

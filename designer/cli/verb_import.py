@@ -1,0 +1,60 @@
+"""`convstudio import model.onnx -o design.json`: read an ONNX model into a design with its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from designer.cli.common import human, print_json
+from ir.design import dumps, write_atomic
+from ir.errors import DesignError
+from ir.graph import verify
+
+VERB = "import"
+HELP = "import an ONNX model as a design (design.json plus design.safetensors beside it)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("-o", "--output", required=True, help="design file to write (weights go beside it as .safetensors)")
+    parser.add_argument("--name", help="design name (default: the model file's name)")
+    parser.add_argument("--json", action="store_true", help="print the import report as JSON")
+
+
+def write_design(design, path: Path) -> Path:
+    """Write the weights and then the design, each atomically; returns the weights path."""
+    from backends.weights import save_weights
+
+    weights = path.with_suffix(".safetensors")
+    design.weights = weights.name
+    verify(design.graph)
+    text = dumps(design)
+    save_weights(design.graph, weights)
+    write_atomic(path, text)
+    design.path = path
+    return weights
+
+
+def run(args) -> int:
+    from backends.onnx.importer import import_model
+    from ir.cost import analyze
+
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise DesignError("folder does not exist", f"file '{out}'")
+    if out.suffix == ".safetensors":
+        raise DesignError("the design file needs another suffix: its weights are written as .safetensors beside it", f"file '{out}'")
+    design, report = import_model(args.model, name=args.name)
+    weights = write_design(design, out)
+    total = analyze(design.graph, "torchvision").total
+    report = {**report, "design": str(out), "weights": str(weights), "params": total.params, "macs": total.macs}
+    if args.json:
+        print_json(report)
+        return 0
+    counts = report["counts"]
+    print(
+        f"{args.model} -> {out} (weights {weights.name}): {counts['mapped']} mapped, {counts['folded']} folded, "
+        f"{counts['opaque']} opaque; {total.params:,} params ({human(total.params)}), {human(total.macs)} MACs known"
+    )
+    for entry in report["opaque"]:
+        print(f"  opaque {entry['ir']} ({entry['op']}): {entry['reason']}")
+    return 0

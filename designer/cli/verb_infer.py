@@ -1,0 +1,169 @@
+"""`convstudio infer model.onnx`: run an ONNX model in ONNX Runtime, summarize outputs and latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backends.onnx import runtime
+from backends.onnx.runtime import MAX_INPUT_ELEMENTS, PROVIDERS, open_session
+from designer.cli.common import print_json
+from ir.errors import DesignError
+
+VERB = "infer"
+HELP = "run an ONNX model in ONNX Runtime (CUDA when usable, else CPU): output summary and latency"
+
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="ONNX model file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", action="append", metavar="[NAME=]X.npy", help="input array (.npy); repeat with NAME= for several inputs")
+    source.add_argument("--random", action="store_true", help="standard-normal inputs (dynamic batch = --batch)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size for --random (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto", help="auto: CUDA when usable, else CPU")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    parser.add_argument("--no-optimize", action="store_true", help="turn ONNX Runtime's graph optimizations off")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _dims(shape) -> list:
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+def _dtype(meta) -> type:
+    if meta.type not in ORT_DTYPES:
+        raise DesignError(f"input '{meta.name}' has element type {meta.type}, which infer cannot feed", "model inputs")
+    return ORT_DTYPES[meta.type]
+
+
+def _load_npy(text: str, metas: list) -> tuple[str, np.ndarray]:
+    name, _, path_text = text.rpartition("=")
+    names = [m.name for m in metas]
+    if not name:
+        if len(metas) != 1:
+            raise DesignError(f"the model has inputs {', '.join(names)}: use --input NAME=X.npy", "--input")
+        name = names[0]
+    if name not in names:
+        raise DesignError(f"the model has no input '{name}' (inputs: {', '.join(names)})", "--input")
+    path = Path(path_text)
+    where = f"file '{path}'"
+    if not path.is_file():
+        raise DesignError("no such file", where)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DesignError(f"not a readable .npy array ({str(err).splitlines()[0][:120]})", where) from None
+    if not isinstance(array, np.ndarray):
+        raise DesignError("holds several arrays (.npz); give one .npy array", where)
+    return name, array
+
+
+def _check(meta, array: np.ndarray, where: str) -> None:
+    want = _dtype(meta)
+    if array.dtype != want:
+        raise DesignError(f"input '{meta.name}' must be {np.dtype(want).name}, got {array.dtype.name}", where)
+    dims = _dims(meta.shape)
+    shown = "x".join(str(d) if d is not None else "N" for d in dims)
+    if array.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, array.shape)):
+        raise DesignError(f"input '{meta.name}' must have shape {shown}, got {'x'.join(map(str, array.shape))}", where)
+    if array.size == 0:
+        raise DesignError(f"input '{meta.name}' is empty", where)
+
+
+def _random(meta, batch: int, rng: np.random.Generator) -> np.ndarray:
+    shape = []
+    for k, d in enumerate(_dims(meta.shape)):
+        if d is None and k > 0:
+            raise DesignError(f"input '{meta.name}' has a dynamic dimension {k}; give it with --input", "--random")
+        shape.append(batch if d is None else d)
+    if any(d < 1 for d in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_ELEMENTS:
+        raise DesignError(f"input '{meta.name}' of shape {shape} is empty or too large to generate", "--random")
+    dtype = _dtype(meta)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype is np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    return rng.integers(0, 10, shape).astype(dtype)
+
+
+def feeds(session, args) -> dict[str, np.ndarray]:
+    """The input arrays, checked against the model's input names, shapes and element types."""
+    metas = session.get_inputs()
+    if args.random:
+        if args.batch < 1:
+            raise DesignError(f"batch must be at least 1, got {args.batch}", "--batch")
+        rng = np.random.default_rng(args.seed)
+        return {m.name: _random(m, args.batch, rng) for m in metas}
+    out = {}
+    for text in args.input:
+        name, array = _load_npy(text, metas)
+        _check(next(m for m in metas if m.name == name), array, f"--input {text}")
+        out[name] = array
+    missing = [m.name for m in metas if m.name not in out]
+    if missing:
+        raise DesignError(f"no array given for input {', '.join(missing)}", "--input")
+    return out
+
+
+def summarize(name: str, value: np.ndarray) -> dict:
+    entry = {"name": name, "shape": list(value.shape), "dtype": value.dtype.name}
+    if value.size and np.issubdtype(value.dtype, np.number):
+        entry.update(min=float(value.min()), max=float(value.max()), mean=float(value.mean()))
+        if value.ndim == 1:
+            entry["argmax"] = int(value.argmax())
+        elif value.ndim == 2:
+            entry["argmax"] = [int(i) for i in value.argmax(axis=1)]
+    return entry
+
+
+def run_args(args) -> dict:
+    if args.runs < 1 or args.warmup < 0:
+        raise DesignError("runs must be at least 1 and warmup at least 0", "--runs/--warmup")
+    session, provider, note = open_session(args.model, args.provider, optimize=not args.no_optimize)
+    inputs = feeds(session, args)
+    for _ in range(args.warmup):
+        runtime.run(session, inputs)
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        outputs = runtime.run(session, inputs)
+        times.append((time.perf_counter() - start) * 1000)
+    names = [o.name for o in session.get_outputs()]
+    return {
+        "model": str(args.model),
+        "provider": provider,
+        "note": note,
+        "inputs": {k: list(v.shape) for k, v in inputs.items()},
+        "outputs": [summarize(n, v) for n, v in zip(names, outputs)],
+        "runs": args.runs,
+        "latency_ms": {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)), "min": float(min(times))},
+    }
+
+
+def run(args) -> int:
+    result = run_args(args)
+    if args.json:
+        print_json(result)
+        return 0
+    if result["note"]:
+        print(result["note"])
+    for o in result["outputs"]:
+        line = f"{o['name']}: shape {'x'.join(map(str, o['shape']))} {o['dtype']}"
+        if "min" in o:
+            line += f", min {o['min']:.6g}, max {o['max']:.6g}, mean {o['mean']:.6g}"
+        if "argmax" in o:
+            line += f", argmax {o['argmax']}"
+        print(line)
+    lat = result["latency_ms"]
+    print(f"latency over {result['runs']} runs: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms ({result['provider']})")
+    return 0
