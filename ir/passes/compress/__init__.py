@@ -1,0 +1,11 @@
+"""Compression strategies, one file each; `STRATEGIES` is the table (name -> Strategy)."""
+
+from ir.passes.compress import bottleneck, group_shuffle, pool, separable, stack3x3, stride2, width
+from ir.passes.compress.common import Strategy, parse_param_text
+
+STRATEGIES: dict[str, Strategy] = {
+    module.STRATEGY.name: module.STRATEGY
+    for module in (stack3x3, separable, group_shuffle, stride2, pool, width, bottleneck)
+}
+
+__all__ = ["STRATEGIES", "Strategy", "parse_param_text"]
