@@ -1,0 +1,115 @@
+"""Starting the designer: the QApplication, the display check, and headless screenshots."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from ir.design import Design, load
+from ir.errors import DesignError
+from ir.templates import build_template
+
+NO_DISPLAY = (
+    "no display to open the designer on (DISPLAY and WAYLAND_DISPLAY are unset); "
+    "run `convstudio design FILE --screenshot out.png` for a picture of the design instead"
+)
+
+
+def has_display() -> bool:
+    """Whether Qt can open a window here (a platform plugin was chosen, or an X/Wayland display exists)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+_KEEP_ALIVE: list = []  # the QApplication must outlive every caller's local reference
+QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
+
+
+def _qt_message(mode, context, message: str) -> None:
+    """Pass Qt's messages on to stderr, minus the offscreen plugin's harmless notices."""
+    if message not in QUIET_QT_MESSAGES:
+        sys.stderr.write(message + "\n")
+
+
+def application():
+    """The process's QApplication (created on first use)."""
+    from PyQt6.QtCore import qInstallMessageHandler
+    from PyQt6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        qInstallMessageHandler(_qt_message)
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("ConvStudio")
+        app.setOrganizationName("ConvStudio")
+        _KEEP_ALIVE.append(app)
+    return app
+
+
+def open_design(path: str | Path | None, template: str | None = None) -> Design:
+    """The design to show: a file, a template, or the default example (lenet)."""
+    if path is not None:
+        return load(path)
+    return Design(build_template(template or "lenet"))
+
+
+def _report_bug(kind, value, tb) -> None:
+    """Keep the window alive after an unexpected error in a Qt callback: print it, say it in the status bar."""
+    traceback.print_exception(kind, value, tb)
+    from designer.gui.mainwindow import MainWindow
+
+    for widget in application().topLevelWidgets():
+        if isinstance(widget, MainWindow):
+            widget.show_message(f"internal error: {value}")
+
+
+def take_screenshot(window, out: str | Path) -> Path:
+    """Lay the window out, render it and save a PNG of the whole window.
+
+    With nothing selected, the most expensive layer is selected so the inspector shows it."""
+    app = application()
+    for _ in range(3):
+        app.processEvents()
+    window.view.show_readable()
+    if not window.ctl.selection and window.ctl.report is not None and window.ctl.report.nodes:
+        window.ctl.select([max(window.ctl.report.nodes, key=lambda c: c.macs).name])
+    app.processEvents()
+    out = Path(out)
+    if not window.grab().save(str(out), "PNG"):
+        raise DesignError("cannot write the screenshot", f"file '{out}'")
+    return out
+
+
+def run(
+    path: str | Path | None = None,
+    screenshot: str | Path | None = None,
+    size: tuple[int, int] = (1600, 1000),
+    template: str | None = None,
+) -> int:
+    """Open the designer on a design file (or the default example); with `screenshot`, save a PNG and exit."""
+    if screenshot is not None and not has_display():
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if not has_display():
+        raise DesignError(NO_DISPLAY)
+    if screenshot is not None and not Path(screenshot).resolve().parent.is_dir():
+        raise DesignError("folder does not exist", f"file '{screenshot}'")
+    design = open_design(path, template)
+    app = application()
+    from designer.gui.mainwindow import MainWindow
+
+    window = MainWindow(design, autosave=screenshot is None)
+    window.resize(*size)
+    window.show()
+    if screenshot is not None:
+        out = take_screenshot(window, screenshot)
+        window.close()
+        print(f"wrote {out} ({size[0]}x{size[1]})")
+        return 0
+    sys.excepthook = _report_bug
+    window.view.show_readable()
+    return app.exec()

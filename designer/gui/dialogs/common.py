@@ -1,0 +1,133 @@
+"""What the dialogs share: the before / after / delta table, the one-line error label and a worker thread."""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
+from PyQt6.QtGui import QColor
+from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
+
+from designer.cli.common import human, human_bytes
+from ir.errors import DesignError
+
+METRIC_ROWS = (
+    ("nodes", "nodes", str),
+    ("params", "params", human),
+    ("macs", "MACs", human),
+    ("flops", "FLOPs", human),
+    ("activation_bytes", "activation memory", human_bytes),
+    ("peak_activation_bytes", "peak memory", human_bytes),
+)
+GAIN = "#1b7f3b"
+LOSS = "#b42318"
+
+
+def error_line(err: Exception) -> str:
+    """One line for any failure: a DesignError's 'what, where', else the exception's type and first line."""
+    if isinstance(err, DesignError):
+        return f"error: {err.line()}"
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return f"error: {type(err).__name__}: {first}" if first else f"error: {type(err).__name__}"
+
+
+class StatusLabel(QLabel):
+    """A word-wrapped status line; errors show in red, everything else in the default colour."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def show_error(self, text: str) -> None:
+        self.setStyleSheet(f"color: {LOSS};")
+        self.setText(text)
+
+    def show_info(self, text: str) -> None:
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def is_error(self) -> bool:
+        return bool(self.styleSheet())
+
+
+def signed(value: float, fmt) -> str:
+    sign = "+" if value > 0 else "-" if value < 0 else ""
+    return sign + fmt(abs(value))
+
+
+class BeforeAfterTable(QTableWidget):
+    """Rows: the metrics of `ir.passes.compare.before_after`; columns: before, after, delta, delta %."""
+
+    HEADERS = ("before", "after", "delta", "delta %")
+
+    def __init__(self, headers: tuple[str, ...] = HEADERS, parent=None):
+        super().__init__(len(METRIC_ROWS), len(headers), parent)
+        self.headers = tuple(headers)
+        self.setHorizontalHeaderLabels(list(headers))
+        self.setVerticalHeaderLabels([label for _, label, _ in METRIC_ROWS])
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self._fit_height()
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def show_data(self, data: dict) -> None:
+        """Fill from before_after's {'before', 'after', 'delta'}."""
+        for row, (key, _, fmt) in enumerate(METRIC_ROWS):
+            d = data["delta"][key]
+            pct = "" if d["pct"] is None else f"{d['pct']:+.1f}%"
+            cells = (fmt(data["before"][key]), fmt(data["after"][key]), signed(d["abs"], fmt), pct)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if col >= 2 and d["abs"]:
+                    item.setForeground(QColor(GAIN if d["abs"] < 0 else LOSS))
+                self.setItem(row, col, item)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        self.resizeRowsToContents()
+        self.updateGeometry()
+
+    def sizeHint(self) -> QSize:
+        """Tall enough for the header and every row, so the table never scrolls."""
+        rows = sum(self.rowHeight(i) for i in range(self.rowCount()))
+        header = max(self.horizontalHeader().height(), self.horizontalHeader().sizeHint().height())
+        return QSize(super().sizeHint().width(), header + rows + 2 * self.frameWidth() + 2)
+
+    def minimumSizeHint(self) -> QSize:
+        return self.sizeHint()
+
+    def clear_data(self) -> None:
+        self.clearContents()
+
+    def cell_text(self, key: str, column: str) -> str:
+        row = [k for k, _, _ in METRIC_ROWS].index(key)
+        item = self.item(row, self.headers.index(column))
+        return item.text() if item else ""
+
+
+class Job(QThread):
+    """Runs `work(job)` off the GUI thread; `done(result)` or `failed(one line)` follows.
+
+    `work` may call `job.progress.emit(...)`; the signals reach the GUI thread queued."""
+
+    done = pyqtSignal(object)
+    failed = pyqtSignal(str)
+    progress = pyqtSignal(object)
+
+    def __init__(self, work, parent=None):
+        super().__init__(parent)
+        self.work = work
+        self.result = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.work(self)
+        except Exception as err:  # every failure becomes one line in the dialog, never a traceback
+            self.error = error_line(err)
+            self.failed.emit(self.error)
+            return
+        self.done.emit(self.result)

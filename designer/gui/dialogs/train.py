@@ -1,0 +1,390 @@
+"""Train: the design's training section as a form, a run off the GUI thread with live curves and Cancel.
+
+The run is `backends.torch.train.fit` on a copy of the design (the dialog is window-modal, so the
+design cannot change meanwhile). `fit` saves the weights beside the design; the trained graph, the
+training section as edited here and the new weights reference then replace the design's in one
+undoable step, which marks the design modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from backends.torch.train import RunOptions, default_weights_path, fit, merged_config
+from designer.gui.dialogs.common import Job, StatusLabel, error_line
+from ir.design import Design
+from ir.training import LOSSES, OPTIMIZERS, SCHEDULERS, training_config, validate_training
+
+PLAIN_FIELDS = ("dataset", "loss", "l1", "epochs", "batch_size", "val_split", "seed")
+OPTIMIZER_FIELDS = ("name", "lr", "momentum", "nesterov", "weight_decay")
+STEPS = 1000  # progress-bar resolution per epoch
+FULL_BATCH = 0  # the batch-size spin box value that means 'full' (batch gradient descent)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def train(window) -> TrainDialog:
+    dialog = TrainDialog(window)
+    dialog.show()
+    return dialog
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def updated_section(section: dict, overrides: dict) -> dict:
+    """The training section with the fields the dialog changed; a new scheduler starts from its defaults."""
+    out = copy.deepcopy(section)
+    for key, value in overrides.items():
+        if key == "optimizer":
+            out["optimizer"] = {**out.get("optimizer", {}), **value}
+        elif key == "scheduler":
+            out["scheduler"] = dict(value)
+        else:
+            out[key] = value
+    return validate_training(out)
+
+
+def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    return box
+
+
+class TrainDialog(QDialog):
+    """The training form, Start / Cancel, a progress bar and the loss and accuracy curves."""
+
+    epoch_done = pyqtSignal(dict)
+    finished_run = pyqtSignal(dict)
+    failed = pyqtSignal(str)
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.setWindowTitle("Train")
+        self.ctl = window.ctl
+        self.job: Job | None = None
+        self.busy = False
+        self.run_design: Design | None = None
+        self.run_overrides: dict = {}
+        self.stop_requested = False
+        self.history: list[dict] = []
+        self.result: dict | None = None
+        self.epochs = 0
+
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setToolTip("digits (scikit-learn), an .npz file with arrays x and y, or a folder of class subfolders")
+        self.npz_button = QPushButton(".npz...")
+        self.folder_button = QPushButton("Folder...")
+        self.loss_box = QComboBox()
+        self.loss_box.addItems(LOSSES)
+        self.optimizer_box = QComboBox()
+        self.optimizer_box.addItems(OPTIMIZERS)
+        self.lr_box = _double(0.0, 10.0, 6, 0.001)
+        self.momentum_box = _double(0.0, 1.0, 3, 0.05)
+        self.nesterov_box = QCheckBox("Nesterov momentum (sgd)")
+        self.weight_decay_box = _double(0.0, 1.0, 6, 0.0001)
+        self.l1_box = _double(0.0, 1.0, 6, 0.0001)
+        self.scheduler_box = QComboBox()
+        self.scheduler_box.addItems(SCHEDULERS)
+        self.epochs_box = QSpinBox()
+        self.epochs_box.setRange(1, 100_000)
+        self.batch_box = QSpinBox()
+        self.batch_box.setRange(FULL_BATCH, 1_000_000)
+        self.batch_box.setSpecialValueText("full (batch gradient descent)")
+        self.batch_box.setToolTip("1 = stochastic gradient descent, n = mini-batch, full = batch gradient descent")
+        self.val_box = _double(0.0, 0.9, 2, 0.05)
+        self.seed_box = QSpinBox()
+        self.seed_box.setRange(0, 2**31 - 1)
+        self.prefill(training_config(self.ctl.design.training))
+        self.device_box = QComboBox()
+        self.device_box.addItems(DEVICES)
+        self.device_box.setToolTip("auto: the GPU when there is one, else the CPU")
+        self.scratch_box = QCheckBox("Start from fresh weights (ignore the design's saved ones)")
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.setEnabled(False)
+        self.close_button = QPushButton("Close")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        self.progress_label = QLabel("not started")
+        self.weights_label = QLabel(f"weights go to {default_weights_path(self.ctl.design)}")
+        self.weights_label.setWordWrap(True)
+        self.status = StatusLabel()
+
+        self.loss_plot = pg.PlotWidget(background="w")
+        self.loss_plot.setTitle("loss", color="#333")
+        self.loss_plot.addLegend(offset=(-10, 10), labelTextColor="#222")
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.loss_plot.setLabel("bottom", "epoch")
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#4c78a8", width=2), symbol="o", symbolSize=6,
+                                              symbolBrush="#4c78a8", name="training")
+        self.val_loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#f58518", width=2), symbol="o", symbolSize=6,
+                                                  symbolBrush="#f58518", name="validation")
+        self.accuracy_plot = pg.PlotWidget(background="w")
+        self.accuracy_plot.setTitle("validation accuracy", color="#333")
+        self.accuracy_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.accuracy_plot.setLabel("bottom", "epoch")
+        self.accuracy_plot.setYRange(0, 1)
+        self.accuracy_curve = self.accuracy_plot.plot([], [], pen=pg.mkPen("#54a24b", width=2), symbol="o", symbolSize=6,
+                                                      symbolBrush="#54a24b")
+
+        data_row = QWidget()
+        row = QHBoxLayout(data_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.dataset_edit, 1)
+        row.addWidget(self.npz_button)
+        row.addWidget(self.folder_button)
+        setup = QGroupBox("Training section")
+        left, right = QFormLayout(), QFormLayout()
+        left.addRow("Dataset", data_row)
+        left.addRow("Loss", self.loss_box)
+        left.addRow("Optimizer", self.optimizer_box)
+        left.addRow("Learning rate", self.lr_box)
+        left.addRow("Momentum", self.momentum_box)
+        left.addRow("", self.nesterov_box)
+        right.addRow("Weight decay (L2)", self.weight_decay_box)
+        right.addRow("L1 penalty", self.l1_box)
+        right.addRow("Scheduler", self.scheduler_box)
+        right.addRow("Epochs", self.epochs_box)
+        right.addRow("Batch size", self.batch_box)
+        right.addRow("Validation split", self.val_box)
+        right.addRow("Seed", self.seed_box)
+        columns = QHBoxLayout(setup)
+        columns.addLayout(left, 1)
+        columns.addSpacing(16)
+        columns.addLayout(right, 1)
+        run_box = QGroupBox("Run")
+        run_row = QHBoxLayout(run_box)
+        run_row.addWidget(QLabel("Device"))
+        run_row.addWidget(self.device_box)
+        run_row.addSpacing(16)
+        run_row.addWidget(self.scratch_box)
+        run_row.addStretch(1)
+        plots = QHBoxLayout()
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.accuracy_plot)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.progress_label, 1)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(setup)
+        layout.addWidget(run_box)
+        layout.addWidget(self.weights_label)
+        layout.addLayout(plots, 1)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self.resize(900, 740)
+
+        self.npz_button.clicked.connect(self._browse_npz)
+        self.folder_button.clicked.connect(self._browse_folder)
+        self.start_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.reject)
+        QApplication.instance().aboutToQuit.connect(self.stop_and_wait)
+
+    # ---- the form ---------------------------------------------------------------------------
+    def prefill(self, config: dict) -> None:
+        """Show a full training configuration (`training_config` output) in the editors."""
+        opt = config["optimizer"]
+        self.dataset_edit.setText(str(config["dataset"]))
+        self.loss_box.setCurrentText(config["loss"])
+        self.optimizer_box.setCurrentText(opt["name"])
+        self.lr_box.setValue(opt["lr"])
+        self.momentum_box.setValue(opt["momentum"])
+        self.nesterov_box.setChecked(bool(opt["nesterov"]))
+        self.weight_decay_box.setValue(opt["weight_decay"])
+        self.l1_box.setValue(config["l1"])
+        self.scheduler_box.setCurrentText(config["scheduler"]["name"])
+        self.epochs_box.setValue(config["epochs"])
+        self.batch_box.setValue(FULL_BATCH if config["batch_size"] == "full" else config["batch_size"])
+        self.val_box.setValue(config["val_split"])
+        self.seed_box.setValue(config["seed"])
+
+    def values(self) -> dict:
+        """What the editors hold, in the training section's shape."""
+        return {
+            "dataset": self.dataset_edit.text().strip(),
+            "loss": self.loss_box.currentText(),
+            "optimizer": {"name": self.optimizer_box.currentText(), "lr": self.lr_box.value(), "momentum": self.momentum_box.value(),
+                          "nesterov": self.nesterov_box.isChecked(), "weight_decay": self.weight_decay_box.value()},
+            "l1": self.l1_box.value(),
+            "scheduler": self.scheduler_box.currentText(),
+            "epochs": self.epochs_box.value(),
+            "batch_size": "full" if self.batch_box.value() == FULL_BATCH else self.batch_box.value(),
+            "val_split": self.val_box.value(),
+            "seed": self.seed_box.value(),
+        }
+
+    def overrides(self) -> dict:
+        """The fields that differ from the design's training configuration."""
+        base = training_config(self.ctl.design.training)
+        now = self.values()
+        out = {key: now[key] for key in PLAIN_FIELDS if not _same(now[key], base[key])}
+        optimizer = {k: now["optimizer"][k] for k in OPTIMIZER_FIELDS if not _same(now["optimizer"][k], base["optimizer"][k])}
+        if optimizer:
+            out["optimizer"] = optimizer
+        if now["scheduler"] != base["scheduler"]["name"]:
+            out["scheduler"] = {"name": now["scheduler"]}
+        return out
+
+    def _browse_npz(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Dataset", "", "NumPy archives (*.npz);;All files (*)")
+        if path:
+            self.dataset_edit.setText(path)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Image folder (one subfolder per class)")
+        if path:
+            self.dataset_edit.setText(path)
+
+    # ---- the run ----------------------------------------------------------------------------
+    def running(self) -> bool:
+        """True from Start until the run's result or failure has been shown."""
+        return self.busy
+
+    def start(self) -> bool:
+        """Check the form and start training on a worker thread."""
+        if self.running():
+            return False
+        design = self.ctl.design
+        try:
+            overrides = self.overrides()
+            merged_config(design.training, overrides)
+        except Exception as e:  # shown as one line; a failing pass must not take the designer down
+            self.status.show_error(error_line(e))
+            return False
+        self.run_overrides = overrides
+        self.run_design = Design(design.graph.copy(), copy.deepcopy(design.training), design.weights, design.path)
+        self.stop_requested = False
+        self.history = []
+        self.result = None
+        for curve in (self.loss_curve, self.val_loss_curve, self.accuracy_curve):
+            curve.setData([], [])
+        self.epochs = self.epochs_box.value()
+        self.progress.setRange(0, self.epochs * STEPS)
+        self.progress.setValue(0)
+        self.progress_label.setText("preparing data and model...")
+        self.status.show_info("")
+        self._set_running(True)
+        run_design = self.run_design
+        options = RunOptions(device=self.device_box.currentText(), from_scratch=self.scratch_box.isChecked())
+
+        def work(job: Job) -> dict:
+            return fit(run_design, overrides, options=options,
+                       on_epoch=lambda row: job.progress.emit(("epoch", row)),
+                       on_step=lambda step, steps: job.progress.emit(("step", step, steps)),
+                       should_stop=lambda: self.stop_requested)
+
+        self.job = Job(work, self)
+        self.job.progress.connect(self._on_progress)
+        self.job.done.connect(self._on_done)
+        self.job.failed.connect(self._on_failed)
+        self.job.start()
+        return True
+
+    def cancel(self) -> None:
+        """Ask the run to stop at its next step (a checkpoint and the weights so far are saved)."""
+        if self.running():
+            self.stop_requested = True
+            self.cancel_button.setEnabled(False)
+            self.progress_label.setText("stopping after this step...")
+
+    def _set_running(self, running: bool) -> None:
+        self.busy = running
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        for box in self.findChildren(QGroupBox):
+            box.setEnabled(not running)
+
+    def _on_progress(self, event: tuple) -> None:
+        if event[0] == "step":
+            _, step, steps = event
+            self.progress.setValue(min(len(self.history) * STEPS + step * STEPS // max(steps, 1), self.epochs * STEPS))
+            if not self.stop_requested:
+                self.progress_label.setText(f"epoch {len(self.history) + 1}/{self.epochs}, step {step}/{steps}")
+            return
+        row = event[1]
+        self.history.append(row)
+        epochs = [h["epoch"] for h in self.history]
+        self.loss_curve.setData(epochs, [h["loss"] for h in self.history])
+        val = [(h["epoch"], h["val_loss"]) for h in self.history if h["val_loss"] is not None]
+        self.val_loss_curve.setData([e for e, _ in val], [v for _, v in val])
+        acc = [(h["epoch"], h["accuracy"]) for h in self.history if h["accuracy"] is not None]
+        self.accuracy_curve.setData([e for e, _ in acc], [a for _, a in acc])
+        self.progress.setValue(len(self.history) * STEPS)
+        parts = [f"epoch {row['epoch']}/{self.epochs}", f"loss {row['loss']:.4f}"]
+        if row["val_loss"] is not None:
+            parts.append(f"val loss {row['val_loss']:.4f}")
+        if row["accuracy"] is not None:
+            parts.append(f"accuracy {row['accuracy']:.3f}")
+        self.status.show_info(", ".join(parts))
+        self.epoch_done.emit(row)
+
+    def _on_done(self, result: dict) -> None:
+        if self.result is not None:
+            return
+        self.result = result
+        self._set_running(False)
+        done = len(result["history"])
+        epochs = f"{done} epoch{'s' if done != 1 else ''}"
+        if result["stopped_early"]:
+            self.progress_label.setText(f"cancelled after {epochs} of {self.epochs}")
+        else:
+            self.progress_label.setText(f"finished {epochs} on {result['device']}")
+        design = self.run_design
+        section = updated_section(self.ctl.design.training, self.run_overrides)
+        self.ctl.replace_graph(design.graph, f"Train {epochs}", training=section, weights=design.weights)
+        self.weights_label.setText(f"weights saved to {result['weights']} (checkpoint {result['checkpoint']})")
+        self.ctl.message.emit(f"trained {epochs}; weights saved to {result['weights']}")
+        self.finished_run.emit(result)
+
+    def _on_failed(self, line: str) -> None:
+        self._set_running(False)
+        self.progress_label.setText("stopped")
+        self.status.show_error(line)
+        self.failed.emit(line)
+
+    def stop_and_wait(self) -> None:
+        """Stop a run and wait for its thread; what it trained is still kept."""
+        if self.job is not None:
+            self.stop_requested = True
+            self.job.wait()
+            if self.job.result is not None:
+                self._on_done(self.job.result)
+
+    def done(self, code: int) -> None:
+        self.stop_and_wait()
+        super().done(code)

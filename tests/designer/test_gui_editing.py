@@ -1,0 +1,166 @@
+"""Inspector edits, the cost panel, undo/redo back to the exact JSON, and save/load round trips."""
+
+import pytest
+from PyQt6.QtCore import Qt
+from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QComboBox, QLineEdit, QSpinBox
+
+from designer.gui.mainwindow import MainWindow
+from ir.cost import analyze
+from ir.design import Design, load
+from ir.templates import build_template
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    win = MainWindow(Design(build_template("lenet")), recovery_folder=tmp_path / "recovery")
+    win.close_prompt = lambda: "discard"
+    qtbot.addWidget(win)
+    return win
+
+
+def panel_total_params(window) -> str:
+    return window.cost_panel.totals.toolTip().splitlines()[0]
+
+
+def test_inspector_edit_refreshes_cost_panel(window):
+    ctl = window.ctl
+    ctl.select(["conv2"])
+    editor = window.inspector.editors["out_channels"]
+    assert isinstance(editor, QSpinBox) and editor.value() == 16
+    editor.setValue(32)
+    assert ctl.graph.nodes["conv2"].attrs["out_channels"] == 32
+    expected = analyze(ctl.graph.copy())
+    assert panel_total_params(window) == f"params {expected.total.params:,}"
+    row = window.cost_panel.model.row_of("fc1")
+    assert window.cost_panel.model.rows[row].params == expected.by_name()["fc1"].params
+    assert set(ctl.analyzer.recomputed) >= {"conv2", "fc1"}
+    assert "fc1" in window.scene.nodes and "32×" in window.scene.nodes["conv2"].texts[2]
+    assert ctl.undo_stack.count() == 1 and ctl.undo_stack.undoText() == "Set conv2.out_channels"
+
+
+def test_invalid_text_marks_field_red_and_is_never_applied(window):
+    ctl = window.ctl
+    ctl.select(["conv1"])
+    before = ctl.dumps()
+    editor = window.inspector.editors["kernel_size"]
+    assert isinstance(editor, QLineEdit)
+    editor.setFocus()
+    editor.selectAll()
+    QTest.keyClicks(editor, "3,a")
+    assert "not an integer" in window.inspector.reason("kernel_size")
+    assert "fde0e0" in editor.styleSheet()
+    QTest.keyClick(editor, Qt.Key.Key_Return)
+    assert ctl.dumps() == before
+    editor.selectAll()
+    QTest.keyClicks(editor, "0")
+    assert ">= 1" in window.inspector.reason("kernel_size")
+    editor.selectAll()
+    QTest.keyClicks(editor, "3, 5")
+    assert window.inspector.reason("kernel_size") == ""
+    QTest.keyClick(editor, Qt.Key.Key_Return)
+    assert ctl.graph.nodes["conv1"].attrs["kernel_size"] == [3, 5]
+
+
+def test_cross_field_check_is_shown_not_applied(window):
+    ctl = window.ctl
+    ctl.select(["conv2"])
+    groups = window.inspector.editors["groups"]
+    groups.setValue(3)
+    assert window.inspector.reason("groups")
+    assert ctl.graph.nodes["conv2"].attrs.get("groups", 1) == 1
+
+
+def test_choice_rename_and_share_editors_are_undoable(window):
+    ctl = window.ctl
+    start = ctl.dumps()
+    ctl.select(["conv1"])
+    combo = window.inspector.editors["activation"]
+    assert isinstance(combo, QComboBox)
+    combo.activated.emit(combo.findText("relu"))
+    assert ctl.graph.nodes["conv1"].attrs["activation"] == "relu"
+    name_edit = window.inspector.editors["name"]
+    name_edit.setText("stem")
+    name_edit.editingFinished.emit()
+    assert "stem" in ctl.graph.nodes and ctl.graph.nodes["relu1"].inputs == ["stem"]
+    assert "stem" in window.scene.nodes and ctl.selection == ["stem"]
+    share = window.inspector.editors["share"]
+    share.setText("tied")
+    share.editingFinished.emit()
+    assert ctl.graph.nodes["stem"].share == "tied"
+    while ctl.undo_stack.canUndo():
+        ctl.undo_stack.undo()
+    assert ctl.dumps() == start
+
+
+def test_undo_everything_restores_exact_json_and_redo_replays(window):
+    ctl = window.ctl
+    start = ctl.dumps()
+    new = ctl.add_node("BatchNorm2d", (300.0, 200.0))
+    ctl.connect("conv1", new, 0)
+    ctl.connect(new, "relu1", 0)
+    ctl.set_attr("conv2", "stride", 2)
+    ctl.move({"fc1": (400.0, 900.0)})
+    ctl.rename("fc2", "hidden")
+    ctl.delete(["relu3"])
+    ctl.disconnect("relu4", 0)
+    ctl.copy(["conv2", "relu2"])
+    ctl.paste()
+    ctl.insert_block("se", "relu2")
+    ctl.auto_layout()
+    ctl.replace_graph(build_template("lenet", input_shape=(1, 8, 8)), "Replace graph")
+    end = ctl.dumps()
+    assert end != start
+    while ctl.undo_stack.canUndo():
+        ctl.undo_stack.undo()
+    assert ctl.dumps() == start
+    assert set(window.scene.nodes) == set(ctl.graph.nodes)
+    while ctl.undo_stack.canRedo():
+        ctl.undo_stack.redo()
+    assert ctl.dumps() == end
+
+
+def test_save_and_load_round_trip(window, tmp_path):
+    ctl = window.ctl
+    ctl.set_attr("fc1", "out_features", 64)
+    ctl.move({"fc1": (250.0, 800.0)})
+    path = tmp_path / "net.json"
+    assert window.save_as(path)
+    assert not ctl.modified and not window.isWindowModified()
+    text = path.read_text()
+    assert text == ctl.dumps()
+    other = MainWindow(load(path), recovery_folder=tmp_path / "recovery")
+    try:
+        assert other.ctl.dumps() == text
+        assert other.ctl.graph.layout["fc1"] == (250.0, 800.0)
+        assert other.save_file()
+        assert path.read_text() == text
+    finally:
+        other.close_prompt = lambda: "discard"
+        other.close()
+
+
+def test_convention_and_batch_change_the_totals(window):
+    ctl = window.ctl
+    panel = window.cost_panel
+    panel.convention.setCurrentText("torchvision")
+    report = analyze(ctl.graph.copy(), "torchvision")
+    assert ctl.report.total.flops == report.total.macs
+    panel.batch.setValue(8)
+    assert ctl.report.total.flops == 8 * report.total.macs
+    assert "batch 8" in panel.totals.text()
+    assert panel.top_layers[0] == max(report.nodes, key=lambda c: c.flops).name
+
+
+def test_table_row_and_node_select_each_other(window):
+    ctl = window.ctl
+    panel = window.cost_panel
+    ctl.select(["fc2"])
+    rows = panel.table.selectionModel().selectedRows()
+    assert [panel.model.rows[panel.proxy.mapToSource(r).row()].name for r in rows] == ["fc2"]
+    panel.table.sortByColumn(4, Qt.SortOrder.DescendingOrder)
+    first = panel.proxy.index(0, 0)
+    panel.table.selectRow(0)
+    assert ctl.selection == [panel.model.rows[panel.proxy.mapToSource(first).row()].name] == ["conv2"]
+    assert window.scene.nodes["conv2"].isSelected()
+    assert window.inspector.node_name == "conv2"

@@ -1,0 +1,112 @@
+"""Safety: autosave and crash recovery, the unsaved-changes prompt, files that fail to load."""
+
+import os
+
+import pytest
+
+from designer.gui.layout import layered_layout
+from designer.gui.mainwindow import MainWindow
+from designer.gui.recovery import pending_recovery, recovery_path
+from ir.design import Design, load, save
+from ir.templates import build_template
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "net.json"
+    graph = build_template("lenet")
+    graph.layout.update(layered_layout(graph).positions)
+    save(Design(graph), path)
+    return path
+
+
+def make_window(qtbot, design, folder, **kwargs):
+    win = MainWindow(design, recovery_folder=folder, **kwargs)
+    win.close_prompt = lambda: "discard"
+    qtbot.addWidget(win)
+    return win
+
+
+def test_autosave_then_crash_then_recover(qtbot, tmp_path, saved):
+    folder = tmp_path / "recovery"
+    first = make_window(qtbot, load(saved), folder, autosave_ms=50)
+    first.ctl.set_attr("conv1", "out_channels", 12)
+    first.ctl.move({"fc1": (300.0, 700.0)})
+    edited = first.ctl.dumps()
+    target = recovery_path(folder, saved)
+    qtbot.waitUntil(target.exists, timeout=3000)
+    assert target.read_text() == edited
+    first.autosaver.timer.stop()  # the process "crashes": no save, no normal close
+    first.closeEvent = lambda event: event.accept()
+
+    second = make_window(qtbot, load(saved), folder)
+    assert pending_recovery(folder, saved) == target
+    assert second.banner.isVisibleTo(second) and second.recovery_file == target
+    assert second.ctl.dumps() == saved.read_text()
+    second.banner.recover_button.click()
+    assert second.ctl.dumps() == edited
+    assert second.ctl.modified and not second.banner.isVisibleTo(second)
+    second.ctl.undo_stack.undo()
+    assert second.ctl.dumps() == saved.read_text()
+
+
+def test_recovery_file_older_than_design_is_not_offered(qtbot, tmp_path, saved):
+    folder = tmp_path / "recovery"
+    folder.mkdir()
+    stale = recovery_path(folder, saved)
+    stale.write_text(saved.read_text())
+    os.utime(stale, (1, 1))
+    win = make_window(qtbot, load(saved), folder)
+    assert win.recovery_file is None and not win.banner.isVisibleTo(win)
+
+
+def test_save_and_normal_close_remove_the_recovery_file(qtbot, tmp_path, saved):
+    folder = tmp_path / "recovery"
+    win = make_window(qtbot, load(saved), folder)
+    win.ctl.set_attr("fc1", "out_features", 100)
+    target = win.autosaver.autosave()
+    assert target.exists()
+    assert win.save_file()
+    assert not target.exists() and load(saved).graph.nodes["fc1"].attrs["out_features"] == 100
+    win.ctl.set_attr("fc1", "out_features", 90)
+    assert win.autosaver.autosave().exists()
+    assert win.close()
+    assert not target.exists()
+
+
+def test_close_with_unsaved_changes_prompts(qtbot, tmp_path, saved):
+    win = make_window(qtbot, load(saved), tmp_path / "recovery")
+    win.show()
+    asked = []
+    win.close_prompt = lambda: asked.append(1) or "cancel"
+    assert win.close()  # nothing changed: no prompt
+    assert asked == []
+    win.show()
+    win.ctl.set_attr("fc1", "out_features", 50)
+    assert not win.close() and win.isVisible() and asked == [1]
+    win.close_prompt = lambda: asked.append(2) or "save"
+    assert win.close() and asked == [1, 2]
+    assert load(saved).graph.nodes["fc1"].attrs["out_features"] == 50
+
+
+def test_file_that_fails_to_load_leaves_design_untouched(qtbot, tmp_path):
+    win = make_window(qtbot, None, tmp_path / "recovery")
+    win.ctl.set_attr("fc1", "out_features", 70)
+    before = win.ctl.dumps()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "convstudio.design", "version": 1, "inputs": {"x": [1, 8, 8]}, "nodes": [{"name": "c", "op": "Nope"}]}')
+    assert not win.open_file(bad)
+    message = win.statusBar().currentMessage()
+    assert message.startswith("error: ") and "Nope" in message and "\n" not in message
+    assert win.ctl.dumps() == before and win.ctl.modified
+    assert not win.open_file(tmp_path / "missing.json")
+    assert "no such file" in win.statusBar().currentMessage()
+
+
+def test_missing_feature_dialog_is_reported_in_the_status_bar(qtbot, tmp_path, monkeypatch):
+    from designer.gui import mainwindow
+
+    win = make_window(qtbot, None, tmp_path / "recovery")
+    monkeypatch.setitem(mainwindow.DIALOG_ACTIONS, "train", ("no_such_dialog_module", "Train"))
+    win.dialog_actions["train"].trigger()
+    assert win.statusBar().currentMessage() == "Train is not available in this installation"
