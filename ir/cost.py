@@ -369,7 +369,8 @@ class Analyzer:
             nodes = [costs[name] for name in self._order]
         else:
             nodes = [
-                NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale, c.formula, c.error)
+                NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale,
+                         f"{scale}·({c.formula})" if c.flops else c.formula, c.error)
                 for c in (costs[name] for name in self._order)
             ]
         params, macs, flops, act = self._sums

@@ -7,6 +7,7 @@ rename) and a file saved here loads and saves back to identical bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -90,24 +91,42 @@ def dumps(design: Design) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _file_mode(path: Path) -> int:
+    """The permissions the written file should get: the existing file's, else the umask's default."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: Path | str, data: bytes | str) -> None:
     """Write to a temp file in the same folder, then rename over `path`."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise DesignError("folder does not exist", f"file '{path}'")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        if not folder.is_dir():
+            raise DesignError("folder does not exist", f"file '{path}'")
+        if path.is_dir():
+            raise DesignError("is a folder; give a file name", f"file '{path}'")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise DesignError(f"cannot write: {e.strerror or e}", f"file '{path}'") from None
+    try:
+        os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise DesignError(f"cannot write: {e.strerror or e}", f"file '{path}'") from None
         raise
 
 
@@ -117,12 +136,26 @@ def save(design: Design, path: Path | str) -> None:
     design.path = Path(path)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object's members; a name given twice (two inputs called 'x') is an error, not a silent overwrite."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise DesignError(f"duplicate key '{key}' in one JSON object")
+        out[key] = value
+    return out
+
+
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise DesignError(f"malformed JSON: {e.msg} (line {e.lineno} column {e.colno})", f"file {source}") from None
+    except RecursionError:
+        raise DesignError("malformed JSON: nested too deeply", f"file {source}") from None
+    except DesignError as e:
+        raise DesignError(e.what, f"file {source}") from None
     try:
         return design_from_dict(data)
     except DesignError as e:
@@ -154,7 +187,7 @@ def design_from_dict(data: Any) -> Design:
     _expect(isinstance(data, dict), "a design must be a JSON object", "top level")
     _expect(data.get("format") == FORMAT, f"format must be '{FORMAT}', got {data.get('format')!r}", "field format")
     version = data.get("version")
-    _expect(version == VERSION, f"unsupported version {version!r} (this ConvStudio reads version {VERSION})", "field version")
+    _expect(type(version) is int and version == VERSION, f"unsupported version {version!r} (this ConvStudio reads version {VERSION})", "field version")
     for key in data:
         _expect(key in TOP_LEVEL, f"unknown field '{key}'", f"field {key}")
     name = data.get("name", "design")
@@ -165,7 +198,10 @@ def design_from_dict(data: Any) -> Design:
     _expect(isinstance(inputs, dict) and inputs, "inputs must be an object mapping names to shapes, e.g. {\"x\": [3, 224, 224]}", "field inputs")
     for in_name, shape in inputs.items():
         _expect(isinstance(shape, list), f"shape must be a list of integers, got {shape!r}", f"field inputs.{in_name}")
-        graph.add("Input", name=in_name, attrs={"shape": shape})
+        try:
+            graph.add("Input", name=in_name, attrs={"shape": shape})
+        except DesignError as e:
+            raise type(e)(e.what, f"field inputs.{in_name}") from None
 
     nodes = data.get("nodes")
     _expect(isinstance(nodes, list), "nodes must be a list", "field nodes")
@@ -208,7 +244,7 @@ def design_from_dict(data: Any) -> Design:
     layout = data.get("layout", {})
     _expect(isinstance(layout, dict), "layout must map node names to [x, y]", "field layout")
     for key, pos in layout.items():
-        ok = isinstance(pos, list) and len(pos) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pos)
+        ok = isinstance(pos, list) and len(pos) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pos)
         _expect(ok, "position must be [x, y]", f"field layout.{key}")
         _expect(key in graph.nodes, f"layout names unknown node '{key}'", f"field layout.{key}")
         graph.layout[key] = (pos[0], pos[1])

@@ -171,10 +171,10 @@ class Graph:
         name = name if name is not None else self.fresh_name(str(op).lower())
         opdef = registry.get(op, f"node '{name}' field op")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", "name")
+            raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
         if name in self.nodes:
             raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
-        attrs = opdef.validate(dict(attrs or {}), where=f"node '{name}'")
+        attrs = opdef.validate({} if attrs is None else attrs, where=f"node '{name}'")
         inputs = list(inputs)
         for i, ref in enumerate(inputs):
             if ref is not None:
@@ -201,6 +201,8 @@ class Graph:
     def set_input(self, name: str, index: int, ref: str | None) -> None:
         """Point input `index` of `name` at `ref` (None disconnects). Appends when index == len(inputs)."""
         node = self[name]
+        if not 0 <= index <= len(node.inputs):
+            raise GraphError(f"input index {index} is out of range (the node has {len(node.inputs)} inputs)", f"node '{name}'")
         if ref is not None:
             self._check_ref(ref, f"node '{name}' input {index}")
         if index == len(node.inputs):
@@ -217,6 +219,8 @@ class Graph:
     def remove_input(self, name: str, index: int) -> str | None:
         """Delete input slot `index` (for variadic ops such as Concat); returns the old reference."""
         node = self[name]
+        if not 0 <= index < len(node.inputs):
+            raise GraphError(f"input index {index} is out of range (the node has {len(node.inputs)} inputs)", f"node '{name}'")
         old = node.inputs[index]
         self.set_input(name, index, None)
         del node.inputs[index]
@@ -402,10 +406,7 @@ def verify(graph: Graph) -> None:
             raise GraphError(f"invalid node name {name!r}", where)
         opdef = registry.get(node.op, where)
         opdef.validate(dict(node.attrs), where=where)
-        lo, hi = opdef.arity
-        if len(node.inputs) < lo or (hi is not None and len(node.inputs) > hi):
-            expected = f"{lo}" if lo == hi else f"{lo}..{hi if hi is not None else 'n'}"
-            raise GraphError(f"{node.op} takes {expected} inputs, has {len(node.inputs)}", where)
+        opdef.check_arity(len(node.inputs), where)
         for i, ref in enumerate(node.inputs):
             if ref is None:
                 raise GraphError(f"input {i} is not connected", where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ir.errors import DesignError, GraphError
 from ir.graph import Graph, Node, parse_ref
+from ir.ops.registry import check_param_sizes
 from ir.passes.base import PassResult
 
 Shape = tuple[int, ...]
@@ -26,13 +27,12 @@ def input_shapes_of(graph: Graph, node: Node, shapes: dict[str, list[Shape] | No
 def infer_node(node: Node, ins: list[Shape]) -> list[Shape]:
     """Output shapes of one node given its input shapes; errors name the node and field."""
     opdef = node.opdef
-    lo, hi = opdef.arity
     where = f"node '{node.name}'"
-    if len(ins) < lo or (hi is not None and len(ins) > hi):
-        expected = f"{lo}" if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
-        raise GraphError(f"{node.op} takes {expected} inputs, got {len(ins)}", where)
+    opdef.check_arity(len(ins), where)
     try:
-        return [tuple(map(int, s)) for s in opdef.infer(node.resolved, ins)]
+        outs = [tuple(map(int, s)) for s in opdef.infer(node.resolved, ins)]
+        check_param_sizes(opdef.params(node.resolved, ins))
+        return outs
     except DesignError as e:
         raise type(e)(e.what, f"{where} {e.where}".strip()) from None
 

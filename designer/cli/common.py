@@ -6,13 +6,25 @@ import json
 import sys
 from pathlib import Path
 
+from ir.cost import CostReport, analyze
 from ir.design import Design, load
 from ir.errors import DesignError
 from ir.graph import Graph
+from ir.ops.registry import MAX_NUMEL, approx
 
 
 def load_design(path: str) -> Design:
     return load(Path(path))
+
+
+def analyze_design(design: Design, convention: str = "flops", batch: int | None = None) -> CostReport:
+    """Strict shapes and cost of a loaded design; an error also names the design file."""
+    try:
+        return analyze(design.graph, convention, batch, strict=True)
+    except DesignError as e:
+        if design.path is None:
+            raise
+        raise type(e)(e.what, f"{e.where} in '{design.path}'".strip()) from None
 
 
 def parse_shape(text: str, where: str = "--input") -> list[int]:
@@ -25,6 +37,29 @@ def parse_shape(text: str, where: str = "--input") -> list[int]:
     if not dims or any(d < 1 for d in dims):
         raise DesignError(f"shape dimensions must be positive, got '{text}'", where)
     return dims
+
+
+def format_shape(shape) -> str:
+    """['N', 3, 224, 224] -> 'Nx3x224x224'; a list of shapes (a node with several outputs) is joined with commas."""
+    if shape is None:
+        return ""
+    if shape and isinstance(shape[0], (list, tuple)):
+        return ", ".join(format_shape(s) for s in shape)
+    return "x".join(map(str, shape))
+
+
+def named_shapes(shapes: dict) -> str:
+    """{'x': ['N', 3, 8, 8]} -> 'x Nx3x8x8'."""
+    return ", ".join(f"{name} {format_shape(shape)}" for name, shape in shapes.items())
+
+
+def check_batch(batch: int, where: str) -> int:
+    """A batch size between 1 and the largest tensor size ConvStudio accepts."""
+    if batch < 1:
+        raise DesignError(f"batch must be at least 1, got {batch}", where)
+    if batch > MAX_NUMEL:
+        raise DesignError(f"batch is absurdly large ({approx(batch)})", where)
+    return batch
 
 
 def apply_input_shapes(graph: Graph, specs: list[str] | None) -> int | None:
@@ -47,7 +82,7 @@ def apply_input_shapes(graph: Graph, specs: list[str] | None) -> int | None:
         dims = parse_shape(shape_text)
         current = graph.nodes[name].attrs["shape"]
         if len(dims) == len(current) + 1:
-            batch, dims = dims[0], dims[1:]
+            batch, dims = check_batch(dims[0], "--input"), dims[1:]
         elif len(dims) != len(current):
             raise DesignError(f"input '{name}' is {len(current) + 1}-d (N{'x' + 'x'.join(map(str, current))}), got '{shape_text}'", "--input")
         graph.set_attr(name, "shape", dims)

@@ -26,8 +26,15 @@ def verbs(only: str | None = None) -> dict:
     return dict(sorted(found.items()))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line `error: <what>, <command>` with exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}, command '{self.prog}' (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="convstudio",
         description="Design, analyse, compress, train and export convolutional networks.",
     )
@@ -51,11 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     except DesignError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            return 0
+        where = f", file '{e.filename}'" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return int(code or 0)
 
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import apply_input_shapes, human, human_bytes, load_design, print_json
-from ir.cost import CONVENTIONS, CostReport, analyze
+from designer.cli.common import (
+    analyze_design,
+    apply_input_shapes,
+    check_batch,
+    format_shape,
+    human,
+    human_bytes,
+    load_design,
+    named_shapes,
+    print_json,
+)
+from ir.cost import CONVENTIONS, CostReport
 from ir.errors import DesignError
 
 VERB = "cost"
@@ -28,8 +38,8 @@ def add_arguments(parser) -> None:
 
 def batch_size(args, from_input: int | None) -> int | None:
     """The batch from --batch or from a batched --input shape; both must agree."""
-    if args.batch is not None and args.batch < 1:
-        raise DesignError(f"batch must be at least 1, got {args.batch}", "--batch")
+    if args.batch is not None:
+        check_batch(args.batch, "--batch")
     if args.batch is not None and from_input is not None and args.batch != from_input:
         raise DesignError(f"--batch {args.batch} disagrees with the batch {from_input} in --input", "--batch")
     return args.batch if args.batch is not None else from_input
@@ -38,17 +48,9 @@ def batch_size(args, from_input: int | None) -> int | None:
 def report_for(args) -> CostReport:
     if args.top is not None and args.top < 1:
         raise DesignError(f"top must be at least 1, got {args.top}", "--top")
-    graph = load_design(args.file).graph
-    batch = batch_size(args, apply_input_shapes(graph, args.input))
-    return analyze(graph, args.convention, batch, strict=True)
-
-
-def _shape(shape) -> str:
-    if shape is None:
-        return ""
-    if shape and isinstance(shape[0], list):
-        return ", ".join(_shape(s) for s in shape)
-    return "x".join(map(str, shape))
+    design = load_design(args.file)
+    batch = batch_size(args, apply_input_shapes(design.graph, args.input))
+    return analyze_design(design, args.convention, batch)
 
 
 def render(report: CostReport, top: int | None, formulas: bool, console: Console) -> None:
@@ -73,14 +75,13 @@ def render(report: CostReport, top: int | None, formulas: bool, console: Console
         table.add_column("formula")
     for n in rows:
         share = f"{100 * n['flops'] / total['flops']:.1f}%" if total["flops"] else ""
-        cells = [n["name"], n["op"], _shape(n["output_shape"]), f"{n['params']:,}", f"{n['macs']:,}", f"{n['flops']:,}",
+        cells = [n["name"], n["op"], format_shape(n["output_shape"]), f"{n['params']:,}", f"{n['macs']:,}", f"{n['flops']:,}",
                  human_bytes(n["activation_bytes"]), share]
         if formulas:
             cells.append(n["formula"])
         table.add_row(*cells)
     console.print(table)
-    inputs = ", ".join(f"{k} {_shape(v)}" for k, v in data["input_shapes"].items())
-    console.print(f"inputs: {inputs}")
+    console.print(f"inputs: {named_shapes(data['input_shapes'])}")
     console.print(f"params: {total['params']:,} ({human(total['params'])})")
     console.print(f"MACs: {total['macs']:,} ({human(total['macs'])})")
     console.print(f"{label}: {total['flops']:,} ({human(total['flops'])})")

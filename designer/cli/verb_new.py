@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from designer.cli.common import parse_shape
+from designer.cli.common import format_shape, named_shapes, parse_shape
 from ir.design import Design, save
 from ir.errors import DesignError
 from ir.shapes import infer_shapes
@@ -34,7 +34,7 @@ def template_input_shape(name: str, text: str | None) -> list[int] | None:
     if len(dims) == rank + 1:
         return dims[1:]
     if len(dims) != rank:
-        default = "x".join(map(str, TEMPLATES[name].input_shape))
+        default = format_shape(TEMPLATES[name].input_shape)
         raise DesignError(f"template '{name}' takes a {rank + 1}-d input (Nx{default}), got '{text}'", "--input")
     return dims
 
@@ -51,6 +51,8 @@ def run(args) -> int:
     graph = build_template(args.template, shape, args.classes, args.width)
     infer_shapes(graph, strict=True)
     save(Design(graph), path)
-    outputs = ", ".join(f"{name} {['N', *graph.nodes[name].meta['shapes'][0]]}" for name in graph.outputs)
-    print(f"wrote {path}: {args.template}, {len(graph)} nodes, outputs {outputs}")
+    def shapes(names: list[str]) -> str:
+        return named_shapes({name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in names})
+
+    print(f"wrote {path}: {args.template}, {len(graph)} nodes, inputs {shapes(graph.inputs)}, outputs {shapes(graph.outputs)}")
     return 0

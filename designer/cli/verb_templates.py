@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import print_json
+from designer.cli.common import format_shape, print_json
 from ir.templates import BLOCKS, TEMPLATES
 
 VERB = "templates"
@@ -25,6 +25,7 @@ def catalog() -> dict:
             "input_shape": ["N", *t.input_shape],
             "num_classes": t.num_classes,
             "width": t.has_width,
+            "reference": t.reference,
         }
         for t in sorted(TEMPLATES.values(), key=lambda t: t.name)
     ]
@@ -47,8 +48,7 @@ def run(args) -> int:
     for column in ("name", "input", "classes", "width", "description"):
         table.add_column(column, justify="right" if column == "classes" else "left")
     for t in data["templates"]:
-        shape = "x".join(map(str, t["input_shape"]))
-        table.add_row(t["name"], shape, str(t["num_classes"]), "yes" if t["width"] else "", t["description"])
+        table.add_row(t["name"], format_shape(t["input_shape"]), str(t["num_classes"]), "yes" if t["width"] else "", t["description"])
     console.print(table)
     blocks = Table(title="Blocks", title_justify="left")
     for column in ("name", "options", "description"):

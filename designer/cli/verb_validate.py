@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from backends.weights import load_design_weights
-from designer.cli.common import human, load_design, print_json
-from ir.cost import analyze
+from designer.cli.common import analyze_design, human, load_design, named_shapes, print_json
 
 VERB = "validate"
 HELP = "check a design file (fields, graph, shapes, weights) and summarize it"
@@ -18,7 +17,7 @@ def add_arguments(parser) -> None:
 def summary(design) -> dict:
     """What a valid design holds: node count, input and output shapes, parameters, weights."""
     graph = design.graph
-    report = analyze(graph, strict=True)
+    report = analyze_design(design)
     weights = None
     if design.weights:
         load_design_weights(design, required=True)
@@ -34,17 +33,12 @@ def summary(design) -> dict:
     }
 
 
-def _shape(shape: list) -> str:
-    return "x".join(map(str, shape))
-
-
 def run(args) -> int:
     data = summary(load_design(args.file))
     if args.json:
         print_json(data)
         return 0
-    ins = ", ".join(f"{k} {_shape(v)}" for k, v in data["inputs"].items())
-    outs = ", ".join(f"{k} {_shape(v)}" for k, v in data["outputs"].items())
+    ins, outs = named_shapes(data["inputs"]), named_shapes(data["outputs"])
     weights = f", weights {data['weights']} ok" if data["weights"] else ""
     print(f"{args.file}: valid design '{data['name']}': {data['nodes']} nodes, inputs {ins}, outputs {outs}, "
           f"{data['params']:,} params ({human(data['params'])}){weights}")

@@ -25,9 +25,13 @@ def conv_out_size(size: int, k: int, s: int, pads: tuple[int, int], d: int) -> i
     return (size + pads[0] + pads[1] - d * (k - 1) - 1) // s + 1
 
 
-def _conv_check(a: dict) -> None:
+def _groups_divide_out(a: dict) -> None:
     if a["out_channels"] % a["groups"]:
         raise AttrError(f"groups ({a['groups']}) must divide out_channels ({a['out_channels']})", "attrs.groups")
+
+
+def _conv_check(a: dict) -> None:
+    _groups_divide_out(a)
     if a["padding"] == "same" and a["stride"] != (1, 1):
         raise AttrError("padding 'same' needs stride 1 (as in PyTorch)", "attrs.padding")
 
@@ -60,36 +64,47 @@ def _conv_params(a: dict, ins: list) -> dict:
     return out
 
 
-def _conv_cost(a: dict, ins: list, outs: list) -> OpCost:
+def mac_layer_cost(a: dict, macs: int, mac_text: str, out_numel: int, extra: int = 0, extra_text: str = "") -> OpCost:
+    """Cost of a conv or linear layer: fvcore counts its MACs; flops add 2·MACs, `extra`, bias and a fused activation."""
+    bias = out_numel if a["bias"] else 0
+    act, act_text = fused_activation_flops(a, out_numel)
+    flops_text = f"2·macs{extra_text}{' + bias ' + str(out_numel) if bias else ''}{act_text}"
+    return OpCost(macs, 2 * macs + extra + bias + act, macs, {"macs": mac_text, "flops": flops_text, "fvcore": mac_text})
+
+
+def _conv_macs(a: dict, ins: list, outs: list) -> tuple[int, str]:
+    """MACs of a convolution over its output positions, and the formula with its numbers."""
     c = ins[0][0]
     cout, ho, wo = outs[0]
     kh, kw = a["kernel_size"]
     g = a["groups"]
-    macs = cout * ho * wo * (c // g) * kh * kw
-    out_n = numel(outs[0])
-    bias = out_n if a["bias"] else 0
-    act, act_text = fused_activation_flops(a, out_n)
-    mac_text = f"Cout·Ho·Wo·(Cin/g)·kh·kw = {fmt(cout, ho, wo, c // g, kh, kw)}"
-    flops_text = f"2·macs{' + bias ' + str(out_n) if bias else ''}{act_text}"
-    return OpCost(macs, 2 * macs + bias + act, macs, {"macs": mac_text, "flops": flops_text, "fvcore": mac_text})
+    return cout * ho * wo * (c // g) * kh * kw, f"Cout·Ho·Wo·(Cin/g)·kh·kw = {fmt(cout, ho, wo, c // g, kh, kw)}"
 
 
-CONV_ATTRS = (
-    Attr("out_channels", "int", min=1),
-    Attr("kernel_size", "pair", min=1),
-    Attr("stride", "pair", 1, min=1),
-    Attr("padding", "padding", 0, min=0),
-    Attr("dilation", "pair", 1, min=1),
-    Attr("groups", "int", 1, min=1),
-    Attr("bias", "bool", True),
-    Attr("in_channels", "int", None, min=1, optional=True, doc="checked against the input when set"),
-)
+def _conv_cost(a: dict, ins: list, outs: list) -> OpCost:
+    return mac_layer_cost(a, *_conv_macs(a, ins, outs), numel(outs[0]))
+
+
+def conv_attrs(padding: str = "pair", after_padding: tuple = (), after_groups: tuple = ()) -> tuple[Attr, ...]:
+    """The attributes every convolution has, in display order, with op-specific ones slotted in."""
+    return (
+        Attr("out_channels", "int", min=1),
+        Attr("kernel_size", "pair", min=1),
+        Attr("stride", "pair", 1, min=1),
+        Attr("padding", padding, 0, min=0),
+        *after_padding,
+        Attr("dilation", "pair", 1, min=1),
+        Attr("groups", "int", 1, min=1),
+        *after_groups,
+        Attr("bias", "bool", True),
+        Attr("in_channels", "int", None, min=1, optional=True, doc="checked against the input when set"),
+    )
 
 register(
     OpDef(
         "Conv2d",
         "conv",
-        CONV_ATTRS + fused_activation_attrs(),
+        conv_attrs("padding") + fused_activation_attrs(),
         (1, 1),
         _conv_infer,
         _conv_cost,
@@ -104,8 +119,7 @@ register(
 
 
 def _convt_check(a: dict) -> None:
-    if a["out_channels"] % a["groups"]:
-        raise AttrError(f"groups ({a['groups']}) must divide out_channels ({a['out_channels']})", "attrs.groups")
+    _groups_divide_out(a)
     for op_, s, d in zip(a["output_padding"], a["stride"], a["dilation"]):
         if op_ >= max(s, d):
             raise AttrError(f"output_padding ({op_}) must be smaller than stride or dilation ({max(s, d)})", "attrs.output_padding")
@@ -139,30 +153,14 @@ def _convt_cost(a: dict, ins: list, outs: list) -> OpCost:
     kh, kw = a["kernel_size"]
     g = a["groups"]
     macs = c * h * w * (cout // g) * kh * kw
-    out_n = numel(outs[0])
-    bias = out_n if a["bias"] else 0
-    act, act_text = fused_activation_flops(a, out_n)
-    mac_text = f"Cin·H·W·(Cout/g)·kh·kw = {fmt(c, h, w, cout // g, kh, kw)}"
-    flops_text = f"2·macs{' + bias ' + str(out_n) if bias else ''}{act_text}"
-    return OpCost(macs, 2 * macs + bias + act, macs, {"macs": mac_text, "flops": flops_text, "fvcore": mac_text})
+    return mac_layer_cost(a, macs, f"Cin·H·W·(Cout/g)·kh·kw = {fmt(c, h, w, cout // g, kh, kw)}", numel(outs[0]))
 
 
 register(
     OpDef(
         "ConvTranspose2d",
         "conv",
-        (
-            Attr("out_channels", "int", min=1),
-            Attr("kernel_size", "pair", min=1),
-            Attr("stride", "pair", 1, min=1),
-            Attr("padding", "pair", 0, min=0),
-            Attr("output_padding", "pair", 0, min=0),
-            Attr("dilation", "pair", 1, min=1),
-            Attr("groups", "int", 1, min=1),
-            Attr("bias", "bool", True),
-            Attr("in_channels", "int", None, min=1, optional=True),
-        )
-        + fused_activation_attrs(),
+        conv_attrs(after_padding=(Attr("output_padding", "pair", 0, min=0),)) + fused_activation_attrs(),
         (1, 1),
         _convt_infer,
         _convt_cost,
@@ -174,11 +172,6 @@ register(
 
 
 # ---- deformable ---------------------------------------------------------------------------------
-
-
-def _deform_check(a: dict) -> None:
-    if a["out_channels"] % a["groups"]:
-        raise AttrError(f"groups ({a['groups']}) must divide out_channels ({a['out_channels']})", "attrs.groups")
 
 
 def _deform_infer(a: dict, ins: list) -> list:
@@ -205,38 +198,24 @@ def _deform_infer(a: dict, ins: list) -> list:
 
 def _deform_cost(a: dict, ins: list, outs: list) -> OpCost:
     c = ins[0][0]
-    cout, ho, wo = outs[0]
+    _, ho, wo = outs[0]
     kh, kw = a["kernel_size"]
-    g = a["groups"]
-    macs = cout * ho * wo * (c // g) * kh * kw
     samples = c * kh * kw * ho * wo
     per_sample = 7 + (1 if len(ins) > 2 else 0)
-    bias = numel(outs[0]) if a["bias"] else 0
-    mac_text = f"Cout·Ho·Wo·(Cin/g)·kh·kw = {fmt(cout, ho, wo, c // g, kh, kw)}"
-    flops_text = f"2·macs + bilinear sampling {per_sample}·Cin·kh·kw·Ho·Wo{' + bias' if bias else ''}"
-    return OpCost(macs, 2 * macs + per_sample * samples + bias, macs, {"macs": mac_text, "flops": flops_text, "fvcore": mac_text})
+    sampling = f" + bilinear sampling {per_sample}·Cin·kh·kw·Ho·Wo = {fmt(per_sample, samples)}"
+    return mac_layer_cost(a, *_conv_macs(a, ins, outs), numel(outs[0]), per_sample * samples, sampling)
 
 
 register(
     OpDef(
         "DeformConv2d",
         "conv",
-        (
-            Attr("out_channels", "int", min=1),
-            Attr("kernel_size", "pair", min=1),
-            Attr("stride", "pair", 1, min=1),
-            Attr("padding", "pair", 0, min=0),
-            Attr("dilation", "pair", 1, min=1),
-            Attr("groups", "int", 1, min=1),
-            Attr("offset_groups", "int", 1, min=1),
-            Attr("bias", "bool", True),
-            Attr("in_channels", "int", None, min=1, optional=True),
-        ),
+        conv_attrs(after_groups=(Attr("offset_groups", "int", 1, min=1),)),
         (2, 3),
         _deform_infer,
         _deform_cost,
         params=_conv_params,
-        check=_deform_check,
+        check=_groups_divide_out,
         doc="deformable convolution: input, offsets (2·offset_groups·kh·kw channels), optional mask",
     )
 )

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ir.errors import AttrError, DesignError, ShapeError
+from ir.errors import AttrError, DesignError, GraphError, ShapeError
 
 Shape = tuple[int, ...]
 REQUIRED = object()
+MAX_NUMEL = 2**40  # elements; larger tensors, parameters or attribute values are rejected as absurd
 
 ATTR_KINDS = ("int", "float", "bool", "choice", "pair", "padding", "ints", "scale", "float_or_none", "str", "json")
 
@@ -89,6 +90,8 @@ class Attr:
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                     raise AttrError(f"{self.name} must be positive numbers, got {value!r}", fieldname)
+                if v > MAX_NUMEL:
+                    raise AttrError(f"{self.name} is absurdly large ({v:.3g})", fieldname)
             return list(value) if isinstance(value, (list, tuple)) else value
         if kind == "str":
             if not isinstance(value, str):
@@ -104,6 +107,8 @@ class Attr:
     def _int(self, value: Any, fieldname: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise AttrError(f"{self.name} must be an integer, got {value!r}", fieldname)
+        if abs(value) > MAX_NUMEL:
+            raise AttrError(f"{self.name} is absurdly large ({approx(value)})", fieldname)
 
     def _range(self, value: float, fieldname: str) -> None:
         if self.min is not None and value < self.min:
@@ -174,6 +179,17 @@ class OpDef:
                 return a
         raise KeyError(name)
 
+    def check_arity(self, count: int, where: str) -> None:
+        """Raise a GraphError naming `where` when `count` inputs do not fit this op."""
+        lo, hi = self.arity
+        if lo <= count and (hi is None or count <= hi):
+            return
+        if lo == hi:
+            expected = f"{lo} input" + ("" if lo == 1 else "s")
+        else:
+            expected = f"{lo} to {hi} inputs" if hi is not None else f"{lo} or more inputs"
+        raise GraphError(f"{self.name} takes {expected}, has {count}", where)
+
     def validate(self, attrs: dict, where: str = "") -> dict:
         """Check explicit attributes against the schema; returns them in JSON form."""
         if not isinstance(attrs, dict):
@@ -226,17 +242,19 @@ def all_ops() -> dict[str, OpDef]:
     return dict(_REGISTRY)
 
 
-def category_of(op: str) -> str:
-    return _REGISTRY[op].category
-
-
 # ---- helpers shared by op declarations -----------------------------------------------------------
-
-MAX_NUMEL = 2**40
 
 
 def numel(shape: Shape) -> int:
     return math.prod(shape)
+
+
+def approx(n: int) -> str:
+    """A huge integer in short scientific form (exact for small ones); never overflows a float."""
+    digits = str(abs(n))
+    if len(digits) <= 15:
+        return f"{n:,}"
+    return f"{'-' if n < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
 
 
 def checked(shapes: list[Shape], field: str = "output") -> list[Shape]:
@@ -245,8 +263,15 @@ def checked(shapes: list[Shape], field: str = "output") -> list[Shape]:
         if any(d <= 0 for d in s):
             raise ShapeError(f"output shape {list(s)} has an empty dimension", field)
         if numel(s) > MAX_NUMEL:
-            raise ShapeError(f"output shape {list(s)} is absurdly large ({numel(s):.3g} elements)", field)
+            raise ShapeError(f"output shape {list(s)} is absurdly large ({approx(numel(s))} elements)", field)
     return shapes
+
+
+def check_param_sizes(params: dict[str, Shape]) -> None:
+    """Reject parameters too large to allocate (e.g. a Linear with 10^12 outputs)."""
+    for name, shape in params.items():
+        if numel(shape) > MAX_NUMEL:
+            raise ShapeError(f"parameter {name} {list(shape)} is absurdly large ({approx(numel(shape))} elements)", f"params.{name}")
 
 
 def need_rank(shape: Shape, rank: int, what: str = "input") -> None:

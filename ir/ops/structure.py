@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ir.errors import AttrError, ShapeError
-from ir.ops.activation import fused_activation_attrs, fused_activation_flops
+from ir.ops.activation import fused_activation_attrs
+from ir.ops.conv import mac_layer_cost
 from ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, numel, register
 
 
@@ -67,13 +68,9 @@ def _linear_params(a: dict, ins: list) -> dict:
 def _linear_cost(a: dict, ins: list, outs: list) -> OpCost:
     rows = numel(ins[0][:-1])
     fin, fout = ins[0][-1], a["out_features"]
-    macs = rows * fin * fout
-    n = numel(outs[0])
-    bias = n if a["bias"] else 0
-    act, act_text = fused_activation_flops(a, n)
     rows_text = f"{rows}·" if rows != 1 else ""
     mac_text = f"{'rows·' if rows != 1 else ''}in·out = {rows_text}{fmt(fin, fout)}"
-    return OpCost(macs, 2 * macs + bias + act, macs, {"macs": mac_text, "flops": f"2·macs{' + bias ' + str(n) if bias else ''}{act_text}", "fvcore": mac_text})
+    return mac_layer_cost(a, rows * fin * fout, mac_text, numel(outs[0]))
 
 
 register(

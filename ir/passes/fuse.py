@@ -62,7 +62,7 @@ def fuse(graph: Graph) -> PassResult:
                     notes.append(f"{member}: weights dropped ({match[0]} has no parameters or running statistics to fold)")
         for member in members[1:]:
             g.nodes[member].params = g.nodes[members[0]].params
-    _report_stray_bns(g, declined, claimed)
+    _report_stray_bns(graph, g, declined, claimed)
     report = [f"fused {' + '.join(f['nodes'])} -> {f['into']} ({f['pattern']})" for f in fused]
     report += [f"declined {' + '.join(d['nodes'])}: {d['reason']}" for d in declined] + notes
     return PassResult(g, bool(fused), report, {"fused": fused, "declined": declined})
@@ -213,19 +213,18 @@ def _fold_bn(op: str, a: dict, params: dict, bn_attrs: dict, bn_params: dict) ->
     return {"weight": weight.astype(np.float32), "bias": ((bias - mean) * scale + beta).astype(np.float32)}
 
 
-def _report_stray_bns(g: Graph, declined: list, claimed: set) -> None:
-    """Explain every BN left unfused that no earlier decline covers."""
+def _report_stray_bns(original: Graph, g: Graph, declined: list, claimed: set) -> None:
+    """Explain every BN left unfused in `g` that no earlier decline covers, by its neighbours in `original`."""
     for name in g.topo_order():
-        node = g.nodes[name]
-        if node.op not in BN_OPS or name in claimed:
+        if g.nodes[name].op not in BN_OPS or name in claimed:
             continue
-        src = parse_ref(node.inputs[0])[0]
-        src_op = g.nodes[src].op
-        feeds_conv = _feeds_conv(g, name)
+        src = parse_ref(original.nodes[name].inputs[0])[0]
+        src_op = original.nodes[src].op
+        feeds_conv = _feeds_conv(original, name)
         if feeds_conv:
             reason = f"BN before the conv is not a pattern ({name} follows {src_op} {src} and feeds {feeds_conv})"
         else:
-            reason = f"{name} follows {src_op} {src}, not a conv or linear layer"
+            reason = f"{name} follows {src_op} {src}; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"
         declined.append({"nodes": [name], "reason": reason})
 
 

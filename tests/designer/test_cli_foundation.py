@@ -14,8 +14,10 @@ import sys
 import pytest
 
 from backends.weights import init_params, save_weights
+from designer.cli.common import check_batch, format_shape, human, human_bytes, named_shapes, parse_shape
 from designer.cli.main import main
 from ir.design import load
+from ir.errors import DesignError
 
 GOOD = {
     "format": "convstudio.design",
@@ -31,7 +33,10 @@ GOOD = {
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -51,6 +56,23 @@ def snapshot(folder) -> dict:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
+# ---- shared helpers -------------------------------------------------------------------------------
+
+
+def test_shape_and_number_formatting():
+    assert parse_shape("1x3x224x224") == [1, 3, 224, 224] and parse_shape("3,32,32") == [3, 32, 32]
+    for text, message in (("3x", "must look like"), ("0x3", "must be positive"), ("-1x3", "must be positive")):
+        with pytest.raises(DesignError, match=message):
+            parse_shape(text)
+    assert format_shape(["N", 3, 8, 8]) == "Nx3x8x8" and format_shape([["N", 2], ["N", 3]]) == "Nx2, Nx3" and format_shape(None) == ""
+    assert named_shapes({"a": ["N", 4], "b": [2, 4]}) == "a Nx4, b 2x4"
+    assert (human(999), human(12_345_678), human(4_089_184_256), human(1536, "B")) == ("999", "12.35 M", "4.09 G", "1.54 kB")
+    assert (human_bytes(1023), human_bytes(1536), human_bytes(3 * 2**20), human_bytes(2**31)) == ("1023 B", "1.50 KiB", "3.00 MiB", "2.00 GiB")
+    assert check_batch(8, "--batch") == 8
+    with pytest.raises(DesignError, match="absurdly large"):
+        check_batch(2**41, "--batch")
+
+
 # ---- templates ------------------------------------------------------------------------------------
 
 
@@ -63,8 +85,10 @@ def test_templates_lists_templates_and_blocks(capsys):
     data = json.loads(out)
     lenet = next(t for t in data["templates"] if t["name"] == "lenet")
     assert lenet == {"name": "lenet", "description": lenet["description"], "input_shape": ["N", 1, 28, 28], "num_classes": 10,
-                     "width": False}
+                     "width": False, "reference": lenet["reference"]}
     assert lenet["description"]
+    resnet50 = next(t for t in data["templates"] if t["name"] == "resnet50")
+    assert resnet50["reference"] == "torchvision.models.resnet50"
     assert any(t["width"] for t in data["templates"])
     assert all(set(b) == {"name", "description", "options"} and isinstance(b["options"], dict) for b in data["blocks"])
 
@@ -75,7 +99,8 @@ def test_templates_lists_templates_and_blocks(capsys):
 def test_new_writes_a_loadable_design(tmp_path, capsys):
     path = tmp_path / "lenet.json"
     code, out, _ = cli(capsys, "new", "lenet", "-o", path, "--input", "1x1x8x8", "--classes", "5")
-    assert code == 0 and "wrote" in out
+    assert code == 0
+    assert out == f"wrote {path}: lenet, 14 nodes, inputs x Nx1x8x8, outputs logits Nx5\n"
     design = load(path)
     assert design.graph["x"].attrs["shape"] == [1, 8, 8]
     assert design.graph["fc3"].attrs["out_features"] == 5
@@ -113,8 +138,10 @@ def test_new_refuses_to_overwrite_without_force(tmp_path, capsys):
         (["new", "lenet", "--input", "1x2x1x8x8"], ["4-d input", "--input"]),
         (["new", "lenet", "--input", "1x1x2x2"], ["node 'pool2'", "attrs.kernel_size"]),
         (["new", "lenet", "--input", "1x1x2000000x2000000"], ["absurdly large", "node 'x' attrs.shape"]),
+        (["new", "lenet", "--classes", "1000000000000"], ["parameter weight [1000000000000, 84] is absurdly large", "node 'fc3' params.weight"]),
+        (["new", "mobilenet_v2", "--width", "nan"], ["width multiplier must be positive", "--width"]),
     ],
-    ids=["unknown", "width", "classes", "shape_text", "shape_rank", "too_small", "absurd"],
+    ids=["unknown", "width", "classes", "shape_text", "shape_rank", "too_small", "absurd", "absurd_params", "width_nan"],
 )
 def test_new_bad_input_writes_nothing(tmp_path, capsys, argv, names):
     code, _, err = cli(capsys, *argv, "-o", tmp_path / "out.json")
@@ -222,9 +249,16 @@ def test_cost_conventions_batch_and_input_override(lenet_file, capsys):
         (["--batch", "0"], ["batch must be at least 1", "--batch"]),
         (["--batch", "3", "--input", "2x1x28x28"], ["disagrees", "--batch"]),
         (["--top", "0"], ["top must be at least 1", "--top"]),
-        (["--input", "1x1x2x2"], ["node 'conv2'", "attrs.kernel_size"]),
+        (["--input", "1x1x2x2"], ["node 'conv2'", "attrs.kernel_size", "lenet.json"]),
+        (["--batch", "1" + "0" * 400], ["batch is absurdly large (1.00e+400)", "--batch"]),
+        (["--input", "1" + "0" * 20 + "x1x28x28"], ["batch is absurdly large (1.00e+20)", "--input"]),
+        (["--input", "1x1x28x" + "9" * 30], ["shape is absurdly large", "node 'x' attrs.shape"]),
+        (["--convention", "macs"], ["invalid choice: 'macs'", "command 'convstudio cost'"]),
+        (["--batch", "two"], ["invalid int value: 'two'", "command 'convstudio cost'"]),
+        (["--colour"], ["unrecognized arguments: --colour"]),
     ],
-    ids=["input_name", "input_rank", "batch", "batch_disagrees", "top", "input_too_small"],
+    ids=["input_name", "input_rank", "batch", "batch_disagrees", "top", "input_too_small", "batch_absurd", "input_batch_absurd",
+         "input_absurd", "convention", "batch_not_int", "unknown_flag"],
 )
 def test_cost_bad_options(lenet_file, capsys, args, names):
     code, _, err = cli(capsys, "cost", lenet_file, *args)
@@ -302,6 +336,18 @@ BAD_FILES = [
     ("absurd_channels", _set_conv(out_channels=10**12), ["absurdly large", "node 'conv'", "output"]),
     ("unknown_attribute", _set_conv(colour="red"), ["no attribute 'colour'", "node 'conv'", "attrs.colour"]),
     ("not_an_object", "[1, 2, 3]", ["must be a JSON object", "top level"]),
+    ("nested_too_deeply", "[" * 100_000 + "]" * 100_000, ["malformed JSON: nested too deeply", "d.json"]),
+    ("duplicate_output_name", json.dumps(GOOD).replace('"outputs": {', '"outputs": {"y": "conv", '), ["duplicate key 'y'", "d.json"]),
+    ("version_true", lambda d: d.update(version=True), ["unsupported version True", "field version"]),
+    ("attrs_not_an_object", lambda d: d["nodes"][0].update(attrs=[4, 3]), ["attrs must be an object", "node 'conv'", "attrs"]),
+    ("layout_nan", lambda d: d.update(layout={"conv": [float("nan"), 0.0]}), ["position must be [x, y]", "field layout.conv"]),
+    ("absurd_integer", _set_conv(groups=10**400), ["groups is absurdly large (1.00e+400)", "node 'conv'", "attrs.groups"]),
+    ("absurd_scale", _add_nodes({"name": "up", "op": "Upsample", "inputs": ["relu"], "attrs": {"scale_factor": 1e300}}),
+     ["scale_factor is absurdly large", "node 'up'", "attrs.scale_factor"]),
+    ("absurd_parameters", _add_nodes({"name": "flat", "op": "Flatten", "inputs": ["relu"]},
+                                     {"name": "fc", "op": "Linear", "inputs": ["flat"], "attrs": {"out_features": 2**34}}),
+     ["parameter weight [17179869184, 144] is absurdly large", "node 'fc'", "params.weight"]),
+    ("bad_input_name", lambda d: d.update(inputs={"3x": [3, 8, 8]}), ["invalid node name '3x'", "field inputs.3x"]),
 ]
 
 
@@ -312,9 +358,39 @@ def test_bad_design_file(tmp_path, capsys, verb, case):
     path = write(tmp_path, content if isinstance(content, str) else mutated(content))
     before = snapshot(tmp_path)
     code, out, err = cli(capsys, verb, path)
-    assert_one_error_line(code, err, *names)
+    line = assert_one_error_line(code, err, *names)
+    assert line.endswith(f"'{path}'"), "the line names the design file"
     assert out == ""
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "argv,names",
+    [
+        (["new", "lenet"], ["the following arguments are required: -o/--output", "command 'convstudio new'"]),
+        (["validate"], ["the following arguments are required: file", "command 'convstudio validate'"]),
+        (["templates", "--colour"], ["unrecognized arguments: --colour"]),
+        (["nonsense"], ["invalid choice: 'nonsense'", "command 'convstudio'"]),
+    ],
+    ids=["new_without_output", "validate_without_file", "unknown_flag", "unknown_verb"],
+)
+def test_usage_errors_are_one_line(capsys, argv, names):
+    code, out, err = cli(capsys, *argv)
+    assert_one_error_line(code, err, *names)
+    assert out == ""
+
+
+def test_unusable_paths_are_one_line_errors(tmp_path, capsys):
+    """Operating-system refusals (a name too long, a folder that is a file) are bad input, not tracebacks."""
+    long_name = tmp_path / ("d" * 300 + ".json")
+    for argv in (["new", "lenet", "-o", long_name], ["validate", long_name], ["cost", long_name]):
+        code, out, err = cli(capsys, *argv)
+        assert_one_error_line(code, err, "d" * 300)
+        assert out == ""
+    (tmp_path / "plain").write_text("not a folder")
+    code, _, err = cli(capsys, "new", "lenet", "-o", tmp_path / "plain" / "d.json")
+    assert_one_error_line(code, err, "plain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
 def test_missing_file(tmp_path, capsys):

@@ -141,6 +141,8 @@ def test_batch_scales_everything_but_params():
         assert getattr(eight.total, key) == 8 * getattr(one.total, key), key
     data = eight.as_dict()
     assert data["input_shapes"] == {"x": [8, 3, 8, 8]}
+    assert eight.by_name()["conv"].formula == f"8·({one.by_name()['conv'].formula})"
+    assert eight.by_name()["x"].formula == one.by_name()["x"].formula == "0 (data movement only)"
     assert data["nodes"][-2]["output_shape"] == [8, 10]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -78,7 +79,14 @@ def test_save_is_atomic_and_refuses_invalid_graphs(tmp_path):
         write_atomic(tmp_path / "missing" / "d.json", "x")
     write_atomic(path, "new")
     assert path.read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DesignError, match="is a folder"):
+        write_atomic(tmp_path / "folder", "x")
+    too_long = tmp_path / ("d" * 300 + ".json")
+    with pytest.raises(DesignError, match="cannot write") as info:
+        write_atomic(too_long, "x")
+    assert info.value.where == f"file '{too_long}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "folder"] and not any((tmp_path / "folder").iterdir())
 
 
 def base() -> dict:
@@ -98,7 +106,7 @@ LOAD_ERRORS = [
     (lambda d: d.update(extra=1), "unknown field 'extra'", "field extra"),
     (lambda d: d.update(inputs=[]), "inputs must be an object", "field inputs"),
     (lambda d: d["inputs"].update(left="4x8x8"), "shape must be a list", "field inputs.left"),
-    (lambda d: d["inputs"].update(left=[4, 0, 8]), "shape must be >= 1", "node 'left' attrs.shape"),
+    (lambda d: d["inputs"].update(left=[4, 0, 8]), "shape must be >= 1", "field inputs.left"),
     (lambda d: d["nodes"][1].update(op="Conv9d"), "unknown op 'Conv9d'", "node 'conv_r' (nodes[1]) field op"),
     (lambda d: d["nodes"][0].update(color="red"), "unknown node field 'color'", "field nodes[0].color"),
     (lambda d: d["nodes"][0]["attrs"].update(stride=[1, 0]), "stride must be >= 1", "node 'conv_l' (nodes[0]) attrs.stride"),
@@ -112,6 +120,12 @@ LOAD_ERRORS = [
     (lambda d: d.update(weights=""), "weights must be a file name", "field weights"),
     (lambda d: d["training"].update(loss="hinge"), "must be one of", "field training.loss"),
     (lambda d: d["nodes"][1]["attrs"].update(out_channels=16), "attributes differ", "node 'conv_r' share"),
+    (lambda d: d.update(version=True), "unsupported version True", "field version"),
+    (lambda d: d["inputs"].update({"2x": [4, 8, 8]}), "invalid node name '2x'", "field inputs.2x"),
+    (lambda d: d["nodes"][0].update(name="conv l"), "invalid node name 'conv l'", "node 'conv l' (nodes[0]) field name"),
+    (lambda d: d["nodes"][0].update(attrs=[3, 3]), "attrs must be an object, got list", "node 'conv_l' (nodes[0]) attrs"),
+    (lambda d: d["nodes"][0]["attrs"].update(out_channels=10**30), "out_channels is absurdly large", "node 'conv_l' (nodes[0]) attrs.out_channels"),
+    (lambda d: d["layout"].update(left=[float("nan"), 0]), "position must be [x, y]", "field layout.left"),
 ]
 
 
@@ -140,6 +154,14 @@ def test_load_file_problems(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(DesignError, match="must be a JSON object"):
         load(bad)
+    bad.write_text(dumps(rich_design()).replace('"inputs": {', '"inputs": {"left": [1, 1, 1], ', 1))
+    with pytest.raises(DesignError, match="duplicate key 'left' in one JSON object") as info:
+        load(bad)
+    assert info.value.where == f"file '{bad}'"
+    bad.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DesignError, match="malformed JSON: nested too deeply") as info:
+        load(bad)
+    assert info.value.where == f"file '{bad}'"
 
 
 TRAINING_ERRORS = [
@@ -179,3 +201,18 @@ def test_training_config_fills_defaults():
     assert config["scheduler"] == {"name": "step", "step_size": 10, "gamma": 0.5}
     assert config["batch_size"] == "full" and config["epochs"] == 10
     validate_training(rich_design().training)
+
+
+def test_atomic_write_keeps_permissions(tmp_path):
+    existing = tmp_path / "shared.json"
+    existing.write_text("old")
+    os.chmod(existing, 0o640)
+    write_atomic(existing, "new")
+    assert existing.stat().st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.json"
+        write_atomic(fresh, "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)

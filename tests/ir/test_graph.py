@@ -89,6 +89,10 @@ def test_remove_input_shifts_later_indices():
     g.set_inputs("cat", ["a"])
     assert g["cat"].inputs == ["a"] and g.users("b") == [] and g.users("c") == []
     verify(g)
+    for edit in (lambda: g.remove_input("cat", 1), lambda: g.remove_input("cat", -1), lambda: g.set_input("cat", 2, "b")):
+        with pytest.raises(GraphError, match="input index .* is out of range"):
+            edit()
+    assert g["cat"].inputs == ["a"] and g.users("b") == []
 
 
 def test_set_attr_validates_and_resets_to_default():
@@ -229,7 +233,7 @@ def test_share_groups_and_param_owner():
 def test_verify_catches_structural_problems():
     g = chain()
     g["relu"].inputs.append("conv")
-    with pytest.raises(GraphError, match="takes 1 inputs, has 2"):
+    with pytest.raises(GraphError, match="takes 1 input, has 2"):
         verify(g)
     g = chain()
     g._users["conv"].append(("y", 0))

@@ -10,10 +10,12 @@ import math
 
 import pytest
 
-from ir.errors import AttrError, DesignError, ShapeError
+from ir.errors import AttrError, DesignError, GraphError, ShapeError
+from ir.graph import Graph
 from ir.ops import registry
 from ir.ops.activation import ACT_FLOPS
 from ir.ops.conv import conv_pads
+from ir.shapes import infer_shapes
 
 
 def apply(op: str, attrs: dict, ins: list[tuple]):
@@ -205,7 +207,12 @@ BAD = [
     ("RReLU", {"lower": 0.5, "upper": 0.1}, [(10,)], AttrError, "must not exceed", "attrs.lower"),
     ("Dropout", {"p": 1.5}, [(10,)], AttrError, "p must be <= 1.0", "attrs.p"),
     ("Input", {"shape": [3, 2**21, 2**21]}, [], ShapeError, "absurdly large", "attrs.shape"),
-    ("Linear", {"out_features": 2**41}, [(1,)], ShapeError, "absurdly large", "output"),
+    ("Linear", {"out_features": 2**41}, [(1,)], AttrError, "out_features is absurdly large", "attrs.out_features"),
+    ("Linear", {"out_features": 2**30}, [(2048, 1)], ShapeError, "absurdly large", "output"),
+    ("Conv2d", {"out_channels": 4, "kernel_size": 3, "groups": 10**400}, [(3, 8, 8)], AttrError, "groups is absurdly large (1.00e+400)",
+     "attrs.groups"),
+    ("Upsample", {"scale_factor": 1e300}, [(3, 8, 8)], AttrError, "scale_factor is absurdly large", "attrs.scale_factor"),
+    ("Upsample", {"scale_factor": 2**30}, [(3, 2**10, 8)], ShapeError, "absurdly large", "output"),
     ("Flatten", {"start_dim": 4}, [(3, 4, 4)], ShapeError, "do not fit", "attrs.start_dim"),
 ]
 
@@ -217,3 +224,23 @@ def test_bad_attributes_and_shapes_name_the_field(op, attrs, ins, error, text, f
     assert type(info.value) is error
     assert text in info.value.what
     assert field in info.value.where
+
+
+def test_absurd_parameters_are_rejected_by_shape_inference():
+    """A layer whose weights alone exceed 2^40 elements is refused before anything allocates them."""
+    g = Graph("huge")
+    g.add("Input", name="x", attrs={"shape": [2048]})
+    g.add("Linear", ["x"], name="fc", attrs={"out_features": 2**30})
+    g.add("Output", ["fc"], name="y")
+    with pytest.raises(ShapeError) as info:
+        infer_shapes(g)
+    assert info.value.line() == "parameter weight [1073741824, 2048] is absurdly large (2,199,023,255,552 elements), node 'fc' params.weight"
+
+
+def test_arity_errors_read_naturally():
+    for op, count, text in (("ReLU", 2, "ReLU takes 1 input, has 2"), ("DeformConv2d", 1, "DeformConv2d takes 2 to 3 inputs, has 1"),
+                            ("Add", 1, "Add takes 2 or more inputs, has 1"), ("Input", 1, "Input takes 0 inputs, has 1")):
+        with pytest.raises(GraphError) as info:
+            registry.get(op).check_arity(count, "node 'n'")
+        assert info.value.line() == f"{text}, node 'n'"
+    registry.get("Concat").check_arity(5, "node 'n'")

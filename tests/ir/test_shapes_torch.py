@@ -171,3 +171,88 @@ def test_flatten(shape, start, end):
                                          ((1, 5, 5), {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True})])
 def test_ceil_mode_examples(shape, attrs):
     agree("MaxPool2d", attrs, shape, lambda: torch.nn.MaxPool2d(**attrs))
+
+
+def agree_many(op: str, attrs: dict, in_shapes: list[tuple], torch_fn) -> None:
+    """Like `agree` for ops with several inputs or outputs: `torch_fn(tensors)` returns a tensor or a tuple of them."""
+    opdef = registry.get(op)
+    try:
+        a = opdef.resolve(opdef.validate(attrs))
+        ours_ = [(BATCH, *s) for s in opdef.infer(a, in_shapes)]
+    except DesignError:
+        ours_ = None
+    try:
+        out = torch_fn([torch.zeros(BATCH, *s) for s in in_shapes])
+        theirs_ = [tuple(t.shape) for t in (out if isinstance(out, tuple) else (out,))]
+    except (RuntimeError, ValueError, IndexError):
+        theirs_ = None
+    assert ours_ == theirs_, f"{op} {attrs} on {in_shapes}: ours {ours_}, torch {theirs_}"
+
+
+@st.composite
+def broadcastable(draw) -> list[tuple]:
+    """2-3 same-rank shapes whose dimensions are the base size, 1, or (sometimes) a clashing size."""
+    base = draw(st.lists(st.integers(2, 5), min_size=1, max_size=3))
+    count = draw(st.integers(2, 3))
+    return [tuple(draw(st.sampled_from([d, 1, d + 1])) for d in base) for _ in range(count)]
+
+
+@SETTINGS
+@given(shapes=broadcastable(), op=st.sampled_from(["Add", "Mul"]))
+def test_add_mul_broadcast(shapes, op):
+    def combine(tensors):
+        out = tensors[0]
+        for t in tensors[1:]:
+            out = out + t if op == "Add" else out * t
+        return out
+
+    agree_many(op, {}, shapes, combine)
+
+
+@SETTINGS
+@given(
+    base=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    dim=st.integers(-4, 3),
+    clash=st.booleans(),
+)
+def test_concat(base, sizes, dim, clash):
+    rank = len(base) + 1
+    axis = dim % rank if -rank <= dim < rank else None
+    shapes = []
+    for k, size in enumerate(sizes):
+        shape = list(base)
+        if axis:
+            shape[axis - 1] = size
+        if clash and k == len(sizes) - 1:
+            shape[-1] += 1
+        shapes.append(tuple(shape))
+    def concat(tensors):
+        if -rank <= dim < rank and dim % rank == 0:
+            raise ValueError("the IR never joins along the batch dimension")
+        return torch.cat(tensors, dim)
+
+    agree_many("Concat", {"dim": dim}, shapes, concat)
+
+
+@SETTINGS
+@given(channels=st.integers(1, 12), parts=st.integers(1, 4), sections=st.one_of(st.none(), st.lists(st.integers(1, 5), min_size=1, max_size=4)))
+def test_channel_split(channels, parts, sections):
+    if sections is None:
+        attrs, sizes = {"parts": parts}, ([channels // parts] * parts if channels % parts == 0 else None)
+    else:
+        attrs, sizes = {"sections": sections}, (sections if sum(sections) == channels else None)
+    def split(tensors):
+        if sizes is None:
+            raise ValueError("torch.split accepts uneven parts; the IR asks for an exact division")
+        return tuple(torch.split(tensors[0], sizes, dim=1))
+
+    agree_many("ChannelSplit", attrs, [(channels, 3, 3)], split)
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), out_features=st.integers(1, 8), declared=st.one_of(st.none(), st.integers(1, 6)))
+def test_linear(shape, out_features, declared):
+    attrs = {"out_features": out_features} | ({"in_features": declared} if declared else {})
+    in_features = declared or shape[-1]
+    agree_many("Linear", attrs, [tuple(shape)], lambda ts: torch.nn.Linear(in_features, out_features)(ts[0]))

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from ir.errors import DesignError
 from ir.graph import Graph
-from ir.passes.compress.common import Strategy, in_shape, per_node, place_before
+from ir.passes.compress.common import conv_strategy, in_shape, place_before, spatial_attrs
 
 DEFAULTS = {"reduction": 4}
 
 
-def _mid(out_channels: int, reduction: int) -> int:
+def check(reduction: int) -> None:
     if reduction < 2:
         raise DesignError(f"reduction must be at least 2, got {reduction}", "--param reduction")
+
+
+def _mid(out_channels: int, reduction: int) -> int:
+    check(reduction)
     return max(1, out_channels // reduction)
 
 
-def applies(graph: Graph, name: str, reduction: int = 4, **params) -> str | None:
+def applies(graph: Graph, name: str, reduction: int = DEFAULTS["reduction"], **params) -> str | None:
     node = graph[name]
     if node.op != "Conv2d":
         return f"{name} is a {node.op}, not a Conv2d"
@@ -44,15 +48,7 @@ def rewrite(graph: Graph, name: str, reduction: int) -> tuple[list[str], str]:
     mid = _mid(a["out_channels"], reduction)
     reduce = graph.add("Conv2d", [node.inputs[0]], name=graph.fresh_name(f"{name}_reduce"),
                        attrs={"out_channels": mid, "kernel_size": 1, "bias": a["bias"], "activation": "relu"}).name
-    middle = {
-        "out_channels": mid,
-        "kernel_size": list(a["kernel_size"]),
-        "stride": list(a["stride"]),
-        "padding": a["padding"] if isinstance(a["padding"], str) else list(a["padding"]),
-        "dilation": list(a["dilation"]),
-        "bias": a["bias"],
-        "activation": "relu",
-    }
+    middle = {"out_channels": mid, **spatial_attrs(a), "bias": a["bias"], "activation": "relu"}
     kxk = graph.add("Conv2d", [reduce], name=graph.fresh_name(f"{name}_kxk"), attrs=middle).name
     expand = {"out_channels": a["out_channels"], "kernel_size": 1, "bias": a["bias"]}
     if a["activation"] != "none":
@@ -64,11 +60,11 @@ def rewrite(graph: Graph, name: str, reduction: int) -> tuple[list[str], str]:
     return [reduce, kxk, name], f"{name}: conv -> 1x1 reduce {reduce} ({mid} channels) + {kxk} + 1x1 expand {name}"
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "bottleneck",
-    "a kxk conv becomes 1x1 reduce -> kxk -> 1x1 expand (param reduction)",
+    "a kxk conv becomes 1x1 reduce -> kxk -> 1x1 expand",
     DEFAULTS,
     applies,
-    per_node("bottleneck", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
+    check,
 )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ir.errors import DesignError
 from ir.graph import Graph, parse_ref, verify
+from ir.ops.activation import FUSED_ACTIVATION_CHOICES
 from ir.passes.base import PassResult
 from ir.shapes import infer_shapes
 
@@ -21,7 +22,6 @@ class Strategy:
     params: dict
     applies: Callable[..., str | None]
     apply: Callable[..., PassResult]
-    ops: tuple[str, ...] = field(default=())
 
 
 def check_params(strategy: str, defaults: dict, given: dict) -> dict:
@@ -130,19 +130,22 @@ def finish(graph: Graph, changed: list[str], declined: list[dict], report: list[
     return PassResult(graph, bool(changed), report, {"changed": changed, "declined": declined})
 
 
-def per_node(name: str, ops: tuple[str, ...], defaults: dict, applies, rewrite) -> Callable[..., PassResult]:
-    """Build `apply(graph, nodes=None, **params)` from `applies` and `rewrite(graph, node, **params) -> (names, line)`."""
+def per_node(name: str, ops: tuple[str, ...], defaults: dict, applies, rewrite, check=None) -> Callable[..., PassResult]:
+    """Build `apply(graph, nodes=None, **params)` from `applies` and `rewrite(graph, node, **params) -> (names, line)`;
+    `check(**params)` rejects bad parameter values before any node is tried."""
 
     def apply(graph: Graph, nodes: list[str] | None = None, **given) -> PassResult:
         params = check_params(name, defaults, given)
+        if check:
+            check(**params)
         g = graph.copy()
         infer_shapes(g, strict=True)
         if nodes is None:
             targets = [n for n in g.topo_order() if g.nodes[n].op in ops]
         else:
-            targets = list(nodes)
+            targets = list(dict.fromkeys(nodes))
             for n in targets:
-                g[n]
+                g[n]  # an unknown name is a DesignError
         changed, declined, report = [], [], []
         for target in targets:
             reason = applies(g, target, **params)
@@ -157,3 +160,24 @@ def per_node(name: str, ops: tuple[str, ...], defaults: dict, applies, rewrite) 
         return finish(g, changed, declined, report)
 
     return apply
+
+
+def conv_strategy(name: str, summary: str, defaults: dict, applies, rewrite, check=None) -> Strategy:
+    """A strategy that rewrites Conv2d nodes one at a time (see `per_node`)."""
+    return Strategy(name, summary, defaults, applies, per_node(name, ("Conv2d",), defaults, applies, rewrite, check))
+
+
+def spatial_attrs(a: dict) -> dict:
+    """A conv's kernel, stride, padding and dilation, as attributes for a new conv with the same geometry."""
+    return {
+        "kernel_size": list(a["kernel_size"]),
+        "stride": list(a["stride"]),
+        "padding": a["padding"] if isinstance(a["padding"], str) else list(a["padding"]),
+        "dilation": list(a["dilation"]),
+    }
+
+
+def check_activation(activation: str) -> None:
+    """A fused-activation name (or none), else a DesignError on --param activation."""
+    if activation not in FUSED_ACTIVATION_CHOICES:
+        raise DesignError(f"activation must be one of {', '.join(FUSED_ACTIVATION_CHOICES)}, got '{activation}'", "--param activation")

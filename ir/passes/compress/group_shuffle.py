@@ -6,10 +6,16 @@ shuffle takes over its consumers.
 
 from __future__ import annotations
 
+from ir.errors import DesignError
 from ir.graph import Graph
-from ir.passes.compress.common import Strategy, in_shape, per_node, place_after
+from ir.passes.compress.common import conv_strategy, in_shape, place_after
 
 DEFAULTS = {"groups": 4}
+
+
+def check(groups: int) -> None:
+    if groups < 2:
+        raise DesignError(f"groups must be at least 2, got {groups}", "--param groups")
 
 
 def applies(graph: Graph, name: str, groups: int = DEFAULTS["groups"], **params) -> str | None:
@@ -21,8 +27,6 @@ def applies(graph: Graph, name: str, groups: int = DEFAULTS["groups"], **params)
         return f"{name} is not a 1x1 conv (kernel {a['kernel_size'][0]}x{a['kernel_size'][1]})"
     if a["groups"] != 1:
         return f"{name} is already grouped (groups={a['groups']})"
-    if groups < 2:
-        return f"groups must be at least 2, got {groups}"
     cin, cout = in_shape(graph, name)[0], a["out_channels"]
     if cin % groups or cout % groups:
         return f"groups {groups} does not divide {name}'s channels ({cin} in, {cout} out)"
@@ -39,11 +43,11 @@ def rewrite(graph: Graph, name: str, groups: int) -> tuple[list[str], str]:
     return [name, shuffle], f"{name}: 1x1 conv -> grouped 1x1 (groups={groups}) + channel shuffle {shuffle}"
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "group_shuffle",
-    "a 1x1 conv becomes a grouped 1x1 conv followed by a channel shuffle (param groups)",
+    "a 1x1 conv becomes a grouped 1x1 conv followed by a channel shuffle",
     DEFAULTS,
     applies,
-    per_node("group_shuffle", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
+    check,
 )

@@ -8,25 +8,29 @@ from __future__ import annotations
 
 from ir.errors import DesignError
 from ir.graph import Graph
-from ir.passes.compress.common import Strategy, per_node, place_after
+from ir.passes.compress.common import conv_strategy, place_after
 from ir.shapes import infer_shapes
 
 DEFAULTS = {"kind": "max", "kernel": 2}
 KINDS = {"max": "MaxPool2d", "avg": "AvgPool2d"}
 
 
-def _insert(graph: Graph, name: str, kind: str, kernel: int) -> str:
+def check(kind: str, kernel: int) -> None:
     if kind not in KINDS:
         raise DesignError(f"kind must be max or avg, got '{kind}'", "--param kind")
     if kernel < 2:
         raise DesignError(f"kernel must be at least 2, got {kernel}", "--param kernel")
+
+
+def _insert(graph: Graph, name: str, kind: str, kernel: int) -> str:
+    check(kind, kernel)
     pool = graph.add(KINDS[kind], [name], name=graph.fresh_name(f"{name}_pool"), attrs={"kernel_size": kernel}).name
     graph.replace_all_uses(name, pool, exclude=[pool])
     place_after(graph, [pool], name)
     return pool
 
 
-def applies(graph: Graph, name: str, kind: str = "max", kernel: int = 2, **params) -> str | None:
+def applies(graph: Graph, name: str, kind: str = DEFAULTS["kind"], kernel: int = DEFAULTS["kernel"], **params) -> str | None:
     node = graph[name]
     if node.op == "Output":
         return f"{name} is a graph output"
@@ -54,11 +58,11 @@ def rewrite(graph: Graph, name: str, kind: str, kernel: int) -> tuple[list[str],
     return [pool], f"{name}: {KINDS[kind]} {kernel}x{kernel} inserted after it ({pool})"
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "pool",
-    "insert a max or average pool (params kind, kernel) after a node where the shapes downstream still line up",
+    "insert a max or average pool after a node where the shapes downstream still line up",
     DEFAULTS,
     applies,
-    per_node("pool", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
+    check,
 )

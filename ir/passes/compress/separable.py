@@ -7,10 +7,9 @@ pointwise conv keeps the original name, out_channels, bias and activation.
 
 from __future__ import annotations
 
-from ir.errors import DesignError
 from ir.graph import Graph
-from ir.ops.activation import FUSED_ACTIVATION_CHOICES, FUSED_ACTIVATIONS
-from ir.passes.compress.common import Strategy, in_shape, per_node, place_before
+from ir.ops.activation import FUSED_ACTIVATIONS
+from ir.passes.compress.common import check_activation, conv_strategy, in_shape, place_before, spatial_attrs
 
 DEFAULTS = {"bn": True, "activation": "relu"}
 
@@ -29,21 +28,15 @@ def applies(graph: Graph, name: str, **params) -> str | None:
     return None
 
 
+def check(bn: bool, activation: str) -> None:
+    check_activation(activation)
+
+
 def rewrite(graph: Graph, name: str, bn: bool, activation: str) -> tuple[list[str], str]:
-    if activation not in FUSED_ACTIVATION_CHOICES:
-        raise DesignError(f"activation must be one of {', '.join(FUSED_ACTIVATION_CHOICES)}, got '{activation}'", "--param activation")
     node = graph.nodes[name]
     a = node.resolved
     cin = in_shape(graph, name)[0]
-    dw_attrs = {
-        "out_channels": cin,
-        "kernel_size": list(a["kernel_size"]),
-        "stride": list(a["stride"]),
-        "padding": a["padding"] if isinstance(a["padding"], str) else list(a["padding"]),
-        "dilation": list(a["dilation"]),
-        "groups": cin,
-        "bias": not bn,
-    }
+    dw_attrs = {"out_channels": cin, **spatial_attrs(a), "groups": cin, "bias": not bn}
     if not bn and activation != "none":
         dw_attrs["activation"] = activation
     added = [graph.add("Conv2d", [node.inputs[0]], name=graph.fresh_name(f"{name}_dw"), attrs=dw_attrs).name]
@@ -62,11 +55,11 @@ def rewrite(graph: Graph, name: str, bn: bool, activation: str) -> tuple[list[st
     return [*added, name], f"{name}: conv -> depthwise {added[0]} + pointwise {name}"
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "separable",
-    "a conv becomes depthwise + pointwise (1x1), optionally with BN + activation between (params bn, activation)",
+    "a conv becomes depthwise + pointwise (1x1), optionally with BN + activation between",
     DEFAULTS,
     applies,
-    per_node("separable", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
+    check,
 )

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from ir.errors import DesignError
 from ir.graph import Graph
-from ir.ops.activation import FUSED_ACTIVATION_CHOICES
 from ir.ops.conv import conv_pads
-from ir.passes.compress.common import Strategy, per_node, place_before
+from ir.passes.compress.common import check_activation, conv_strategy, place_before
 
 DEFAULTS = {"width": 0, "activation": "relu"}
 
@@ -40,11 +39,13 @@ def applies(graph: Graph, name: str, **params) -> str | None:
     return None
 
 
-def rewrite(graph: Graph, name: str, width: int, activation: str) -> tuple[list[str], str]:
-    if activation not in FUSED_ACTIVATION_CHOICES:
-        raise DesignError(f"activation must be one of {', '.join(FUSED_ACTIVATION_CHOICES)}, got '{activation}'", "--param activation")
+def check(width: int, activation: str) -> None:
+    check_activation(activation)
     if width < 0:
         raise DesignError(f"width must be 0 (the conv's out_channels) or positive, got {width}", "--param width")
+
+
+def rewrite(graph: Graph, name: str, width: int, activation: str) -> tuple[list[str], str]:
     node = graph.nodes[name]
     a = node.resolved
     layers = (a["kernel_size"][0] - 1) // 2
@@ -68,11 +69,11 @@ def rewrite(graph: Graph, name: str, width: int, activation: str) -> tuple[list[
     return [*added, name], f"{name}: {k}x{k} conv -> {layers} stacked 3x3 convs ({', '.join([*added, name])})"
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "stack3x3",
     "a kxk conv (k odd >= 5, stride 1) becomes (k-1)/2 stacked 3x3 convs with the same receptive field",
     DEFAULTS,
     applies,
-    per_node("stack3x3", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
+    check,
 )

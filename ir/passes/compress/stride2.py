@@ -9,7 +9,7 @@ from __future__ import annotations
 from ir.errors import DesignError
 from ir.graph import Graph
 from ir.ops.conv import conv_pads
-from ir.passes.compress.common import Strategy, per_node
+from ir.passes.compress.common import conv_strategy
 from ir.shapes import infer_shapes
 
 DEFAULTS: dict = {}
@@ -95,11 +95,10 @@ def rewrite(graph: Graph, name: str) -> tuple[list[str], str]:
     return _rewrite_on(graph, name)
 
 
-STRATEGY = Strategy(
+STRATEGY = conv_strategy(
     "stride2",
     "downsample earlier: stride 2 on the chosen conv, stride 1 on the later downsampling layer it makes redundant",
     DEFAULTS,
     applies,
-    per_node("stride2", ("Conv2d",), DEFAULTS, applies, rewrite),
-    ("Conv2d",),
+    rewrite,
 )

@@ -173,8 +173,8 @@ def _track(graph: Graph, scalable: set[str]) -> tuple[_Classes, dict, dict]:
 def apply(graph: Graph, nodes: list[str] | None = None, **given) -> PassResult:
     """Scale the chosen layers (None = every conv/linear where it applies) by alpha."""
     alpha = check_params("width", DEFAULTS, given)["alpha"]
-    if not alpha > 0:
-        raise DesignError(f"alpha must be positive, got {alpha}", "--param alpha")
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise DesignError(f"alpha must be a positive number, got {alpha}", "--param alpha")
     g = graph.copy()
     infer_shapes(g, strict=True)
     declined, report = [], []
@@ -223,5 +223,4 @@ STRATEGY = Strategy(
     DEFAULTS,
     applies,
     apply,
-    LAYERS,
 )
