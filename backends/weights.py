@@ -57,8 +57,10 @@ def init_params(graph: Graph, seed: int = 0, only_missing: bool = True) -> list[
             else:
                 fan_in = _fan_in(node.op, weight_shape)
                 bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
-                value = rng.uniform(-bound, bound, size=shape)
-            params[key] = value.astype(np.float32)
+                value = rng.random(shape, dtype=np.float32)  # U(-bound, bound) drawn in float32: no float64 copy of large layers
+                value *= np.float32(2 * bound)
+                value -= np.float32(bound)
+            params[key] = value.astype(np.float32, copy=False)
         node.params = params
         done.append(name)
     share_params(graph)

@@ -7,6 +7,8 @@ environment; `context()` joins the process group (gloo on CPU, nccl on GPU). Ran
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -64,3 +66,44 @@ def launch_command(nproc: int, module: str, args: list[str]) -> list[str]:
     The `--` keeps torchrun from reading the module's flags as abbreviations of its own (e.g. --log).
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", module, "--", *args]
+
+
+@dataclass
+class LaunchResult:
+    """How a torchrun launch ended: its exit code, the workers' distinct `error: ...` lines, whether
+    Ctrl-C was pressed, and the rest of what went to stderr (torchrun's own reports)."""
+
+    code: int
+    errors: list[str]
+    interrupted: bool
+    other: list[str]
+
+
+def run_launcher(command: list[str]) -> LaunchResult:
+    """Run a torchrun command with stdout passed through and stderr read here.
+
+    The workers print a bad-input error once each; it is kept once. torchrun's own banner, logs and
+    failure report stay out of the user's way. Ctrl-C reaches the workers (they save a checkpoint and
+    stop); here it is only noted.
+    """
+    interrupted = [False]
+
+    def note_ctrl_c(signum, frame):
+        interrupted[0] = True
+
+    previous = signal.signal(signal.SIGINT, note_ctrl_c)
+    errors: list[str] = []
+    other: list[str] = []
+    try:
+        with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace") as launcher:
+            for line in launcher.stderr:
+                line = line.rstrip("\n")
+                if line.startswith("error: "):
+                    if line not in errors:
+                        errors.append(line)
+                elif line.strip():
+                    other.append(line)
+            code = launcher.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return LaunchResult(code, errors, interrupted[0], other)

@@ -63,7 +63,7 @@ class Emitter:
 
     def value_name(self, suffix: str = "") -> str:
         name = self.node.name + suffix
-        return name + "_" if name in CODE_GLOBALS else name
+        return name + "_" if name in CODE_GLOBALS or keyword.iskeyword(name) else name
 
     def placeholder(self) -> fx.Node:
         return self.fx.placeholder(self.value_name())

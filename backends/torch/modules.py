@@ -126,50 +126,13 @@ def _chain(fn):
 # ---- entries ------------------------------------------------------------------------------------
 
 
-def _conv2d(a, ins):
-    return ModuleSpec(
-        nn.Conv2d,
-        (ins[0][0], a["out_channels"]),
-        {
-            "kernel_size": a["kernel_size"],
-            "stride": a["stride"],
-            "padding": a["padding"],
-            "dilation": a["dilation"],
-            "groups": a["groups"],
-            "bias": a["bias"],
-        },
-    )
+CONV_ARGS = ("kernel_size", "stride", "padding", "dilation", "groups", "bias")
+CONV_TRANSPOSE_ARGS = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation")
 
 
-def _conv_transpose2d(a, ins):
-    return ModuleSpec(
-        nn.ConvTranspose2d,
-        (ins[0][0], a["out_channels"]),
-        {
-            "kernel_size": a["kernel_size"],
-            "stride": a["stride"],
-            "padding": a["padding"],
-            "output_padding": a["output_padding"],
-            "groups": a["groups"],
-            "bias": a["bias"],
-            "dilation": a["dilation"],
-        },
-    )
-
-
-def _deform_conv2d(a, ins):
-    return ModuleSpec(
-        DeformConv2d,
-        (ins[0][0], a["out_channels"]),
-        {
-            "kernel_size": a["kernel_size"],
-            "stride": a["stride"],
-            "padding": a["padding"],
-            "dilation": a["dilation"],
-            "groups": a["groups"],
-            "bias": a["bias"],
-        },
-    )
+def _conv(cls, arg_names=CONV_ARGS):
+    """A convolution layer: (in_channels, out_channels) from the input and the attributes `arg_names` as keywords."""
+    return lambda a, ins: ModuleSpec(cls, (ins[0][0], a["out_channels"]), {k: a[k] for k in arg_names})
 
 
 def _linear(a, ins):
@@ -233,9 +196,9 @@ LOWERINGS = {
     "Input": _input,
     "Output": _output,
     # convolution
-    "Conv2d": module_op(_conv2d, fused_activation=True),
-    "ConvTranspose2d": module_op(_conv_transpose2d, fused_activation=True),
-    "DeformConv2d": module_op(_deform_conv2d),
+    "Conv2d": module_op(_conv(nn.Conv2d), fused_activation=True),
+    "ConvTranspose2d": module_op(_conv(nn.ConvTranspose2d, CONV_TRANSPOSE_ARGS), fused_activation=True),
+    "DeformConv2d": module_op(_conv(DeformConv2d)),
     # activation
     "ReLU": inplace_activation(nn.ReLU),
     "ReLU6": inplace_activation(nn.ReLU6),

@@ -107,8 +107,8 @@ def read_checkpoint(path: Path | str) -> dict:
         raise DesignError("checkpoint not found", where)
     try:
         state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for foreign files
-        raise DesignError(f"not a readable checkpoint ({str(e).splitlines()[0][:120]})", where) from None
+    except Exception:  # torch raises many types for foreign files
+        raise DesignError("not a checkpoint written by convstudio train (torch.load cannot read it)", where) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise DesignError("not a ConvStudio checkpoint", where)
     return state
@@ -126,15 +126,21 @@ def check_signature(state: dict, module: torch.nn.Module, path: Path | str) -> N
 
 @contextmanager
 def sigint_as_flag() -> Iterator[list[bool]]:
-    """While active (main thread only), the first Ctrl-C sets flag[0]; a second one interrupts at once."""
+    """While active (main thread only), the first Ctrl-C sets flag[0]; a second one interrupts at once.
+
+    Under torchrun every Ctrl-C only sets the flag: the terminal's and the one torchrun forwards arrive
+    together, and the run must still save its checkpoint.
+    """
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    under_torchrun = dist_ctx.launched_by_torchrun()
 
     def handler(signum, frame):
         flag[0] = True
-        signal.signal(signal.SIGINT, previous)
+        if not under_torchrun:
+            signal.signal(signal.SIGINT, previous)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -168,6 +174,10 @@ class Trainer:
         self.design, self.options = design, options
         resume = read_checkpoint(options.resume) if options.resume else None
         if resume is not None:
+            changed = sorted(set(overrides or {}) - {"epochs"})
+            if changed:
+                raise DesignError(f"a resumed run keeps its training configuration; only epochs may change, not {', '.join(changed)}",
+                                  f"checkpoint '{options.resume}'")
             self.config = dict(resume["config"])
             if overrides and "epochs" in overrides:
                 self.config = merged_config(self.config, {"epochs": overrides["epochs"]})
@@ -186,17 +196,26 @@ class Trainer:
                              ("--plot", options.plot), ("--rank-weights", options.rank_weights and Path(options.rank_weights) / "x")):
             if target and not Path(target).parent.is_dir():
                 raise DesignError(f"folder '{Path(target).parent}' does not exist", flag)
+            if target and Path(target).is_dir():
+                raise DesignError(f"'{target}' is a folder; give a file name", flag)
 
         graph = design.graph
         if options.from_scratch:
             for node in graph.nodes.values():
                 node.params = {}
         elif design.weights and not has_params(graph) and resume is None:
-            load_design_weights(design)
+            try:
+                load_design_weights(design)
+            except DesignError as e:
+                raise DesignError(f"{e.what} (--from-scratch ignores the design's weights)", e.where) from None
         torch.manual_seed(cfg["seed"])
         self.model = lower(graph, seed=cfg["seed"]).to(self.device)
         if resume is not None:
             check_signature(resume, self.model, options.resume)
+            done = int(resume["epoch"])
+            if done >= cfg["epochs"]:
+                raise DesignError(f"the run already finished its {done} epoch{'s' * (done != 1)}; give more (--epochs N) to continue it",
+                                  f"checkpoint '{options.resume}'")
             self.model.load_state_dict(resume["model"])
         self.net = self.model
         if self.ctx.distributed:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from backends.torch.codegen import generate
 from backends.torch.lower import class_name_for
 from backends.weights import load_design_weights
@@ -24,14 +27,23 @@ def run(args) -> int:
     design = load_design(args.file)
     apply_input_shapes(design.graph, args.input)
     load_design_weights(design)  # the generated class must fit the weights that travel with the design
-    source = generate(design.graph, args.class_name, design.weights)
+    weights = weights_seen_from(design, args.output)
+    source = generate(design.graph, args.class_name, weights)
     write_atomic(args.output, source)
     class_name = args.class_name or class_name_for(design.name)
-    summary = {"output": args.output, "class_name": class_name, "lines": source.count("\n"), "weights": design.weights}
+    summary = {"output": args.output, "class_name": class_name, "lines": source.count("\n"), "weights": weights}
     if args.json:
         print_json(summary)
         return 0
     print(f"wrote {args.output}: class {class_name} ({summary['lines']} lines)")
-    if design.weights:
-        print(f"load the weights with model.load_state_dict(safetensors.torch.load_file('{design.weights}'))")
+    if weights:
+        print(f"load the weights with model.load_state_dict(safetensors.torch.load_file('{weights}'))")
     return 0
+
+
+def weights_seen_from(design, output: str) -> str | None:
+    """The design's weights file as a path relative to the generated file's folder."""
+    path = design.weights_path()
+    if path is None:
+        return None
+    return os.path.relpath(path.resolve(), Path(output).resolve().parent).replace(os.sep, "/")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
 from designer.cli.common import load_design, print_json
@@ -12,32 +11,32 @@ from ir.errors import DesignError
 from ir.training import LOSSES, OPTIMIZERS, SCHEDULERS
 
 VERB = "train"
-HELP = "train a design (digits, .npz or image folder) and save its weights beside it"
+HELP = "train a design (digits, .npz or image folder) and save its weights beside it; flags override its training section"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="design file (.json)")
-    p.add_argument("--data", help="digits, a .npz file with arrays x and y, or a folder of class subfolders of images")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", help="N (1 = SGD, n = mini-batch) or 'full' (batch gradient descent)")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--data", metavar="digits|X.npz|FOLDER", help="digits, a .npz file with arrays x and y, or a folder of class subfolders of images")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the training data")
+    p.add_argument("--batch-size", metavar="N|full", help="N (1 = SGD, n = mini-batch) or 'full' (batch gradient descent)")
+    p.add_argument("--lr", type=float, metavar="X", help="learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--momentum", type=float, help="momentum (sgd, rmsprop)")
+    p.add_argument("--momentum", type=float, metavar="X", help="momentum (sgd, rmsprop)")
     p.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (sgd)")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay")
-    p.add_argument("--l1", type=float, help="L1 penalty on all parameters")
-    p.add_argument("--loss", choices=LOSSES)
-    p.add_argument("--scheduler", choices=SCHEDULERS)
-    p.add_argument("--val-split", type=float, help="share of samples held out for validation")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--out", help="weights file to write (default: the design's, else <design>.safetensors)")
-    p.add_argument("--checkpoint", help="checkpoint file written each epoch (default: the weights path with .ckpt)")
+    p.add_argument("--weight-decay", type=float, metavar="X", help="L2 weight decay")
+    p.add_argument("--l1", type=float, metavar="X", help="L1 penalty on all parameters")
+    p.add_argument("--loss", choices=LOSSES, help="training loss (triplet: an embedding net, triplets mined from the labels)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help="learning-rate schedule")
+    p.add_argument("--val-split", type=float, metavar="X", help="share of samples held out for validation")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of initialization, split and shuffling (same seed, same result on CPU)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto takes the GPU when there is one")
+    p.add_argument("--out", metavar="W.safetensors", help="weights file to write (default: the design's, else <design>.safetensors)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file written each epoch (default: the weights path with .ckpt)")
     p.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint (with its configuration; only --epochs may change)")
-    p.add_argument("--log", help="CSV file with one row per epoch")
-    p.add_argument("--plot", help="PNG file with the loss, accuracy and learning-rate curves")
+    p.add_argument("--log", metavar="RUN.csv", help="CSV file with one row per epoch")
+    p.add_argument("--plot", metavar="CURVES.png", help="PNG file with the loss, accuracy and learning-rate curves")
     p.add_argument("--from-scratch", action="store_true", help="ignore the design's weights; initialize from the seed")
-    p.add_argument("--nproc", type=int, default=1, help="train with DistributedDataParallel in N processes (torchrun)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help="train with DistributedDataParallel in N processes (torchrun)")
     p.add_argument("--rank-weights", help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result (history, files) as JSON")
@@ -78,22 +77,33 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def epoch_line(row: dict, epochs: int) -> str:
+def epoch_line(row: dict, epochs: int, loss: str = "cross_entropy") -> str:
+    """One epoch as a line; with triplet loss the accuracy is the embeddings' nearest-centroid accuracy."""
     accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+    label = "centroid_accuracy" if loss == "triplet" else "accuracy"
     return (f"epoch {row['epoch']}/{epochs}  loss {fmt(row['loss'], '.4f')}  val_loss {fmt(row['val_loss'], '.4f')}  "
-            f"accuracy {accuracy}  lr {row['lr']:.3g}  {row['seconds']:.2f} s")
+            f"{label} {accuracy}  lr {row['lr']:.3g}  {row['seconds']:.2f} s")
 
 
 def launch_distributed(args: argparse.Namespace) -> int:
     """Check the inputs here, then run this verb in `--nproc` processes through torchrun."""
-    from backends.torch.distributed import launch_command
+    from backends.torch.distributed import launch_command, run_launcher
     from backends.torch.train import Trainer
 
     if args.nproc < 1:
         raise DesignError(f"must be at least 1, got {args.nproc}", "--nproc")
     Trainer(load_design(args.file), overrides_from(args), run_options(args))  # every input check, before any process starts
-    code = subprocess.run(launch_command(args.nproc, "designer.cli.main", [VERB, *worker_argv(args)])).returncode
-    return code if code in (0, 130) else 2
+    result = run_launcher(launch_command(args.nproc, "designer.cli.main", [VERB, *worker_argv(args)]))
+    if result.interrupted:
+        return 130
+    if result.code == 0:
+        return 0
+    if result.errors:
+        print(result.errors[0], file=sys.stderr)  # the first process to fail names the cause
+        return 2
+    print("\n".join(result.other[-40:]), file=sys.stderr)
+    print(f"error: the training processes failed (torchrun exit code {result.code}), --nproc {args.nproc}", file=sys.stderr)
+    return 1
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -127,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         if progress:
             progress.finish()
         if not args.json:
-            print(epoch_line(row, epochs), flush=True)
+            print(epoch_line(row, epochs, cfg["loss"]), flush=True)
 
     result = trainer.run(on_epoch, progress.update if progress else None)
     if progress:
@@ -148,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
 class EpochProgress:
     """A rich progress bar for the steps of the current epoch (on stderr)."""
 
-    def __init__(self):
+    def __init__(self, console=None):
+        self.console = console
         self.bar = None
         self.task = None
 
@@ -158,7 +169,7 @@ class EpochProgress:
 
         if self.bar is None:
             self.bar = Progress("steps", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=Console(stderr=True), transient=True)
+                                console=self.console or Console(stderr=True), transient=True)
             self.bar.start()
             self.task = self.bar.add_task("epoch", total=steps)
         self.bar.update(self.task, completed=step, total=steps)

@@ -16,8 +16,8 @@ from backends.weights import init_params, save_weights
 from designer.cli.main import main
 from ir.design import Design, save
 from ir.graph import Graph
-from ir.templates import build_template
-from tests.backends.test_torch_lowering import CASES, _case_id, op_graph, random_params
+from ir.templates import TEMPLATES, build_template
+from tests.backends.test_torch_lowering import CASES, _case_id, assert_outputs_close, op_graph, random_params
 
 ATOL = 1e-6  # same torch ops on the same weights; only kernel scheduling may differ
 
@@ -92,11 +92,7 @@ def test_generated_file_loads_weights_and_matches_lowering(name, tmp_path):
     torch.manual_seed(0)
     xs = [torch.randn(2, *graph.nodes[i].attrs["shape"]) for i in graph.inputs]
     with torch.no_grad():
-        got, expected = model(*xs), lowered(*xs)
-    got = got if isinstance(got, tuple) else (got,)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, atol=ATOL, rtol=1e-6)
+        assert_outputs_close(model(*xs), lowered(*xs), atol=ATOL, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
@@ -112,11 +108,7 @@ def test_generated_code_for_every_op_case(case, tmp_path):
     model.eval()
     xs = [torch.randn(2, *s) for s in shapes]
     with torch.no_grad():
-        got, expected = model(*xs), lowered(*xs)
-    got = got if isinstance(got, tuple) else (got,)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, atol=ATOL, rtol=1e-6)
+        assert_outputs_close(model(*xs), lowered(*xs), atol=ATOL, rtol=1e-6)
 
 
 def test_generated_file_imports_only_torch_and_reads_well():
@@ -134,6 +126,20 @@ def test_generated_file_imports_only_torch_and_reads_well():
     assert "return fc_elu, split_0" in source
     plain = generate(build_template("lenet", (1, 8, 8), 10))
     assert "deform" not in plain and "import torch\n" not in plain and "from torch import nn" in plain
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_template_generates_one_class_with_init_and_forward(name):
+    template = TEMPLATES[name]
+    shape = template.input_shape
+    graph = build_template(name, (shape[0], 64, 64) if len(shape) == 3 and shape[1] > 64 else shape, min(template.num_classes, 10))
+    tree = ast.parse(generate(graph, class_name="Net"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"torch", "torch.nn.functional"}
+    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Net"]
+    assert [f.name for f in cls.body if isinstance(f, ast.FunctionDef)] == ["__init__", "forward"]
+    assert len([a for a in ast.walk(cls) if isinstance(a, ast.Return)]) == 1
 
 
 def test_generated_module_trains_like_the_lowering(tmp_path):
@@ -211,3 +217,30 @@ def test_codegen_verb_refuses_an_op_without_lowering(tmp_path, capsys):
     save(Design(graph), tmp_path / "opaque.json")
     assert main(["codegen", str(tmp_path / "opaque.json"), "-o", str(tmp_path / "model.py")]) == 2
     assert "error: op 'Opaque' has no PyTorch lowering, node 'custom'" in capsys.readouterr().err
+
+
+def test_codegen_into_another_folder_points_at_the_weights_from_there(design_file, tmp_path, capsys, monkeypatch):
+    (tmp_path / "project" / "models").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    assert main(["codegen", str(design_file), "-o", "models/lenet_model.py", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == "../../lenet.safetensors"
+    source = (tmp_path / "project" / "models" / "lenet_model.py").read_text()
+    assert "load_file('../../lenet.safetensors')" in source
+    monkeypatch.chdir(tmp_path / "project" / "models")
+    model = load_generated("lenet_model.py", "Lenet")()
+    model.load_state_dict(load_file("../../lenet.safetensors"))  # the path the docstring gives, from the file's folder
+
+
+def test_python_keywords_as_node_names(tmp_path):
+    g = Graph("keywords")
+    g.add("Input", name="class", attrs={"shape": [2, 4, 4]})
+    g.add("Input", name="self", attrs={"shape": [2, 4, 4]})
+    g.add("Add", ["class", "self"], name="lambda")
+    g.add("ReLU", ["lambda"], name="relu")
+    g.add("Output", ["relu"], name="return")
+    lowered = lower(g)
+    path = tmp_path / "keywords.py"
+    path.write_text(generate(g))
+    assert "def forward(self, class_, self_):" in path.read_text()
+    a, b = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    torch.testing.assert_close(load_generated(path, "Keywords")()(a, b), lowered(a, b), atol=0, rtol=0)

@@ -240,6 +240,15 @@ def test_l1_penalty_shrinks_weights(tmp_path):
     assert mass(sparse) < 0.7 * mass(plain)
 
 
+def test_l2_weight_decay_shrinks_weights(tmp_path):
+    plain, decayed = Design(mlp()), Design(mlp())
+    overrides = {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}
+    run(plain, tmp_path, overrides)
+    run(decayed, tmp_path, {**overrides, "optimizer": {**overrides["optimizer"], "weight_decay": 0.05}})
+    norm = lambda d: np.square(d.graph.nodes["fc1"].params["weight"]).sum()
+    assert norm(decayed) < 0.7 * norm(plain)
+
+
 def test_triplet_example_embeddings_classify_digits(tmp_path):
     design = load(EXAMPLES / "triplet_digits.json")
     assert design.training["loss"] == "triplet" and len(design.graph.inputs) == 3

@@ -36,6 +36,7 @@ def test_lenet_digits_example_reaches_95_percent(tmp_path, capsys):
     assert "epoch 20/20" in out and "accuracy" in out
     rows = list(csv.DictReader(log.open()))
     assert len(rows) == 20 and float(rows[-1]["accuracy"]) >= 0.95
+    assert sum(float(r["seconds"]) for r in rows) < 60  # the example trains in under 60 s on 2 cores
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = load(design)
     assert saved.weights == "lenet_digits.safetensors" and (tmp_path / "lenet_digits.safetensors").is_file()
@@ -99,7 +100,9 @@ def test_missing_files(tmp_path, capsys):
     design = load(path)
     design.weights = "gone.safetensors"
     save(design, path)
-    expect_error(capsys, ["train", str(path)], "weights file not found", "gone.safetensors")
+    expect_error(capsys, ["train", str(path)], "weights file not found (--from-scratch ignores the design's weights)", "gone.safetensors")
+    assert main(["train", str(path), "--from-scratch", "--json"]) == 0
+    assert (tmp_path / "gone.safetensors").is_file()  # the file the design names is written anew
 
 
 def test_checkpoint_of_another_design(tmp_path, capsys):
@@ -110,7 +113,7 @@ def test_checkpoint_of_another_design(tmp_path, capsys):
     save(Design(build_template("lenet", (1, 8, 8), 10)), other)
     expect_error(capsys, ["train", str(other), "--resume", str(tmp_path / "first.ckpt")], "checkpoint of design 'first' does not match")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    expect_error(capsys, ["train", str(first), "--resume", str(tmp_path / "junk.ckpt")], "not a readable checkpoint")
+    expect_error(capsys, ["train", str(first), "--resume", str(tmp_path / "junk.ckpt")], "not a checkpoint written by convstudio train")
 
 
 def test_resume_from_the_cli_continues_to_the_requested_epochs(tmp_path, capsys):
@@ -149,3 +152,44 @@ def test_image_folder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["history"][-1]["accuracy"] == 1.0
     expect_error(capsys, ["train", str(small_design(tmp_path, outputs=1)), "--data", str(tmp_path / "images")],
                  "label 1 is out of range for the output width 1")
+
+
+def test_file_targets_that_are_folders_are_refused_before_training(tmp_path, capsys):
+    path = small_design(tmp_path)
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    for flag in ("--out", "--checkpoint", "--log", "--plot"):
+        expect_error(capsys, ["train", str(path), flag, str(folder)], "is a folder", flag)
+    assert not list(tmp_path.glob("net.*ckpt")) and not (tmp_path / "net.safetensors").exists() and not any(folder.iterdir())
+
+
+def test_resuming_a_finished_run_asks_for_more_epochs(tmp_path, capsys):
+    path = small_design(tmp_path)
+    assert main(["train", str(path), "--json"]) == 0
+    capsys.readouterr()
+    expect_error(capsys, ["train", str(path), "--resume", str(tmp_path / "net.ckpt")], "already finished its 1 epoch;", "--epochs")
+    expect_error(capsys, ["train", str(path), "--resume", str(tmp_path / "net.ckpt"), "--epochs", "2", "--lr", "0.5", "--seed", "3"],
+                 "only epochs may change, not optimizer, seed", "net.ckpt")
+
+
+def test_progress_bar_counts_the_steps_of_an_epoch():
+    import io
+
+    from rich.console import Console
+
+    from designer.cli.verb_train import EpochProgress
+
+    screen = io.StringIO()
+    progress = EpochProgress(Console(file=screen, force_terminal=True, width=80))
+    for step in range(1, 5):
+        progress.update(step, 4)
+    progress.finish()
+    assert "steps" in screen.getvalue() and "4/4" in screen.getvalue() and progress.bar is None
+
+
+def test_epoch_line_reads_well():
+    from designer.cli.verb_train import epoch_line
+
+    row = {"epoch": 3, "loss": 0.51234, "val_loss": None, "accuracy": 0.9375, "lr": 0.00125, "seconds": 1.234}
+    assert epoch_line(row, 10) == "epoch 3/10  loss 0.5123  val_loss -  accuracy 93.75%  lr 0.00125  1.23 s"
+    assert "centroid_accuracy 93.75%" in epoch_line(row, 10, "triplet")
