@@ -17,15 +17,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from backends.onnx.opaque import opaque_to_onnx
 from backends.onnx.ops import FLOOR_OPSET, LOWERINGS
 from backends.weights import check_params, init_params
 from ir.cost import analyze
 from ir.design import Design, dumps, write_atomic
 from ir.errors import DesignError
 from ir.graph import Graph, Node, make_ref, parse_ref, verify
+from ir.passes.fuse import fuse as fuse_pass
 from ir.shapes import infer_shapes
 
 MAX_OPSET = 26  # the newest opset the installed onnxruntime (1.31) runs
+MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized message
 
 
 @dataclass
@@ -93,10 +96,6 @@ class Emitter:
 
     def opaque(self, s: Site) -> None:
         """Re-emit an imported ONNX node kept as is (backends.onnx.opaque restores its attributes)."""
-        try:
-            from backends.onnx.opaque import opaque_to_onnx
-        except ImportError:
-            raise DesignError("cannot export opaque ONNX nodes: backends.onnx.opaque is missing", f"node '{s.node.name}'") from None
         proto = opaque_to_onnx(s.node, list(s.ins), list(s.outs))
         if proto.domain:
             self.extra_domains[proto.domain] = max(self.extra_domains.get(proto.domain, 1), int(s.a["opset"]))
@@ -162,10 +161,6 @@ def _prepare(graph: Graph, fuse: bool, seed: int) -> tuple[Graph, list[str], lis
     check_params(g)
     fused: list[str] = []
     if fuse:
-        try:
-            from ir.passes.fuse import fuse as fuse_pass
-        except ImportError:
-            raise DesignError("fusion is not available (the ir.passes.fuse pass is missing)", "--fuse") from None
         result = fuse_pass(g)
         g, fused = result.graph, list(result.report)
     infer_shapes(g, strict=True)
@@ -174,6 +169,18 @@ def _prepare(graph: Graph, fuse: bool, seed: int) -> tuple[Graph, list[str], lis
 
 def _value_info(name: str, shape: tuple) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+
+
+def _output_info(g: Graph, name: str, ref: str) -> onnx.ValueInfoProto:
+    """The graph output `name` reading `ref`: float32 with a batch, unless an opaque node says otherwise."""
+    src, idx = parse_ref(ref)
+    node = g.nodes[src]
+    shape = tuple(node.meta["shapes"][idx])
+    if node.op != "Opaque":
+        return _value_info(name, shape)
+    a = node.resolved
+    elem = a["output_dtypes"][idx] if a["output_dtypes"] else TensorProto.FLOAT
+    return helper.make_tensor_value_info(name, elem, ["N", *shape] if a["batched"] else list(shape))
 
 
 def _emit_graph(g: Graph, opset: int, target: onnx.GraphProto) -> dict[str, int]:
@@ -200,8 +207,7 @@ def _emit_graph(g: Graph, opset: int, target: onnx.GraphProto) -> dict[str, int]
             claimed[ref] = name
         else:
             e.node("Identity", [value], [name], name)
-        src, idx = parse_ref(ref)
-        outputs.append(_value_info(name, tuple(g.nodes[src].meta["shapes"][idx])))
+        outputs.append(_output_info(g, name, ref))
     target.name = g.name
     target.node.extend(e.nodes)
     target.input.extend(inputs)
@@ -237,6 +243,9 @@ def build(
         "convstudio.design": dumps(Design(g, dict(training or {}))),
         "convstudio.weights": weights,
     })
+    size = model.ByteSize()
+    if size > MAX_PROTO_BYTES:
+        raise DesignError(f"the model would take {size / 2**30:.2f} GiB; one ONNX protobuf file holds at most 2 GiB", f"design '{graph.name}'")
     data = model.SerializeToString()
     try:
         onnx.checker.check_model(data, full_check=True)

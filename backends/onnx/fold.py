@@ -99,6 +99,20 @@ def _cast(node, ins, a, opset):
     return [ins[0].astype(to)]
 
 
+def _shape(node, ins, a, opset):
+    dims = np.array(ins[0].shape, dtype=np.int64)
+    return [dims[a.get("start", 0):a.get("end", None)]]
+
+
+def _expand(node, ins, a, opset):
+    try:
+        shape = np.broadcast_shapes(ins[0].shape, tuple(int(v) for v in ins[1]))
+    except ValueError as e:
+        raise CannotFold(f"Expand: {e}") from None
+    _guard(shape)
+    return [np.broadcast_to(ins[0], shape).copy()]
+
+
 def _gather(node, ins, a, opset):
     return [np.take(ins[0], ins[1].astype(np.int64), axis=a.get("axis", 0))]
 
@@ -121,6 +135,10 @@ NUMPY_FOLDERS = {
     "ConstantOfShape": _constant_of_shape,
     "Identity": lambda node, ins, a, opset: [ins[0]],
     "Cast": _cast,
+    "CastLike": lambda node, ins, a, opset: [ins[0].astype(ins[1].dtype)],
+    "Shape": _shape,
+    "Size": lambda node, ins, a, opset: [np.array(ins[0].size, dtype=np.int64)],
+    "Expand": _expand,
     "Gather": _gather,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,

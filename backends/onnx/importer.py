@@ -3,10 +3,13 @@
 Rules, applied to each ONNX node in order:
 - a deterministic node whose inputs are all constants is folded (Shape of a value with a static
   per-sample shape counts as constant; a symbolic batch is tried at two sizes to tell which folded
-  values depend on it);
+  values depend on it), and so is CastLike of a constant to a computed value's element type;
+- folded values remember whether the graph computed them (a conv bias of computed zeros, as
+  torch's dynamo exporter writes for bias-free convs, is no bias) or the file stores them;
 - a node the mapping table (`backends.onnx.mapping`) covers becomes IR nodes with its weights;
   patterns across nodes (Pad into Conv/AvgPool, MatMul+Add as Linear, Mul(x, Sigmoid(x)) as SiLU,
-  Reshape-Transpose-Reshape as ChannelShuffle) are resolved as the later node is mapped;
+  Reshape-Transpose-Reshape as ChannelShuffle, with an Identity in between passing the open
+  pattern on) are resolved as the later node is mapped;
 - anything else becomes an `Opaque` node keeping its ONNX output shapes; its constant inputs
   become Opaque Constant nodes whose float32 values are parameters.
 """
@@ -203,7 +206,7 @@ class Importer:
             for k, d in enumerate(dims[1:], 1):
                 if not d.HasField("dim_value") or d.dim_value < 1:
                     label = d.dim_param or "?"
-                    raise DesignError(f"dimension {k} is '{label}'; only the batch (dimension 0) may be symbolic", where)
+                    raise DesignError(f"dimension {k} is '{label}'; only the batch (dimension 0) may be symbolic (fix it with --input)", where)
                 rest.append(d.dim_value)
             if int(np.prod(rest, dtype=np.float64)) > MAX_NUMEL:
                 raise DesignError(f"input shape {rest} is absurdly large", where)
@@ -260,6 +263,14 @@ class Importer:
 
     def _try_fold(self, node: onnx.NodeProto, label: str) -> bool:
         present = [i for i in node.input if i]
+        if node.op_type == "CastLike" and node.domain in ("", "ai.onnx") and len(present) == 2:
+            v, like = self.value(present[0]), self.value(present[1])
+            if v.is_const and not like.is_const:
+                # only the element type of the computed input matters
+                dtype = helper.tensor_dtype_to_np_dtype(like.elem)
+                self.values[node.output[0]] = Value(like.elem, consts=tuple(c.astype(dtype) for c in v.consts), info={"computed": True})
+                self.report["folded"].append({"onnx": label, "op": node.op_type})
+                return True
         if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx") and present:
             v = self.value(present[0])
             if not v.is_const:
@@ -285,9 +296,16 @@ class Importer:
                 continue
             arrays = tuple(r[j] for r in results)
             same = len(arrays) == 1 or all(a.shape == arrays[0].shape and np.array_equal(a, arrays[0]) for a in arrays)
-            self.values[o] = Value(helper.np_dtype_to_tensor_dtype(arrays[0].dtype), consts=arrays[:1] if same else arrays)
+            self.values[o] = Value(helper.np_dtype_to_tensor_dtype(arrays[0].dtype), consts=arrays[:1] if same else arrays,
+                                   info={"computed": self._computed(node)})
         self.report["folded"].append({"onnx": label, "op": node.op_type})
         return True
+
+    def _computed(self, node: onnx.NodeProto) -> bool:
+        """Whether a folded value is computed by the graph rather than stored in the file (as weights are)."""
+        if node.op_type == "Identity":
+            return self.values[node.input[0]].info.get("computed", False)
+        return node.op_type not in ("Constant", "ConstantOfShape")
 
     def _shape_of(self, node: onnx.NodeProto, v: Value, batch: int) -> np.ndarray:
         full = np.array([batch, *v.shape], dtype=np.int64)
@@ -403,8 +421,12 @@ class Importer:
         return name
 
     def materialize(self, name: str) -> None:
-        """Give a deferred value its IR form: its ONNX node becomes Opaque."""
+        """Give a deferred value its IR form: its ONNX node becomes Opaque (an alias takes its source's form)."""
         v = self.values[name]
+        if "alias_of" in v.info:
+            source = self.runtime(v.info["alias_of"], float_only=False)
+            self.values[name] = Value(source.elem, ref=source.ref, shape=source.shape)
+            return
         node, v.deferred = v.deferred, None
         try:
             self.opaque(node, v.info.get("reason", f"{node.op_type} not absorbed by its consumer"))
@@ -456,9 +478,38 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto | None:
     return upgraded
 
 
-def import_model(model: str | Path | bytes | onnx.ModelProto, name: str | None = None) -> tuple[Design, dict]:
-    """Read an ONNX model into a Design (weights in node.params) and a report of mapped, folded and opaque nodes."""
+def set_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> None:
+    """Give runtime inputs fixed dimensions: `shapes` maps an input name ('' for the only input) to
+    its per-sample shape or its full shape; the batch dimension keeps what the model says."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = {vi.name: vi for vi in model.graph.input if vi.name not in inits}
+    for key, dims in shapes.items():
+        if not key:
+            if len(inputs) != 1:
+                raise DesignError(f"the model has inputs {', '.join(inputs)}: name the one to reshape (NAME=SHAPE)", "--input")
+            key = next(iter(inputs))
+        if key not in inputs:
+            raise DesignError(f"the model has no input '{key}' (inputs: {', '.join(inputs)})", "--input")
+        dim = inputs[key].type.tensor_type.shape.dim
+        rank = len(dim)
+        if len(dims) not in (rank - 1, rank) or rank < 2:
+            raise DesignError(f"input '{key}' is {rank}-d, got shape {'x'.join(map(str, dims))}", "--input")
+        for d, value in zip(list(dim)[1:], dims[-(rank - 1):]):
+            if d.HasField("dim_value") and d.dim_value != value:
+                raise DesignError(f"input '{key}' has fixed dimension {d.dim_value} where {value} was given", "--input")
+            d.dim_value = value
+
+
+def import_model(
+    model: str | Path | bytes | onnx.ModelProto, name: str | None = None, input_shapes: dict[str, list[int]] | None = None
+) -> tuple[Design, dict]:
+    """Read an ONNX model into a Design (weights in node.params) and a report of mapped, folded and opaque nodes.
+
+    `input_shapes` fixes symbolic input dimensions (see `set_input_shapes`).
+    """
     proto, where = read_model(model)
+    if input_shapes:
+        set_input_shapes(proto, input_shapes)
     if name is None and isinstance(model, (str, Path)):
         name = Path(model).stem
     importer = _run(Importer(proto, where, name), where)

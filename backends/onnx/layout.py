@@ -4,7 +4,7 @@ Rules:
 - a reshape keeping the batch first becomes nothing (same shape) or Flatten (one dimension per sample);
 - Reshape to (g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape back to (C, H, W) is ChannelShuffle(g);
   the first two wait (deferred) for the third and become Opaque if it never comes;
-- Split and one-range Slice along channels are ChannelSplit;
+- Split, one-range Slice and SplitToSequence (read by SequenceAt) along channels are ChannelSplit;
 - a zero Pad on H and W waits for a Conv or count-including AvgPool to absorb it.
 """
 
@@ -142,25 +142,68 @@ def transpose(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     raise Unmappable(f"transpose {perm} is not part of a channel shuffle")
 
 
-def split(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+def _channel_split_input(imp: Importer, node: onnx.NodeProto) -> tuple[Value, dict]:
+    """The computed input and the attributes of a split along channels (axis 1), else Unmappable."""
     x = first_input(imp, node)
     a = attrs_of(node)
     rank = len(x.shape) + 1
     axis = int(a.get("axis", 0))
     axis = axis + rank if axis < 0 else axis
     if axis != 1:
-        raise Unmappable("Split along a dimension other than channels")
+        raise Unmappable(f"{node.op_type} along a dimension other than channels")
+    return x, a
+
+
+def _split_attrs(sizes, channels: int) -> dict:
+    """ChannelSplit attributes for part sizes that must cover the channels exactly."""
+    sizes = [int(v) for v in sizes]
+    if not sizes or any(v < 1 for v in sizes) or sum(sizes) != channels:
+        raise Unmappable(f"split sizes {sizes} do not fit {channels} channels")
+    return {"sections": sizes} if len(set(sizes)) > 1 else {"parts": len(sizes)}
+
+
+def split(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    x, a = _channel_split_input(imp, node)
     sizes = imp.const_or_none(node, 1) if imp.opset >= 13 else a.get("split")
     c = x.shape[0]
     n = len(node.output)
     if sizes is None or len(sizes) == 0:
         part = -(-c // n)
         sizes = [min(part, c - k * part) for k in range(n)]
-    sizes = [int(s) for s in sizes]
-    if any(s < 1 for s in sizes) or sum(sizes) != c:
-        raise Unmappable(f"split sizes {sizes} do not fit {c} channels")
-    name = imp.add("ChannelSplit", [x.ref], base_name(node), {"sections": sizes} if len(set(sizes)) > 1 else {"parts": n})
+    name = imp.add("ChannelSplit", [x.ref], base_name(node), _split_attrs(sizes, c))
     return [imp.out(f"{name}:{k}" if k else name) for k, o in enumerate(node.output) if o]
+
+
+def split_to_sequence(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    """A channel split into a sequence: deferred until SequenceAt reads its parts."""
+    x, a = _channel_split_input(imp, node)
+    c, sizes = x.shape[0], imp.const_or_none(node, 1)
+    if sizes is None:
+        if not a.get("keepdims", 1):
+            raise Unmappable("SplitToSequence with keepdims=0 drops the channel dimension")
+        sizes = [1] * c
+    elif np.ndim(sizes) == 0:
+        part = int(sizes)
+        sizes = [part] * (c // part) + ([c % part] if c % part else []) if part > 0 else []
+    sizes = np.reshape(sizes, -1)
+    info = {"sequence": (x.ref, _split_attrs(sizes, c), len(sizes)), "reason": "sequence not read by SequenceAt alone"}
+    return [Value(FLOAT, shape=x.shape, deferred=node, info=info)]
+
+
+def sequence_at(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    """Part k of a channel split sequence: one shared ChannelSplit node, its output k."""
+    seq = imp.peek(node.input[0])
+    if seq.deferred is None or "sequence" not in seq.info:
+        raise Unmappable("the sequence is not a channel split")
+    source, attrs, parts = seq.info["sequence"]
+    index = int(imp.const(node.input[1]))
+    index = index + parts if index < 0 else index
+    if not 0 <= index < parts:
+        raise Unmappable(f"position {index} is outside the {parts} parts")
+    name = seq.info.get("split_node")
+    if name is None:
+        name = seq.info["split_node"] = imp.add("ChannelSplit", [source], base_name(node), attrs)
+    return [imp.out(f"{name}:{index}" if index else name)]
 
 
 def slice_(imp: Importer, node: onnx.NodeProto) -> list[Value]:
@@ -229,6 +272,8 @@ LAYOUT_MAPPERS = {
     "Unsqueeze": squeeze_unsqueeze,
     "Transpose": transpose,
     "Split": split,
+    "SplitToSequence": split_to_sequence,
+    "SequenceAt": sequence_at,
     "Slice": slice_,
     "Pad": pad,
 }

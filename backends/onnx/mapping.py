@@ -45,6 +45,14 @@ def _pads(a: dict, in_hw, kernel, strides, dilations, extra=(0, 0, 0, 0)) -> tup
     return t, l_
 
 
+def _stored_bias(imp: Importer, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+    """The bias input, or None when absent or zeros the exporter computed (no parameter in the source)."""
+    bias = imp.const_or_none(node, index)
+    if bias is not None and imp.values[node.input[index]].info.get("computed") and not bias.any():
+        return None
+    return bias
+
+
 def _absorbed_pad(imp: Importer, name: str) -> tuple[Value, tuple[int, int, int, int]]:
     """The value feeding a zero Pad (and its pads t, l, b, r) when `name` is such a Pad's output."""
     v = imp.peek(name)
@@ -64,7 +72,7 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     w = imp.const(node.input[1])
     if w.ndim != 4:
         raise Unmappable("only 2-d convolutions map")
-    bias = imp.const_or_none(node, 2)
+    bias = _stored_bias(imp, node, 2)
     a = attrs_of(node)
     kernel = pair(a.get("kernel_shape", w.shape[2:]), "kernel_shape")
     if kernel != tuple(w.shape[2:]):
@@ -90,7 +98,7 @@ def conv_transpose(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     w = imp.const(node.input[1])
     if w.ndim != 4:
         raise Unmappable("only 2-d transposed convolutions map")
-    bias = imp.const_or_none(node, 2)
+    bias = _stored_bias(imp, node, 2)
     a = attrs_of(node)
     if "output_shape" in a:
         raise Unmappable("output_shape is not mapped (give pads and output_padding)")
@@ -549,6 +557,10 @@ def resize(imp: Importer, node: onnx.NodeProto) -> list[Value]:
 
 
 def identity(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    v = imp.peek(node.input[0])
+    if v.deferred is not None:
+        # an Identity inside a pattern (the contiguous() of a channel shuffle) keeps the pattern open
+        return [Value(v.elem, shape=v.shape, deferred=v.deferred, info={**v.info, "alias_of": node.input[0]})]
     v = imp.runtime(node.input[0], float_only=False)
     return [Value(v.elem, ref=v.ref, shape=v.shape)]
 

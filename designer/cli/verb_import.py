@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from designer.cli.common import human, print_json
+from designer.cli.common import human, parse_shape, print_json
 from ir.design import dumps, write_atomic
 from ir.errors import DesignError
 from ir.graph import verify
@@ -17,6 +17,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("-o", "--output", required=True, help="design file to write (weights go beside it as .safetensors)")
     parser.add_argument("--name", help="design name (default: the model file's name)")
+    parser.add_argument("--input", action="append", metavar="[NAME=]SHAPE",
+                        help="fix an input's symbolic dimensions, e.g. 3x224x224 (repeat with NAME= for several inputs)")
     parser.add_argument("--json", action="store_true", help="print the import report as JSON")
 
 
@@ -43,7 +45,14 @@ def run(args) -> int:
         raise DesignError("folder does not exist", f"file '{out}'")
     if out.suffix == ".safetensors":
         raise DesignError("the design file needs another suffix: its weights are written as .safetensors beside it", f"file '{out}'")
-    design, report = import_model(args.model, name=args.name)
+    model = Path(args.model).resolve()
+    if model in (out.resolve(), out.with_suffix(".safetensors").resolve()):
+        raise DesignError("would overwrite the ONNX model being imported; write the design elsewhere", f"file '{out}'")
+    shapes = {}
+    for spec in args.input or []:
+        key, _, text = spec.rpartition("=")
+        shapes[key] = parse_shape(text)
+    design, report = import_model(args.model, name=args.name, input_shapes=shapes)
     weights = write_design(design, out)
     total = analyze(design.graph, "torchvision").total
     report = {**report, "design": str(out), "weights": str(weights), "params": total.params, "macs": total.macs}
@@ -51,9 +60,10 @@ def run(args) -> int:
         print_json(report)
         return 0
     counts = report["counts"]
+    params = f"{total.params:,}" if total.params < 1000 else f"{total.params:,} ({human(total.params)})"
     print(
         f"{args.model} -> {out} (weights {weights.name}): {counts['mapped']} mapped, {counts['folded']} folded, "
-        f"{counts['opaque']} opaque; {total.params:,} params ({human(total.params)}), {human(total.macs)} MACs known"
+        f"{counts['opaque']} opaque; {params} params, {human(total.macs)} MACs{' (opaque nodes count 0)' if counts['opaque'] else ''}"
     )
     for entry in report["opaque"]:
         print(f"  opaque {entry['ir']} ({entry['op']}): {entry['reason']}")

@@ -47,7 +47,7 @@ def _dtype(meta) -> type:
 
 
 def _load_npy(text: str, metas: list) -> tuple[str, np.ndarray]:
-    name, _, path_text = text.rpartition("=")
+    name, _, path_text = ("", "", text) if Path(text).is_file() else text.partition("=")
     names = [m.name for m in metas]
     if not name:
         if len(metas) != 1:

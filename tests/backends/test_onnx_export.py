@@ -10,6 +10,7 @@ import pytest
 from onnx import helper
 
 from backends.onnx.export import MAX_OPSET, build, export_file, export_model, required_opset
+from backends.onnx.importer import import_model
 from backends.onnx.ops import FLOOR_OPSET, LOWERINGS
 from backends.onnx.runtime import open_session, run
 from backends.weights import init_params, save_weights
@@ -214,7 +215,6 @@ def test_adaptive_pool_with_uniform_windows_is_an_average_pool():
 
 
 def test_fused_export_drops_batchnorm_and_agrees_with_unfused():
-    pytest.importorskip("ir.passes.fuse")
     g = tiny("BatchNorm2d")
     g.add("ReLU", ["act"], name="relu")
     g.set_input("y", 0, "relu")
@@ -330,7 +330,6 @@ def test_cli_export_missing_design_and_missing_folder_exit_2(tmp_path, capsys):
 
 
 def test_opaque_nodes_from_the_importer_export_again():
-    importer = pytest.importorskip("backends.onnx.importer")
     rng = np.random.default_rng(0)
     weight = onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     bias = onnx.numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
@@ -339,7 +338,7 @@ def test_opaque_nodes_from_the_importer_export_again():
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 6, 6])], [weight, bias])
     original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     original.ir_version = 7
-    design, _ = importer.import_model(original)
+    design, _ = import_model(original)
     assert "Opaque" in {n.op for n in design.graph}
     exported = export_model(design.graph)
     assert "Cos" in {n.op_type for n in exported.graph.node} and exported.opset_import[0].version == 13
@@ -353,3 +352,42 @@ def test_cli_export_input_shape_override(tmp_path, capsys):
     assert main(["export", str(path), "-o", str(out), "--input", "1x32x32"]) == 0
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 1, 32, 32]
+
+
+def test_opaque_outputs_keep_their_element_type_and_unbatched_shape():
+    """A bool output of a kept ONNX node and an int64 constant output (a folded Shape) export as such."""
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["positive"]),
+        helper.make_node("Shape", ["x"], ["shape"], start=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4])],
+        [helper.make_tensor_value_info("positive", onnx.TensorProto.BOOL, ["N", 3, 4]),
+         helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2])],
+        [onnx.numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    original.ir_version = 8
+    design, _ = import_model(original)
+    exported = export_model(design.graph)
+    onnx.checker.check_model(exported, full_check=True)
+    types = {o.name: o.type.tensor_type for o in exported.graph.output}
+    assert types["positive"].elem_type == onnx.TensorProto.BOOL
+    assert types["shape"].elem_type == onnx.TensorProto.INT64
+    assert [d.dim_value for d in types["shape"].shape.dim] == [2]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    positive, shape = ort_run(exported, {"x": x})
+    np.testing.assert_array_equal(positive, x > 0)
+    np.testing.assert_array_equal(shape, [3, 4])
+
+
+def test_model_over_the_protobuf_limit_is_a_design_error(tmp_path, capsys, monkeypatch):
+    """A model larger than one protobuf may hold (2 GiB; lowered here to lenet's size) is refused, nothing written."""
+    import backends.onnx.export as export
+
+    monkeypatch.setattr(export, "MAX_PROTO_BYTES", 100_000)
+    path = _design_file(tmp_path, build_template("lenet"))
+    assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model would take") and "at most 2 GiB" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()

@@ -112,18 +112,20 @@ def test_absurd_input_dimensions(tmp_path, capsys):
     refuse(path, capsys, tmp_path, "absurdly large")
 
 
-def test_absurd_constant_of_shape_is_not_materialized(tmp_path, capsys):
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand"])
+def test_absurd_folded_constant_is_not_materialized(tmp_path, capsys, op):
+    inputs = ["shape"] if op == "ConstantOfShape" else ["one", "shape"]
     graph = helper.make_graph(
-        [helper.make_node("ConstantOfShape", ["shape"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])],
+        [helper.make_node(op, inputs, ["big"]), helper.make_node("Add", ["x", "big"], ["y"])],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 4])],
-        [numpy_helper.from_array(np.array([2**20, 2**20, 4], np.int64), "shape")],
+        [numpy_helper.from_array(np.array([2**20, 2**20, 4], np.int64), "shape"), numpy_helper.from_array(np.ones(1, np.float32), "one")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
-    line = refuse(path, capsys, tmp_path, "ConstantOfShape")
+    line = refuse(path, capsys, tmp_path, op)
     assert "1048576" in line
 
 
@@ -151,3 +153,26 @@ def test_external_data_outside_the_folder_or_missing(tmp_path, capsys, opened, k
     assert ("does not exist" in line) == (kind == "missing")
     assert secret.resolve() not in opened
     assert all(folder.resolve() in p.parents for p in opened)
+
+
+def test_external_data_range_past_the_end_of_its_file(tmp_path, capsys, opened):
+    (tmp_path / "weights.bin").write_bytes(b"\x00" * 100)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(conv_model("weights.bin").SerializeToString())
+    line = refuse(path, capsys, tmp_path, "bytes 0..216")
+    assert "which has 100" in line and opened == []
+
+
+def test_infer_refuses_hostile_files_with_one_line(tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "m.onnx"
+    path.write_bytes(conv_model("../secret.bin").SerializeToString())
+    (tmp_path / "secret.bin").write_bytes(b"\x00" * 512)
+    assert main(["infer", str(path), "--random"]) == 2
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(conv_model().SerializeToString()[:40])
+    assert main(["infer", str(truncated), "--random"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert "outside the model's folder" in lines[0] and "truncated or corrupt" in lines[1]

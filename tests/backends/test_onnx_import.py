@@ -5,6 +5,7 @@ Numerical tolerance everywhere: |a - b| <= 1e-4 + 1e-4·|b| (float32, same weigh
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
@@ -402,3 +403,123 @@ def test_opset20_gelu_reductions_and_split():
     assert ops == ["GELU", "ChannelSplit", "GlobalMaxPool", "GlobalAvgPool", "Flatten", "Flatten", "Concat", "Softmax"]
     x = _f32(3, 4, 5, 5, seed=12)
     assert_close(run_torch(design.graph, x), run_onnx(model, x)[0])
+
+
+class _TorchvisionShuffleBlock(torch.nn.Module):
+    """torchvision's ShuffleNetV2 data flow: chunk, branch, concat, then its channel_shuffle on x.size()."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        left, right = x.chunk(2, dim=1)
+        x = torch.cat((left, torch.relu(self.branch(right))), dim=1)
+        batchsize, num_channels, height, width = x.size()
+        x = x.view(batchsize, 2, num_channels // 2, height, width)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(batchsize, -1, height, width)
+
+
+def test_dynamic_shape_chains_fold_into_channel_split_and_shuffle():
+    torch.manual_seed(0)
+    original = torch_to_onnx(_TorchvisionShuffleBlock(), [8, 5, 5])
+    onnx_ops = {n.op_type for n in onnx.load_model_from_string(original).graph.node}
+    assert {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Transpose"} <= onnx_ops
+    assert onnx_ops & {"Split", "Slice"}
+    design, report = import_model(original)
+    assert report["counts"]["opaque"] == 0, report["opaque"]
+    ops = [n.op for n in design.graph if n.op not in ("Input", "Output")]
+    assert set(ops) == {"ChannelSplit", "Conv2d", "ReLU", "Concat", "ChannelShuffle"}, ops
+    x = np.random.default_rng(3).standard_normal((3, 8, 5, 5)).astype(np.float32)
+    reference = run_onnx(original, x)[0]
+    assert_close(run_torch(design.graph, x), reference)
+    assert_close(run_onnx(export_model(design.graph), x)[0], reference)
+
+
+def test_zero_pad_folds_into_an_average_pool_that_counts_padding():
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["padded"]),
+        helper.make_node("AveragePool", ["padded"], ["y"], kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, 3])],
+        [pads],
+    )
+    design, report = import_model(model)
+    assert report["counts"]["opaque"] == 0, report["opaque"]
+    (pool,) = [n for n in design.graph if n.op not in ("Input", "Output")]
+    assert pool.op == "AvgPool2d" and pool.attrs["padding"] == [1, 1] and pool.resolved["count_include_pad"]
+    x = _f32(2, 2, 6, 6, seed=4)
+    assert_close(run_torch(design.graph, x), run_onnx(model, x)[0])
+
+
+def test_cli_import_refuses_to_overwrite_the_model(tmp_path, capsys):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    data = model.SerializeToString()
+    for name, out in (("m.onnx", "m.onnx"), ("m.safetensors", "m.json")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert main(["import", str(path), "-o", str(tmp_path / out)]) == 2
+        assert path.read_bytes() == data
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") and "would overwrite" in line for line in lines)
+
+
+def test_cli_import_fixes_symbolic_spatial_dimensions_with_input(tmp_path, capsys):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1))
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.randn(1, 3, 8, 8),), f, dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(f.getvalue())
+    out = tmp_path / "d.json"
+    assert main(["import", str(path), "-o", str(out)]) == 2
+    assert "--input" in capsys.readouterr().err
+    for bad in ("3x12", "4x12x10", "y=3x12x10"):
+        assert main(["import", str(path), "-o", str(out), "--input", bad]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3 and not out.exists()
+    assert main(["import", str(path), "-o", str(out), "--input", "1x3x12x10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inputs"] == {"x": [3, 12, 10]} and report["batch"] == "N"
+    design = load(out)
+    load_design_weights(design, required=True)
+    x = _f32(2, 3, 12, 10, seed=6)
+    assert_close(run_torch(design.graph, x), run_onnx(f.getvalue(), x)[0])
+
+
+class _DynamoShuffleBlock(_TorchvisionShuffleBlock):
+    """The shuffle block with a bias-free conv and a BatchNorm, as in torchvision's ShuffleNetV2 branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4))
+
+
+def test_default_torch_exporter_output_imports_with_exact_counts():
+    """torch.onnx.export's default (dynamo) exporter, unoptimized so BatchNorm stays: the zero conv bias it
+    computes with CastLike/Expand, SplitToSequence/SequenceAt for chunk and contiguous() inside the shuffle."""
+    torch.manual_seed(0)
+    module = _DynamoShuffleBlock().eval()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (torch.randn(1, 8, 5, 5),), dynamo=True, input_names=["x"],
+                                    dynamic_shapes=({0: torch.export.Dim("N")},), optimize=False)
+    original = program.model_proto
+    assert {"SplitToSequence", "SequenceAt", "CastLike", "Expand", "Identity"} <= {n.op_type for n in original.graph.node}
+    design, report = import_model(original)
+    assert report["counts"]["opaque"] == 0, report["opaque"]
+    assert {n.op for n in design.graph} - {"Input", "Output"} == {"ChannelSplit", "Conv2d", "BatchNorm2d", "ReLU", "Concat", "ChannelShuffle"}
+    total = analyze(design.graph, "torchvision").total
+    assert (total.params, total.macs) == (sum(p.numel() for p in module.parameters()), 4 * 4 * 9 * 25)
+    x = np.random.default_rng(5).standard_normal((2, 8, 5, 5)).astype(np.float32)
+    reference = run_onnx(original, x)[0]
+    assert_close(run_onnx(export_model(design.graph), x)[0], reference)
+    assert_close(run_torch(design.graph, x), reference)
