@@ -4,9 +4,10 @@ For mobilenet_v2 (BN-heavy) and resnet50 at batch 1 and 8 (224x224), with random
 BN statistics: ONNX Runtime CPU latency of the unfused and the fused export, with graph optimizations
 disabled and enabled; PyTorch eval forward of the unfused and the fused lowering, with torch.fx's own
 `torch.fx.experimental.optimization.fuse()` of the unfused module as the reference. The variants of one
-group run alternately (rotating order), after warm-up; the table shows medians and speedups
-(unfused median / variant median). Both runtimes use --threads threads (default: every core).
-Usage: python bench/fusion_speed.py [--reps N] [--models a,b] [--batches 1,8] [--threads T]
+group run alternately (rotating order), after warm-up; the table shows medians (or, with --stat min,
+the fastest run, which is steadier on a machine shared with other jobs) and speedups (unfused time /
+variant time). Both runtimes use --threads threads (default: every core).
+Usage: python bench/fusion_speed.py [--reps N] [--models a,b] [--batches 1,8] [--threads T] [--stat median|min]
 """
 
 from __future__ import annotations
@@ -16,29 +17,21 @@ import os
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch.fx.experimental.optimization import fuse as fx_fuse
 
 from backends.onnx.export import export_model
 from backends.torch import lower
 from backends.weights import init_params
+from designer.cli.verb_fuse import randomize_bn
 from ir.passes.fuse import fuse
 from ir.templates import build_template
 
-
-def randomize_bn(graph, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    for node in graph:
-        if node.op.startswith("BatchNorm"):
-            c = node.params["running_mean"].shape[0]
-            values = {"weight": rng.uniform(0.5, 1.5, c), "bias": rng.normal(0, 0.2, c),
-                      "running_mean": rng.normal(0, 0.2, c), "running_var": rng.uniform(0.5, 1.5, c)}
-            node.params = {k: v.astype(np.float32) for k, v in values.items()}
+STATS = {"median": statistics.median, "min": min}
 
 
-def interleaved(variants: dict, reps: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each variant, calling them in rotating order."""
+def interleaved(variants: dict, reps: int, stat: str, warmup: int = 2) -> dict[str, float]:
+    """Seconds per call of each variant (median or min over `reps`), calling them in rotating order."""
     names = list(variants)
     for _ in range(warmup):
         for name in names:
@@ -50,7 +43,7 @@ def interleaved(variants: dict, reps: int, warmup: int = 2) -> dict[str, float]:
             start = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: STATS[stat](t) for name, t in times.items()}
 
 
 def torch_call(module, x):
@@ -82,7 +75,7 @@ def ort_session(model: bytes, optimize: bool, threads: int):
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def bench_model(name: str, batches: list[int], reps: int, threads: int) -> tuple[list[tuple], int]:
+def bench_model(name: str, batches: list[int], reps: int, threads: int, stat: str) -> tuple[list[tuple], int]:
     graph = build_template(name)
     init_params(graph, seed=0)
     randomize_bn(graph, seed=1)
@@ -100,11 +93,11 @@ def bench_model(name: str, batches: list[int], reps: int, threads: int) -> tuple
             ref = unfused_module(x)
             diff = max(float((m(x) - ref).abs().max()) for m in (fused_module, fx_module)) / float(ref.abs().max())
         calls = {"unfused": unfused_module, "fused": fused_module, "fx": fx_module}
-        t = interleaved({k: torch_call(m, x) for k, m in calls.items()}, reps)
+        t = interleaved({k: torch_call(m, x) for k, m in calls.items()}, reps, stat)
         rows.append((name, batch, "PyTorch eager", t["unfused"], t["fused"], t["fx"], diff))
         feed = {graph.inputs[0]: x.numpy()}
         for opt in (False, True):
-            t = interleaved({v: ort_call(sessions[(v, opt)], feed) for v in models}, reps)
+            t = interleaved({v: ort_call(sessions[(v, opt)], feed) for v in models}, reps, stat)
             rows.append((name, batch, f"ORT CPU, opt {'on' if opt else 'off'}", t["unfused"], t["fused"], None, None))
     return rows, len(result.data["fused"])
 
@@ -115,19 +108,20 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,resnet50")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--stat", choices=list(STATS), default="median", help="median, or min (steadier on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     import onnxruntime
 
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s) each; "
-          f"{args.reps} alternating runs per variant, medians")
+          f"{args.reps} alternating runs per variant, {args.stat} times")
     header = (f"{'model':<13} {'batch':>5}  {'runtime':<18} {'unfused ms':>10} {'fused ms':>9} {'speedup':>8} "
               f"{'fx.fuse ms':>10} {'fx speedup':>10} {'rel diff':>9}")
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
-        rows, count = bench_model(name, batches, args.reps, args.threads)
+        rows, count = bench_model(name, batches, args.reps, args.threads, args.stat)
         for model, batch, runtime, unfused, fused, fx, diff in rows:
             fx_cells = f"{fx * 1e3:>10.2f} {unfused / fx:>9.3f}x" if fx is not None else f"{'':>10} {'':>10}"
             diff_cell = f"{diff:>9.1e}" if diff is not None else ""

@@ -8,27 +8,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import human, human_bytes, load_design, print_json
+from designer.cli.common import human, load_design, print_json
+from designer.cli.verb_compress import ROWS, percent
 from ir.cost import CONVENTIONS
 from ir.design import write_atomic
 from ir.errors import DesignError
 from ir.graph import Graph
+from ir.passes.base import PassResult
 from ir.passes.compare import CATEGORIES, compare
 from ir.passes.compress import STRATEGIES
 from ir.passes.fuse import fuse
 
 VERB = "compare"
 HELP = "compare designs (and their fused / compressed variants): totals, category breakdown, deltas, chart"
-
-TOTAL_ROWS = (
-    ("nodes", "nodes", str),
-    ("params", "params", human),
-    ("macs", "MACs", human),
-    ("flops", "FLOPs", human),
-    ("activation_bytes", "activation memory", human_bytes),
-    ("peak_activation_bytes", "peak memory", human_bytes),
-)
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("files", nargs="+", help="design files; the first is the baseline for deltas")
@@ -38,17 +30,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
+def check_variant(name: str) -> None:
+    """A DesignError unless `name` is fused or a strategy name."""
+    if name != "fused" and name not in STRATEGIES:
+        raise DesignError(f"unknown variant '{name}' (fused or one of: {', '.join(STRATEGIES)})", "--variants")
+
+
+def variant_result(graph: Graph, name: str) -> PassResult:
+    """Fusion, or strategy `name` applied everywhere it applies, on `graph`."""
+    check_variant(name)
+    if name == "fused":
+        return fuse(graph)
+    return STRATEGIES[name].apply(graph, None)
+
+
 def variant(graph: Graph, name: str) -> Graph:
     """The fused graph, or the graph with strategy `name` applied everywhere it applies."""
-    if name == "fused":
-        return fuse(graph).graph
-    if name not in STRATEGIES:
-        raise DesignError(f"unknown variant '{name}' (fused or one of: {', '.join(STRATEGIES)})", "--variants")
-    return STRATEGIES[name].apply(graph, None).graph
+    return variant_result(graph, name).graph
 
 
-def collect(files: list[str], variants: list[str]) -> dict[str, Graph]:
+def collect(files: list[str], variants: list[str]) -> tuple[dict[str, Graph], list[str]]:
+    """The designs and their variants by label, and a note for each variant that changes nothing."""
     graphs: dict[str, Graph] = {}
+    notes = []
     for path in files:
         graph = load_design(path).graph
         label = graph.name if graph.name not in graphs else Path(path).stem
@@ -56,12 +60,11 @@ def collect(files: list[str], variants: list[str]) -> dict[str, Graph]:
             label = path
         graphs[label] = graph
         for v in variants:
-            graphs[f"{label}+{v}"] = variant(graph, v)
-    return graphs
-
-
-def _delta_text(d: dict) -> str:
-    return "" if d["pct"] is None else f"{d['pct']:+.1f}%"
+            result = variant_result(graph, v)
+            graphs[f"{label}+{v}"] = result.graph
+            if not result.changed:
+                notes.append(f"{label}+{v} is the same as {label}: {'nothing fuses' if v == 'fused' else f'{v} applies nowhere'}")
+    return graphs, notes
 
 
 def render(data: dict, console: Console) -> None:
@@ -70,9 +73,9 @@ def render(data: dict, console: Console) -> None:
     totals.add_column("", no_wrap=True)
     for label in labels:
         totals.add_column(label, justify="right", no_wrap=True)
-    for key, name, fmt in TOTAL_ROWS:
+    for key, name, fmt in ROWS:
         totals.add_row(name, *[fmt(data["totals"][lb][key]) for lb in labels])
-        totals.add_row(f"  Δ {name}", *[_delta_text(data["deltas"][lb]["totals"][key]) for lb in labels], style="dim")
+        totals.add_row(f"  Δ {name}", *[percent(data["deltas"][lb]["totals"][key]["pct"]) for lb in labels], style="dim")
     console.print(totals)
     for metric, name in (("flops", "FLOPs"), ("params", "params")):
         table = Table(title=f"{name} by op category", title_justify="left")
@@ -121,9 +124,9 @@ def plot(data: dict, path: str) -> None:
 def run(args) -> int:
     variants = [v.strip() for v in (args.variants or "").split(",") if v.strip()]
     for v in variants:
-        if v != "fused" and v not in STRATEGIES:
-            raise DesignError(f"unknown variant '{v}' (fused or one of: {', '.join(STRATEGIES)})", "--variants")
-    data = compare(collect(args.files, variants), args.convention)
+        check_variant(v)
+    graphs, notes = collect(args.files, variants)
+    data = {**compare(graphs, args.convention), "notes": notes}
     if args.plot:
         plot(data, args.plot)
     if args.json:
@@ -131,6 +134,8 @@ def run(args) -> int:
         return 0
     console = Console(highlight=False, width=max(100, 26 + sum(max(len(label), 10) + 3 for label in data["labels"])))
     render(data, console)
+    for note in notes:
+        console.print(f"note: {note}", markup=False)
     if args.plot:
         console.print(f"wrote {args.plot}", markup=False)
     return 0

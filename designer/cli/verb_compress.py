@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from backends.weights import init_params, load_design_weights, param_shapes, save_weights
 from designer.cli.common import human, human_bytes, load_design, print_json
 from ir.design import Design, save
 from ir.errors import DesignError
@@ -18,9 +19,9 @@ HELP = "apply a compression strategy (see `convstudio strategies`) and print bef
 
 ROWS = (
     ("nodes", "nodes", str),
-    ("params", "params", lambda v: human(v)),
-    ("macs", "MACs", lambda v: human(v)),
-    ("flops", "FLOPs", lambda v: human(v)),
+    ("params", "params", human),
+    ("macs", "MACs", human),
+    ("flops", "FLOPs", human),
     ("activation_bytes", "activation memory", human_bytes),
     ("peak_activation_bytes", "peak memory", human_bytes),
 )
@@ -33,7 +34,8 @@ def add_arguments(parser) -> None:
     where.add_argument("--nodes", help="comma-separated node names to rewrite")
     where.add_argument("--all", action="store_true", help="rewrite everywhere the strategy applies (the default)")
     parser.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter, e.g. groups=4")
-    parser.add_argument("-o", "--output", required=True, help="where to write the compressed design")
+    parser.add_argument("-o", "--output", required=True, help="where to write the compressed design (weights go beside it)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the fresh weights of rewritten layers (designs with weights)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -47,6 +49,13 @@ def parse_params(strategy, items: list[str]) -> dict:
     return params
 
 
+def percent(pct: float | None) -> str:
+    """A signed percentage; changes under 0.1% keep two significant digits instead of showing as 0.0%."""
+    if pct is None:
+        return ""
+    return f"{pct:+.2g}%" if 0 < abs(pct) < 0.1 else f"{pct:+.1f}%"
+
+
 def render_before_after(data: dict, console: Console, title: str) -> None:
     """The before / after / delta table of `ir.passes.compare.before_after`."""
     table = Table(title=title, title_justify="left")
@@ -55,8 +64,7 @@ def render_before_after(data: dict, console: Console, title: str) -> None:
     for key, label, fmt in ROWS:
         d = data["delta"][key]
         sign = "+" if d["abs"] > 0 else "-" if d["abs"] < 0 else ""
-        pct = f"{d['pct']:+.1f}%" if d["pct"] is not None else ""
-        table.add_row(label, fmt(data["before"][key]), fmt(data["after"][key]), sign + fmt(abs(d["abs"])), pct)
+        table.add_row(label, fmt(data["before"][key]), fmt(data["after"][key]), sign + fmt(abs(d["abs"])), percent(d["pct"]))
     console.print(table)
 
 
@@ -68,28 +76,42 @@ def run(args) -> int:
     design = load_design(args.file)
     graph = design.graph
     nodes = None
-    if args.nodes:
+    if args.nodes is not None:
         nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+        if not nodes:
+            raise DesignError("no node names given", "--nodes")
         for name in nodes:
             if name not in graph.nodes:
                 raise DesignError(f"no node named '{name}'", "--nodes")
+    has_weights = load_design_weights(design)
     result = strategy.apply(graph, nodes, **params)
-    if nodes is not None and result.data["declined"]:
-        first = result.data["declined"][0]
-        raise DesignError(f"{strategy.name} does not apply: {first['reason']}", f"node '{first['node']}'")
+    declined = result.data["declined"]
+    if nodes is not None and declined:
+        raise DesignError(f"{strategy.name} does not apply: {declined[0]['reason']}", f"node '{declined[0]['node']}'")
     if not result.changed:
-        raise DesignError(f"{strategy.name} applies nowhere in the design", f"file '{args.file}'")
+        example = f" ({len(declined)} declined, e.g. {declined[0]['node']}: {declined[0]['reason']})" if declined else ""
+        raise DesignError(f"{strategy.name} applies nowhere in the design{example}", f"file '{args.file}'")
     out = Path(args.output)
-    save(Design(result.graph, design.training), out)
+    weights_name, fresh = None, []
+    if has_weights:
+        initialized = set(init_params(result.graph, args.seed))
+        fresh = [name for name in param_shapes(result.graph) if name in initialized]
+        weights_name = out.with_suffix(".safetensors").name
+    save(Design(result.graph, design.training, weights_name), out)
+    if weights_name:
+        save_weights(result.graph, out.with_name(weights_name))
     data = before_after(graph, result.graph)
     if args.json:
-        print_json({"strategy": strategy.name, "params": {**strategy.params, **params}, "output": str(out),
-                    "changed": result.data["changed"], "declined": result.data["declined"], "report": result.report, **data})
+        print_json({"strategy": strategy.name, "params": {**strategy.params, **params}, "output": str(out), "weights": weights_name,
+                    "fresh_weights": fresh, "changed": result.data["changed"], "declined": declined, "report": result.report, **data})
         return 0
     console = Console(highlight=False, soft_wrap=True)
     render_before_after(data, console, f"{strategy.name} on {design.name}")
     for line in result.report:
         console.print(line, markup=False)
     console.print(f"changed: {', '.join(result.data['changed'])}", markup=False)
-    console.print(f"wrote {out}", markup=False)
+    if weights_name:
+        kept = len(param_shapes(result.graph)) - len(fresh)
+        console.print(f"weights: {kept} layers keep theirs; fresh init (seed {args.seed}) for {', '.join(fresh) or 'none'}", markup=False)
+    console.print(f"wrote {out}" + (f" and {weights_name}" if weights_name else ""), markup=False)
     return 0

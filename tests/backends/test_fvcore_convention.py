@@ -1,5 +1,6 @@
 """The IR's `fvcore` convention equals fvcore's FlopCountAnalysis on the lowered torch module (exactly)."""
 
+import json
 import logging
 
 import numpy as np
@@ -9,7 +10,9 @@ from fvcore.nn import FlopCountAnalysis
 
 from backends.torch import lower
 from backends.weights import param_shapes
+from designer.cli.main import main
 from ir.cost import analyze
+from ir.design import Design, save
 from ir.templates import Builder, build_template
 
 
@@ -120,3 +123,11 @@ def test_fvcore_convention_equals_fvcore(name):
     ours = analyze(graph, "fvcore", batch=2).total.flops
     assert ours > 0
     assert ours == fvcore_total(graph, batch=2)
+
+
+def test_cost_verb_with_the_fvcore_convention_equals_fvcore(tmp_path, capsys):
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    graph = build_template("resnet18", (3, 64, 64), 10)
+    save(Design(graph), tmp_path / "r.json")
+    assert main(["cost", str(tmp_path / "r.json"), "--convention", "fvcore", "--batch", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["flops"] == fvcore_total(graph, batch=2)

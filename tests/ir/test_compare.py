@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from backends.weights import init_params, load_weights, save_weights
 from designer.cli.main import main
 from ir.cost import analyze
-from ir.design import Design, save
+from ir.design import Design, load, save
 from ir.passes.compare import before_after, compare, summarize
 from ir.passes.compress import STRATEGIES
 from ir.passes.fuse import fuse
@@ -116,6 +118,10 @@ def test_compress_verb_prints_before_after_and_writes_the_design(designs, tmp_pa
         (["--strategy", "stack3x3", "--nodes", "conv1"], "error: stack3x3 does not apply: stride 2x2 is not 1, node 'conv1'"),
         (["--strategy", "group_shuffle", "--param", "groups=two"], "error: parameter 'groups' must be a int"),
         (["--strategy", "group_shuffle", "--param", "size=2"], "error: strategy 'group_shuffle' has no parameter 'size'"),
+        (["--strategy", "group_shuffle", "--param", "groups=0"], "error: groups must be at least 2, got 0, --param groups"),
+        (["--strategy", "width", "--param", "alpha=inf"], "error: alpha must be a positive number, got inf, --param alpha"),
+        (["--strategy", "width", "--nodes", " , "], "error: no node names given, --nodes"),
+        (["--strategy", "stack3x3"], "error: stack3x3 applies nowhere in the design (20 declined, e.g. conv1: stride 2x2 is not 1), file"),
     ],
 )
 def test_compress_verb_bad_input_is_one_line_exit_2(designs, tmp_path, capsys, args, message):
@@ -124,3 +130,46 @@ def test_compress_verb_bad_input_is_one_line_exit_2(designs, tmp_path, capsys, a
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message)
     assert not out.exists()
+
+
+def test_compress_and_fuse_refuse_a_folder_as_output(designs, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for argv in (["compress", designs[0], "--strategy", "width"], ["fuse", designs[0]]):
+        assert main([*argv, "-o", str(folder)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: is a folder; give a file name, file '{folder}'"
+    assert list(folder.iterdir()) == []
+
+
+def test_compress_keeps_the_weights_of_unchanged_layers(tmp_path, capsys):
+    """A design with weights stays usable: untouched layers keep theirs, rewritten ones get a fresh init."""
+    graph = build_template("lenet")
+    init_params(graph, seed=3)
+    save_weights(graph, tmp_path / "l.safetensors")
+    save(Design(graph, weights="l.safetensors"), tmp_path / "l.json")
+    out = tmp_path / "s.json"
+    assert main(["compress", str(tmp_path / "l.json"), "--strategy", "separable", "--nodes", "conv2", "-o", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["weights"] == "s.safetensors" and data["fresh_weights"] == ["conv2_dw", "conv2_dw_bn", "conv2"]
+    compressed = load(out)
+    load_weights(compressed.graph, tmp_path / "s.safetensors")
+    for name in ("conv1", "fc1", "fc2", "fc3"):
+        for key, value in graph.nodes[name].params.items():
+            assert np.array_equal(compressed.graph.nodes[name].params[key], value), name
+    assert main(["validate", str(out)]) == 0
+    assert "weights s.safetensors ok" in capsys.readouterr().out
+
+
+def test_small_percentages_keep_two_significant_digits():
+    from designer.cli.verb_compress import percent
+
+    assert [percent(p) for p in (-0.04106, 0.0, None, -42.029, 0.5)] == ["-0.041%", "+0.0%", "", "-42.0%", "+0.5%"]
+
+
+def test_compare_verb_notes_a_variant_that_changes_nothing(designs, capsys):
+    assert main(["compare", designs[0], "--variants", "stack3x3,fused", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["notes"] == ["resnet18+stack3x3 is the same as resnet18: stack3x3 applies nowhere"]
+    assert data["totals"]["resnet18+stack3x3"] == data["totals"]["resnet18"]
+    assert main(["compare", designs[0], "--variants", "stack3x3"]) == 0
+    assert "note: resnet18+stack3x3 is the same as resnet18: stack3x3 applies nowhere" in capsys.readouterr().out

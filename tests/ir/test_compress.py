@@ -192,3 +192,45 @@ def test_weights_whose_shapes_change_are_dropped():
     assert r.graph.nodes["fc"].params["weight"].shape == (10, 512), "fc's input width did not change"
     r = STRATEGIES["width"].apply(g, None, alpha=0.5)
     assert r.graph.nodes["fc"].params == {} and r.report[-1] == "fresh weights needed for fc"
+
+
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("group_shuffle", {"groups": 0}, "groups must be at least 2, got 0"),
+        ("stack3x3", {"width": -2}, "width must be 0 (the conv's out_channels) or positive, got -2"),
+        ("stack3x3", {"activation": "gelu"}, "activation must be one of none, relu"),
+        ("separable", {"activation": "gelu"}, "activation must be one of none, relu"),
+        ("pool", {"kind": "median"}, "kind must be max or avg, got 'median'"),
+        ("pool", {"kernel": 1}, "kernel must be at least 2, got 1"),
+        ("bottleneck", {"reduction": 1}, "reduction must be at least 2, got 1"),
+        ("width", {"alpha": 0.0}, "alpha must be a positive number, got 0.0"),
+        ("width", {"alpha": float("inf")}, "alpha must be a positive number, got inf"),
+        ("width", {"alpha": float("nan")}, "alpha must be a positive number, got nan"),
+    ],
+)
+def test_bad_parameter_values_are_rejected_before_any_node(name, params, message):
+    """Even where the strategy applies nowhere, a bad value is named (not hidden behind 'applies nowhere')."""
+    g = single_conv(4, 4, 1)
+    with pytest.raises(DesignError) as info:
+        STRATEGIES[name].apply(g, None, **params)
+    assert info.value.what.startswith(message) and info.value.where == f"--param {next(iter(params))}"
+
+
+def test_a_node_listed_twice_is_rewritten_once():
+    g = single_conv(8, 8, 3, padding=1)
+    r = STRATEGIES["separable"].apply(g, ["conv", "conv"])
+    assert r.data["declined"] == [] and r.data["changed"] == ["conv_dw", "conv_dw_bn", "conv_dw_relu", "conv"]
+
+
+def test_a_pipeline_of_named_steps_feeds_each_the_previous_graph():
+    from ir.passes import run_pipeline
+    from ir.passes.fuse import fuse
+
+    g = build_template("resnet18", (3, 32, 32), 10)
+    steps = [("fuse", fuse), ("width", lambda graph: STRATEGIES["width"].apply(graph, None, alpha=0.5))]
+    final, results = run_pipeline(g, steps)
+    assert [name for name, _ in results] == ["fuse", "width"]
+    assert results[1][1].graph is final and all(r.changed for _, r in results)
+    assert not any(n.op == "BatchNorm2d" for n in final) and final.nodes["conv1"].attrs["out_channels"] == 32
+    verify(final)

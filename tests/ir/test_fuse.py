@@ -234,3 +234,34 @@ def test_conv_weights_without_bn_statistics_are_dropped_with_a_note():
     assert r.graph.nodes["conv"].params == {}
     assert r.report[-1] == "conv: weights dropped (bn has no parameters or running statistics to fold)"
     assert g.nodes["conv"].params["weight"].shape == (4, 3, 3, 3)
+
+
+def test_bn_after_an_activation_is_declined_naming_the_activation():
+    r = fuse(chain(CONV, ("ReLU", "relu", {}), BN))
+    assert r.data["fused"][0]["pattern"] == "Conv2d+ReLU"
+    assert reasons(r) == ["bn follows ReLU relu; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"]
+
+
+def test_bn_after_a_layer_that_does_not_fold_is_declined():
+    b = Builder("t")
+    x = b.input("x", (3, 8, 8))
+    offsets = b.op("Conv2d", x, "offsets", out_channels=18, kernel_size=3, padding=1)
+    d = b.op("DeformConv2d", [x, offsets], "deform", out_channels=4, kernel_size=3, padding=1)
+    b.output(b.op("BatchNorm2d", d, "bn"), "out")
+    r = fuse(b.graph)
+    assert not r.changed
+    assert reasons(r) == ["bn follows DeformConv2d deform; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"]
+
+
+def test_declines_linear_bn_on_a_sequence():
+    r = fuse(chain(("Linear", "fc", {"out_features": 6}), ("BatchNorm1d", "bn", {}), shape=(4, 5)))
+    assert reasons(r) == ["fc output is not (N, C), so bn normalizes another dimension"]
+
+
+def test_declines_a_sharing_group_whose_members_differ():
+    g = siamese("bn")
+    g.set_inputs("b_out", ["b_bn"])
+    g.erase("b_relu")
+    r = fuse(g)
+    assert not r.changed
+    assert reasons(r) == ["members of sharing group 'conv' are followed by different layers"]
