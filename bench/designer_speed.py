@@ -28,7 +28,7 @@ from ir.templates.resnet import resnet  # noqa: E402
 
 DESIGNS = {
     "resnet152": (3, 8, 36, 3),
-    "resnet_2k": (3, 24, 150, 3),
+    "resnet_2k": (3, 24, 170, 3),
 }
 
 

@@ -18,12 +18,17 @@ NO_DISPLAY = (
 
 
 def has_display() -> bool:
-    """Whether Qt can open a window here (a platform plugin was chosen, or an X/Wayland display exists)."""
-    if os.environ.get("QT_QPA_PLATFORM"):
+    """Whether Qt can open a window here: a platform plugin that needs no display was chosen, or the
+    X or Wayland display the chosen (or default) plugin needs exists."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    x11, wayland = bool(os.environ.get("DISPLAY")), bool(os.environ.get("WAYLAND_DISPLAY"))
+    if platform == "xcb":
+        return x11
+    if platform.startswith("wayland"):
+        return wayland
+    if platform or not sys.platform.startswith("linux"):
         return True
-    if not sys.platform.startswith("linux"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return x11 or wayland
 
 
 _KEEP_ALIVE: list = []  # the QApplication must outlive every caller's local reference
@@ -96,6 +101,8 @@ def run(
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     if not has_display():
         raise DesignError(NO_DISPLAY)
+    if screenshot is not None and Path(screenshot).is_dir():
+        raise DesignError("is a folder; give a file name", f"file '{screenshot}'")
     if screenshot is not None and not Path(screenshot).resolve().parent.is_dir():
         raise DesignError("folder does not exist", f"file '{screenshot}'")
     design = open_design(path, template)

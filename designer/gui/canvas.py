@@ -258,6 +258,8 @@ class GraphScene(QGraphicsScene):
                 index = self._target_input(target, event.scenePos())
                 if index is not None:
                     self.ctl.connect(make_ref(src, out), target.name, index)
+                else:
+                    self.ctl.message.emit(f"'{target.name}' has no free input; drop on one of its input ports to replace that edge")
             event.accept()
             return
         super().mouseReleaseEvent(event)

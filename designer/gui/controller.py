@@ -16,8 +16,9 @@ from PyQt6.QtGui import QUndoStack
 from designer.gui import commands
 from designer.gui.fragments import extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
 from designer.gui.layout import NODE_HEIGHT, V_GAP, layered_layout
+from designer.gui.recovery import read_recovery
 from ir.cost import Analyzer, CostReport
-from ir.design import Design, dumps, load, loads, save
+from ir.design import Design, dumps, load, save
 from ir.errors import DesignError
 from ir.graph import NAME_RE, Graph, parse_ref
 from ir.ops import registry
@@ -188,6 +189,8 @@ class Controller(QObject):
             save(self.design, target)
         except DesignError as e:
             return e.line()
+        except OSError as e:
+            return f"cannot write: {e.strerror or e}, file '{target}'"
         self.undo_stack.setClean()
         return None
 
@@ -400,7 +403,7 @@ class Controller(QObject):
     def recover(self, text: str, source: str) -> str | None:
         """Replace the design with a recovered copy (undoable); returns the error line on failure."""
         try:
-            recovered = loads(text, source)
+            recovered = read_recovery(text, source)
         except DesignError as e:
             return e.line()
         self.replace_graph(recovered.graph, "Recover autosaved design", recovered.training, recovered.weights)

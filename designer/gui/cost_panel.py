@@ -7,6 +7,7 @@ import heapq
 
 import pyqtgraph as pg
 from PyQt6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, pyqtSignal
+from PyQt6.QtGui import QFont, QFontMetrics
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -28,6 +29,7 @@ from ir.cost import CONVENTIONS
 COLUMNS = ("Node", "Op", "Output", "Params", "MACs", "FLOPs", "Activation")
 SORT_ROLE = Qt.ItemDataRole.UserRole
 TOP_LAYERS = 10
+LABEL_WIDTH = 220  # widest layer name on the chart's axis, in pixels; longer names are elided in the middle
 
 
 class CostTableModel(QAbstractTableModel):
@@ -36,11 +38,9 @@ class CostTableModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows = []
-        self.batch = None
 
     def set_report(self, report) -> None:
         names = [c.name for c in report.nodes]
-        self.batch = report.batch
         if names == [c.name for c in self.rows]:
             self.rows = list(report.nodes)
             if self.rows:
@@ -82,6 +82,8 @@ class CostTableModel(QAbstractTableModel):
                 if c.error:
                     return "error"
                 return "  ".join("×".join(map(str, s)) for s in c.shapes) if c.shapes else "?"
+            if not c.shapes:
+                return "?"
             if col == 6:
                 return human_bytes(numbers[col])
             return human(numbers[col])
@@ -149,7 +151,10 @@ class CostPanel(QWidget):
         self.chart.getPlotItem().setTitle("Most expensive layers", size="9pt")
         self.bars = pg.BarGraphItem(x0=[], y=[], height=0.6, width=[], brush=pg.mkBrush(244, 140, 66))
         self.chart.addItem(self.bars)
-        self.chart.getAxis("left").setWidth(120)
+        self.label_font = QFont(self.font())
+        self.chart.getAxis("left").setStyle(tickFont=self.label_font)
+        for side in ("left", "bottom"):
+            self.chart.getAxis(side).setTextPen("#333")
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
@@ -181,7 +186,8 @@ class CostPanel(QWidget):
             f"<b>Params</b> {human(t.params)} &nbsp; <b>MACs</b> {human(t.macs)} &nbsp; "
             f"<b>FLOPs</b> {human(t.flops)} &nbsp; <b>Activations</b> {human_bytes(t.activation_bytes)} &nbsp; "
             f"<b>Peak</b> {human_bytes(t.peak_activation_bytes)} &nbsp; <i>({scope}, {report.convention})</i>"
-            + (f" &nbsp; <span style='color:#c81e1e'>{len(report.errors)} error(s)</span>" if report.errors else "")
+            + (f" &nbsp; <span style='color:#c81e1e'>{len(report.errors)} error(s); totals leave out nodes without shapes</span>"
+               if report.errors else "")
         )
         self.totals.setToolTip(
             f"params {t.params:,}\nMACs {t.macs:,}\nFLOPs {t.flops:,}\n"
@@ -198,7 +204,11 @@ class CostPanel(QWidget):
         self.top_layers = [c.name for c in top]
         top.reverse()
         self.bars.setOpts(x0=[0] * len(top), y=list(range(len(top))), width=[c.flops for c in top], height=0.6)
-        self.chart.getAxis("left").setTicks([[(i, c.name) for i, c in enumerate(top)]])
+        metrics = QFontMetrics(self.label_font)
+        labels = [metrics.elidedText(c.name, Qt.TextElideMode.ElideMiddle, LABEL_WIDTH) for c in top]
+        axis = self.chart.getAxis("left")
+        axis.setWidth(max((metrics.horizontalAdvance(text) for text in labels), default=40) + 20)
+        axis.setTicks([list(enumerate(labels))])
         self.chart.getPlotItem().setLabel("bottom", f"{report.convention} convention", units="FLOP")
         if top:
             self.chart.setXRange(0, top[-1].flops * 1.05, padding=0)

@@ -8,8 +8,10 @@ undoable command.
 
 from __future__ import annotations
 
+import json
 import re
 
+from PyQt6.QtGui import QValidator
 from PyQt6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -30,9 +32,12 @@ INVALID_STYLE = "background: #fde0e0; border: 1px solid #c81e1e;"
 INT_LIMIT = 2**31 - 1
 
 
-def format_value(value) -> str:
+def format_value(value, kind: str = "") -> str:
+    """An attribute value as the inspector shows it: '3, 5' for pairs and lists, JSON for json attributes."""
     if value is None:
         return ""
+    if kind == "json":
+        return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value)
     if isinstance(value, bool):
@@ -59,6 +64,13 @@ def parse_value(attr: Attr, text: str):
         if attr.required:
             raise ValueError(f"{attr.name} is required")
         return None
+    if attr.kind == "str":
+        return text
+    if attr.kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"{attr.name} must be JSON, e.g. [[64, 7, 7]]") from None
     if attr.kind == "padding" and text in ("same", "valid"):
         return text
     parts = [p for p in re.split(r"[\s,x×()\[\]]+", text) if p]
@@ -73,6 +85,32 @@ def parse_value(attr: Attr, text: str):
     if len(values) == 1:
         return values[0]
     return values
+
+
+class NumberBox(QDoubleSpinBox):
+    """A spin box for real numbers that shows six significant digits (1e-05, 0.1, 1000) instead of fixed
+    decimals, so small values such as a BatchNorm eps of 1e-8 are shown and kept as they are."""
+
+    PARTIAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d*)?([eE][+-]?\d*)?")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDecimals(15)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.6g}"
+
+    def valueFromText(self, text: str) -> float:
+        return float(text)
+
+    def validate(self, text: str, pos: int):
+        try:
+            value = float(text)
+        except ValueError:
+            state = QValidator.State.Intermediate if self.PARTIAL.fullmatch(text.strip()) else QValidator.State.Invalid
+            return state, text, pos
+        inside = self.minimum() <= value <= self.maximum()
+        return (QValidator.State.Acceptable if inside else QValidator.State.Intermediate), text, pos
 
 
 class Inspector(QWidget):
@@ -168,8 +206,7 @@ class Inspector(QWidget):
             editor.setKeyboardTracking(False)
             editor.valueChanged.connect(lambda value, a=attr: self._apply(a, value))
         elif attr.kind == "float" and not attr.optional:
-            editor = QDoubleSpinBox()
-            editor.setDecimals(6)
+            editor = NumberBox()
             editor.setRange(attr.min if attr.min is not None else -1e12, attr.max if attr.max is not None else 1e12)
             editor.setSingleStep(0.01)
             editor.setKeyboardTracking(False)
@@ -182,7 +219,7 @@ class Inspector(QWidget):
             editor.activated.connect(lambda index, a=attr, e=editor: self._apply(a, e.itemData(index)))
         else:
             editor = QLineEdit()
-            default = "auto" if attr.required or attr.default is None else format_value(attr.default)
+            default = "auto" if attr.required or attr.default is None else format_value(attr.default, attr.kind)
             editor.setPlaceholderText(f"default: {default}" if not attr.required else "")
             editor.textEdited.connect(lambda text, a=attr: self._validate_text(a, text))
             editor.returnPressed.connect(lambda a=attr, e=editor: self._apply_text(a, e.text()))
@@ -206,7 +243,7 @@ class Inspector(QWidget):
             elif isinstance(editor, QComboBox):
                 editor.setCurrentIndex(max(0, editor.findData(node.resolved[key])))
             else:
-                editor.setText(format_value(node.attrs.get(key)))
+                editor.setText(format_value(node.attrs.get(key), node.opdef.attr(key).kind))
             editor.blockSignals(False)
             self._check(key, None)
 
@@ -220,7 +257,9 @@ class Inspector(QWidget):
         cost = node.meta.get("cost")
         shapes = node.meta.get("shapes")
         rows = ["<b>Output</b>: " + ("  ".join("N×" + "×".join(map(str, s)) for s in shapes) if shapes else "unknown")]
-        if cost is not None and not error:
+        if not shapes and not error:
+            rows.append("<b>Cost</b>: unknown until the input shapes are known")
+        elif cost is not None and not error:
             rows += [
                 f"<b>Params</b>: {cost.params:,} ({human(cost.params)})",
                 f"<b>MACs</b>: {cost.macs:,} ({human(cost.macs)})",
@@ -265,7 +304,8 @@ class Inspector(QWidget):
             self.ctl.set_attr(self.node_name, attr.name, value)
 
     def _apply(self, attr: Attr, value) -> None:
-        if self.node_name is None:
+        if self.node_name is None or value == self.ctl.graph.nodes[self.node_name].resolved.get(attr.name):
+            self._check(attr.name, None)
             return
         if self._check(attr.name, self.ctl.attr_error(self.node_name, attr.name, value)):
             self.ctl.set_attr(self.node_name, attr.name, value)

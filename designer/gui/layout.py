@@ -9,7 +9,10 @@ Rules:
   producers' mean x;
 - a deep graph is cut into columns of consecutive layers so the whole layout is about as wide as
   tall (ASPECT); an edge from one column to the next drops into the gutter below its column, runs
-  up the gap between the columns and enters the next column from above.
+  up the gap between the columns and enters the next column from above;
+- edges crossing the same gap each get a track of their own (TRACK apart), nested so that edges
+  whose ends keep their left-to-right order never cross: the leftmost producer's edge runs lowest
+  in the gutter, rightmost in the gap and lowest above the next column.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ V_GAP = 46.0
 ROW = NODE_HEIGHT + V_GAP
 COLUMN_GAP = 120.0
 ASPECT = 1.6
+TRACK = 8.0
 
 
 @dataclass
@@ -69,9 +73,11 @@ def layered_layout(graph: Graph) -> Layout:
             if isinstance(item, str):
                 cx, top = grid.place(item, k)
                 positions[item] = (round(cx - NODE_WIDTH / 2, 2), round(top, 2))
+    chain_layers = {key: [layer_of[chain[0]] + i for i in range(len(chain))] for key, chain in chains.items()}
+    grid.assign_tracks(chains, chain_layers)
     routes = {}
     for key, chain in chains.items():
-        points = grid.route(chain, [layer_of[chain[0]] + i for i in range(len(chain))])
+        points = grid.route(key, chain, chain_layers[key])
         if points:
             routes[key] = points
     return Layout(positions, routes)
@@ -89,6 +95,7 @@ class _Columns:
         self.per_column = max(1, math.ceil(count / columns))
         self.shift: list[float] = []
         self.right: list[float] = []
+        self.tracks: dict[tuple, tuple[int, int]] = {}
         edge = 0.0
         for start in range(0, count, self.per_column):
             items = [item for layer in layers[start : start + self.per_column] for item in layer]
@@ -105,7 +112,29 @@ class _Columns:
         """Centre x and top y of `item` in layer `layer`."""
         return self.x[item] + self.shift[self.column(layer)], (layer % self.per_column) * ROW
 
-    def route(self, chain: list, chain_layers: list[int]) -> list[tuple[float, float]]:
+    def _crossing(self, chain: list, chain_layers: list[int]) -> int | None:
+        """The step of `chain` that leaves one column for the next (None when it stays in one)."""
+        for i in range(1, len(chain)):
+            if self.column(chain_layers[i - 1]) != self.column(chain_layers[i]):
+                return i
+        return None
+
+    def assign_tracks(self, chains: dict, chain_layers: dict) -> None:
+        """Give every edge crossing a gap its track number there and the number of tracks in that gap."""
+        by_gap: dict[int, list] = {}
+        for key, chain in chains.items():
+            i = self._crossing(chain, chain_layers[key])
+            if i is not None:
+                src_x = self.place(chain[i - 1], chain_layers[key][i - 1])[0]
+                dst_x = self.place(chain[i], chain_layers[key][i])[0]
+                by_gap.setdefault(self.column(chain_layers[key][i - 1]), []).append((src_x, dst_x, key))
+        for crossing in by_gap.values():
+            crossing.sort(key=lambda c: (c[0], c[1]))
+            count = len(crossing)
+            for rank, (_, _, key) in enumerate(crossing):
+                self.tracks[key] = (count - 1 - rank, count)
+
+    def route(self, key, chain: list, chain_layers: list[int]) -> list[tuple[float, float]]:
         """Waypoints from the producer (chain[0]) through lane slots to the consumer (chain[-1])."""
         points: list[tuple[float, float]] = []
         for i in range(1, len(chain)):
@@ -113,9 +142,12 @@ class _Columns:
             if self.column(prev_layer) != self.column(layer):
                 px, ptop = self.place(chain[i - 1], prev_layer)
                 nx_, _ = self.place(chain[i], layer)
-                below = ptop + ROW - V_GAP / 2
-                gap = self.right[self.column(prev_layer)] + COLUMN_GAP / 2
-                points += [(px, below), (gap, below), (gap, -V_GAP / 2), (nx_, -V_GAP / 2)]
+                track, count = self.tracks[key]
+                spread = min(TRACK, (COLUMN_GAP - 2 * H_GAP) / max(count - 1, 1))
+                below = ptop + NODE_HEIGHT + V_GAP / 2 + track * TRACK
+                gap = self.right[self.column(prev_layer)] + COLUMN_GAP / 2 + (track - (count - 1) / 2) * spread
+                above = -V_GAP / 2 - (count - 1 - track) * TRACK
+                points += [(px, below), (gap, below), (gap, above), (nx_, above)]
             if i < len(chain) - 1:
                 cx, top = self.place(chain[i], layer)
                 points += [(cx, top), (cx, top + NODE_HEIGHT)]

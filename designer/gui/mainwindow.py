@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -98,6 +99,7 @@ class MainWindow(QMainWindow):
         self.view.zoom_changed.connect(self._show_zoom)
         if self.autosaver is not None:
             self.autosaver.saved.connect(self._on_autosaved)
+            self.autosaver.failed.connect(self.show_message)
         self.view.node_menu_requested.connect(self.show_node_menu)
         self.banner.recover_button.clicked.connect(self.recover)
         self.banner.discard_button.clicked.connect(self.discard_recovery)
@@ -141,24 +143,27 @@ class MainWindow(QMainWindow):
         self.delete_action = self._action("Delete", self.delete_selection, ["Delete", "Backspace"])
         self.copy_action = self._action("Copy", self.copy_selection, ["Ctrl+C"])
         self.paste_action = self._action("Paste", self.paste, ["Ctrl+V"])
+        self.select_all_action = self._action("Select all", lambda: self.ctl.select(list(self.ctl.graph.nodes)), ["Ctrl+A"])
         self.dialog_actions = {name: self._action(label, getattr(self, name)) for name, (_, label) in DIALOG_ACTIONS.items()}
 
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
-        new_menu = file_menu.addMenu("New from template")
+        self.new_menu = file_menu.addMenu("New from template")
+        self.new_menu.setToolTipsVisible(True)
         for name in sorted(TEMPLATES):
-            action = new_menu.addAction(name)
+            action = self.new_menu.addAction(name)
             action.setToolTip(TEMPLATES[name].description)
             action.triggered.connect(lambda _checked=False, n=name: self.new_from_template(n))
         file_menu.addActions([self.open_action, self.save_action, self.save_as_action])
         file_menu.addSeparator()
         file_menu.addActions([self.dialog_actions["export_onnx"], self.dialog_actions["run_inference"]])
         file_menu.addSeparator()
-        file_menu.addAction("Quit", self.close)
+        self.quit_action = self._action("Quit", self.close, ["Ctrl+Q"])
+        file_menu.addAction(self.quit_action)
         edit_menu = menus.addMenu("&Edit")
         edit_menu.addActions([self.undo_action, self.redo_action])
         edit_menu.addSeparator()
-        edit_menu.addActions([self.copy_action, self.paste_action, self.delete_action])
+        edit_menu.addActions([self.copy_action, self.paste_action, self.delete_action, self.select_all_action])
         view_menu = menus.addMenu("&View")
         view_menu.addActions([self.layout_action, self.fit_action])
         tools = menus.addMenu("&Tools")
@@ -166,6 +171,12 @@ class MainWindow(QMainWindow):
 
         bar = self.addToolBar("Main")
         bar.setObjectName("Main")
+        new_button = QToolButton()
+        new_button.setText("New")
+        new_button.setToolTip("New from template")
+        new_button.setMenu(self.new_menu)
+        new_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        bar.addWidget(new_button)
         bar.addActions([self.open_action, self.save_action, self.undo_action, self.redo_action, self.layout_action, self.fit_action])
         bar.addSeparator()
         bar.addActions([self.dialog_actions[n] for n in DIALOG_ACTIONS])
@@ -282,7 +293,10 @@ class MainWindow(QMainWindow):
         """Replace the design with the autosaved copy (one undoable step)."""
         if self.recovery_file is None:
             return False
-        error = self.ctl.recover(self.recovery_file.read_text(encoding="utf-8"), f"'{self.recovery_file}'")
+        try:
+            error = self.ctl.recover(self.recovery_file.read_text(encoding="utf-8"), f"'{self.recovery_file}'")
+        except (OSError, UnicodeDecodeError) as e:
+            error = f"cannot read: {e}, recovery file '{self.recovery_file}'"
         self.banner.hide()
         self.show_message(f"error: {error}" if error else "Recovered the autosaved design")
         return error is None
@@ -312,28 +326,15 @@ class MainWindow(QMainWindow):
         if names:
             self.show_message(f"Pasted {len(names)} node{'s' if len(names) != 1 else ''}")
 
-    # ---- features provided by designer.gui.dialogs -----------------------------------------
+    # ---- the dialogs (imported on first use: they load torch and onnx) ----------------------
     def _open_dialog(self, action: str) -> None:
-        """Call designer.gui.dialogs.<module>.<action>(window) when that module is installed."""
-        module_name, label = DIALOG_ACTIONS[action]
-        full = f"designer.gui.dialogs.{module_name}"
-        try:
-            module = importlib.import_module(full)
-        except ModuleNotFoundError as e:
-            if e.name and full.startswith(e.name):
-                self.show_message(f"{label} is not available in this installation")
-                return
-            raise
+        """Call designer.gui.dialogs.<module>.<action>(window)."""
+        module = importlib.import_module(f"designer.gui.dialogs.{DIALOG_ACTIONS[action][0]}")
         getattr(module, action)(self)
 
     def show_node_menu(self, names: list[str], global_pos) -> None:
-        """Right-click on nodes: the compression strategies for them (designer.gui.dialogs.compress)."""
-        try:
-            module = importlib.import_module("designer.gui.dialogs.compress")
-        except ModuleNotFoundError as e:
-            if e.name and "designer.gui.dialogs.compress".startswith(e.name):
-                return
-            raise
+        """Right-click on nodes: the compression strategies for them and Fuse preview."""
+        module = importlib.import_module("designer.gui.dialogs.compress")
         self.node_menu = module.context_menu(self, names)
         self.node_menu.popup(global_pos)
 

@@ -113,16 +113,16 @@ class NodeItem(QGraphicsItem):
         shape_text = "  ".join("×".join(map(str, s)) for s in shapes) if shapes else "shape unknown"
         if self.error:
             cost_text = self.error
-        elif cost is not None:
+        elif cost is not None and shapes:
             cost_text = f"{compact(cost.macs)} MACs · {compact(cost.params)} params"
         else:
-            cost_text = ""
+            cost_text = "cost unknown"
         self.texts = [node.name, f"{node.op}  {key_attributes(node)}".strip(), shape_text, cost_text]
         self.lines = []
         self.fill = ERROR_FILL if self.error else blend(heat)
         self.heat = heat
         tip = [f"<b>{node.name}</b> ({node.op})", shape_text]
-        if cost is not None and not self.error:
+        if cost is not None and shapes and not self.error:
             tip.append(f"params {cost.params:,} · MACs {cost.macs:,} · FLOPs {cost.flops:,}")
             tip.append(f"activation {human_bytes(cost.activation_bytes)}")
         if self.error:

@@ -205,6 +205,11 @@ def test_bad_shape_shows_error_colour_and_reason(window):
     assert error in item.toolTip()
     ctl.select(["conv1"])
     assert window.inspector.error_label.text() == error
+    downstream = window.scene.nodes["fc1"]
+    assert downstream.texts[2:] == ["shape unknown", "cost unknown"] and downstream.fill != ERROR_FILL
+    model = window.cost_panel.model
+    assert model.data(model.index(model.row_of("fc1"), 3)) == "?"
+    assert "1 error(s)" in window.cost_panel.totals.text()
     ctl.undo_stack.undo()
     assert window.scene.nodes["conv1"].fill != ERROR_FILL
 
@@ -241,6 +246,8 @@ def test_keyboard_shortcuts(window, qtbot):
     QTest.keyClick(view, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
     QTest.keyClick(view, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
     assert ctl.graph.nodes[ctl.selection[0]].op == "Linear" and ctl.selection != ["fc1"]
+    QTest.keyClick(view, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    assert ctl.selection == list(ctl.graph.nodes) and len(window.scene.selected_names()) == len(ctl.graph)
 
 
 def test_heatmap_toggle_retints_by_the_chosen_metric(window):
@@ -283,3 +290,123 @@ def test_rubber_band_selects_the_nodes_it_covers(window):
     QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
     assert sorted(window.ctl.selection) == ["conv1", "x"]
     assert window.ctl.undo_stack.count() == 0
+
+
+def test_drop_template_adds_whole_network_in_one_undo_step(window):
+    ctl = window.ctl
+    start = ctl.dumps()
+    mime = window.palette.tree.mimeData([window.palette.item_for("template", "lenet")])
+    drop_on_view(window, mime, QPointF(1500.0, 0.0))
+    added = ctl.selection
+    template = build_template("lenet")
+    assert len(added) == len(template) and set(added).isdisjoint(template.nodes)
+    assert ctl.undo_stack.count() == 1 and ctl.undo_stack.undoText() == "Insert template lenet"
+    assert len(ctl.graph.inputs) == 2 and not ctl.report.errors
+    assert min(ctl.graph.layout[n][0] for n in added) >= 1500.0 - 190.0 / 2 - 1
+    ctl.undo_stack.undo()
+    assert ctl.dumps() == start and set(window.scene.nodes) == set(ctl.graph.nodes)
+
+
+def test_wheel_zooms_and_middle_button_pans(window):
+    from PyQt6.QtGui import QWheelEvent
+
+    view = window.view
+    view.set_zoom(1.0)
+    viewport = view.viewport()
+    centre = QPointF(viewport.rect().center())
+    wheel = QWheelEvent(centre, QPointF(viewport.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, 240),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, wheel)
+    assert abs(view.zoom() - 1.15**2) < 1e-9  # two wheel notches, 15 % each
+    window.scene.setSceneRect(window.scene.sceneRect().adjusted(-2000, -2000, 2000, 2000))
+    before = view.mapToScene(viewport.rect().center())
+    start = viewport.rect().center()
+    QTest.mousePress(viewport, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(viewport, start + QPoint(60, 40))
+    QTest.mouseRelease(viewport, Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier, start + QPoint(60, 40))
+    after = view.mapToScene(viewport.rect().center())
+    moved = before - after
+    assert abs(moved.x() - 60 / view.zoom()) < 2 and abs(moved.y() - 40 / view.zoom()) < 2  # within 2 scene px
+    assert window.ctl.undo_stack.count() == 0
+
+
+def test_typing_in_fields_does_not_trigger_canvas_shortcuts(window):
+    ctl = window.ctl
+    window.activateWindow()
+    window.view.set_zoom(2.0)
+    search = window.palette.search
+    search.setFocus()
+    QTest.keyClicks(search, "Flat")
+    assert search.text() == "Flat" and window.view.zoom() == 2.0
+    ctl.select(["fc1"])
+    name_edit = window.inspector.editors["name"]
+    name_edit.setFocus()
+    name_edit.setCursorPosition(0)
+    QTest.keyClick(name_edit, Qt.Key.Key_Delete)
+    assert name_edit.text() == "c1" and "fc1" in ctl.graph.nodes and ctl.undo_stack.count() == 0
+
+
+def test_window_offers_every_action_with_its_shortcut(qtbot, tmp_path):
+    win = MainWindow(recovery_folder=tmp_path)
+    qtbot.addWidget(win)
+    assert win.ctl.design.name == "lenet" and len(win.ctl.graph) == 14  # the default example
+    shortcuts = {a.text(): [k.toString() for k in a.shortcuts()] for a in win.actions()}
+    for text, keys in {"Undo": ["Ctrl+Z"], "Redo": ["Ctrl+Y"], "Save": ["Ctrl+S"], "Open...": ["Ctrl+O"], "Delete": ["Del"],
+                       "Copy": ["Ctrl+C"], "Paste": ["Ctrl+V"], "Fit": ["F"], "Quit": ["Ctrl+Q"], "Select all": ["Ctrl+A"]}.items():
+        assert set(keys) <= set(shortcuts[text]), text
+    menus = {a.text(): [x.text() for x in a.menu().actions()] for a in win.menuBar().actions()}
+    everything = {text for texts in menus.values() for text in texts}
+    assert {"New from template", "Open...", "Save", "Save As...", "Undo", "Redo", "Auto-layout", "Fuse preview", "Compress",
+            "Compare", "Export ONNX", "Run inference", "Train"} <= everything
+    from ir.templates import TEMPLATES
+
+    assert [a.text() for a in win.new_menu.actions()] == sorted(TEMPLATES)
+
+
+def test_edges_between_columns_get_tracks_of_their_own():
+    from PyQt6.QtGui import QPainterPath
+
+    from designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+
+    graph = build_template("triplet_net")
+    layout = layered_layout(graph)
+    xs = {round(p[0]) for p in layout.positions.values()}
+    crossing = {key: points for key, points in layout.routes.items() if len(points) == 4}
+    assert len(crossing) == 3 and len(xs) > 3, "three towers wrap into a second column"
+    strokes = {}
+    for (dst, index), points in crossing.items():
+        src = graph.nodes[dst].inputs[index]
+        sx, sy = layout.positions[src]
+        dx, dy = layout.positions[dst]
+        path = QPainterPath(QPointF(sx + NODE_WIDTH / 2, sy + NODE_HEIGHT))
+        for x, y in [*points, (dx + NODE_WIDTH / 2, dy)]:
+            path.lineTo(QPointF(x, y))
+        stroker = QPainterPathStroker()
+        stroker.setWidth(2.0)
+        strokes[dst] = stroker.createStroke(path)
+    names = sorted(strokes)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not strokes[a].intersects(strokes[b]), (a, b)
+
+
+def drag(viewport, start: QPoint, end: QPoint) -> None:
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(viewport, (start + end) / 2)
+    QTest.mouseMove(viewport, end)
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+
+
+def test_dropping_a_wire_on_a_full_node_says_so_and_a_port_replaces_the_edge(window):
+    ctl = window.ctl
+    view = window.view
+    view.set_zoom(0.6)
+    view.centerOn(window.scene.nodes["relu1"].sceneBoundingRect().center())
+    QApplication.processEvents()
+    src, dst = window.scene.nodes["x"], window.scene.nodes["relu1"]
+    start = view.mapFromScene(src.mapToScene(src.output_port(0)))
+    drag(view.viewport(), start, view.mapFromScene(dst.sceneBoundingRect().center()))
+    assert ctl.graph.nodes["relu1"].inputs == ["conv1"]
+    assert window.statusBar().currentMessage() == "'relu1' has no free input; drop on one of its input ports to replace that edge"
+    drag(view.viewport(), start, view.mapFromScene(dst.mapToScene(dst.input_port(0))))
+    assert ctl.graph.nodes["relu1"].inputs == ["x"] and ctl.undo_stack.undoText() == "Connect x to relu1"

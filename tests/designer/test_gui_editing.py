@@ -164,3 +164,74 @@ def test_table_row_and_node_select_each_other(window):
     assert ctl.selection == [panel.model.rows[panel.proxy.mapToSource(first).row()].name] == ["conv2"]
     assert window.scene.nodes["conv2"].isSelected()
     assert window.inspector.node_name == "conv2"
+
+
+def test_choosing_the_current_value_again_is_not_an_edit(window):
+    ctl = window.ctl
+    ctl.select(["conv1"])
+    combo = window.inspector.editors["activation"]
+    combo.activated.emit(combo.currentIndex())
+    bias = window.inspector.editors["bias"]
+    bias.activated.emit(bias.currentIndex())
+    assert ctl.undo_stack.count() == 0 and not ctl.modified
+
+
+def test_chart_labels_every_bar_even_with_long_layer_names(qtbot, tmp_path):
+    from PyQt6.QtGui import QImage, QPainter
+
+    win = MainWindow(Design(build_template("shufflenet_v2_x1_0")), recovery_folder=tmp_path)
+    win.close_prompt = lambda: "discard"
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    qtbot.waitExposed(win)
+    axis = win.cost_panel.chart.getAxis("left")
+    image = QImage(8, 8, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    drawn = [spec[2] for spec in axis.generateDrawSpecs(painter)[2]]
+    painter.end()
+    assert sorted(drawn) == sorted(win.cost_panel.top_layers) and len(drawn) == 10
+    assert any(len(name) >= 18 for name in drawn)
+
+
+def test_opaque_node_attributes_edit_as_text_and_json(window):
+    from ir.graph import Graph
+
+    graph = Graph("imported")
+    graph.add("Input", [], name="x", attrs={"shape": [4]})
+    graph.add("Opaque", ["x"], name="custom", attrs={"onnx_op": "Foo", "proto": "", "num_inputs": 1, "output_shapes": [[4]]})
+    graph.add("Output", ["custom"], name="y")
+    ctl = window.ctl
+    ctl.load_design(Design(graph))
+    ctl.select(["custom"])
+    inspector = window.inspector
+    shapes, op = inspector.editors["output_shapes"], inspector.editors["onnx_op"]
+    assert shapes.text() == "[[4]]" and op.text() == "Foo"
+    shapes.setText("[[6, 2]]")
+    shapes.editingFinished.emit()
+    assert ctl.graph.nodes["custom"].meta["shapes"] == [(6, 2)] and ctl.graph.nodes["y"].meta["shapes"] == [(6, 2)]
+    shapes.setText("[[6, 2]")
+    shapes.textEdited.emit("[[6, 2]")
+    assert inspector.reason("output_shapes") == "output_shapes must be JSON, e.g. [[64, 7, 7]]"
+    op.setText("Bar Baz")
+    op.editingFinished.emit()
+    assert ctl.graph.nodes["custom"].attrs["onnx_op"] == "Bar Baz"
+    assert ctl.undo_stack.count() == 2
+
+
+def test_small_real_numbers_are_shown_and_typed_exactly(window):
+    ctl = window.ctl
+    name = ctl.add_node("BatchNorm2d", (0.0, 600.0))
+    ctl.set_attr(name, "eps", 1e-8)
+    ctl.select([name])
+    eps = window.inspector.editors["eps"]
+    assert eps.text() == "1e-08" and eps.value() == 1e-8
+    assert window.inspector.editors["momentum"].text() == "0.1"
+    eps.setFocus()
+    eps.selectAll()
+    QTest.keyClicks(eps, "2.5e-7")
+    QTest.keyClick(eps, Qt.Key.Key_Return)
+    assert ctl.graph.nodes[name].attrs["eps"] == 2.5e-7
+    eps.selectAll()
+    QTest.keyClicks(eps, "abc")
+    assert eps.text() == "2.5e-07"  # letters are refused as they are typed

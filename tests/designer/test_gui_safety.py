@@ -6,8 +6,8 @@ import pytest
 
 from designer.gui.layout import layered_layout
 from designer.gui.mainwindow import MainWindow
-from designer.gui.recovery import pending_recovery, recovery_path
-from ir.design import Design, load, save
+from designer.gui.recovery import pending_recovery, read_recovery, recovery_path
+from ir.design import Design, dumps, load, save
 from ir.templates import build_template
 
 
@@ -35,7 +35,7 @@ def test_autosave_then_crash_then_recover(qtbot, tmp_path, saved):
     edited = first.ctl.dumps()
     target = recovery_path(folder, saved)
     qtbot.waitUntil(target.exists, timeout=3000)
-    assert target.read_text() == edited
+    assert dumps(read_recovery(target.read_text(), "test")) == edited
     first.autosaver.timer.stop()  # the process "crashes": no save, no normal close
     first.closeEvent = lambda event: event.accept()
 
@@ -103,10 +103,61 @@ def test_file_that_fails_to_load_leaves_design_untouched(qtbot, tmp_path):
     assert "no such file" in win.statusBar().currentMessage()
 
 
-def test_missing_feature_dialog_is_reported_in_the_status_bar(qtbot, tmp_path, monkeypatch):
-    from designer.gui import mainwindow
+def test_new_from_template_asks_before_dropping_changes(qtbot, tmp_path, saved):
+    win = make_window(qtbot, load(saved), tmp_path / "recovery")
+    win.ctl.set_attr("fc1", "out_features", 60)
+    edited = win.ctl.dumps()
+    win.close_prompt = lambda: "cancel"
+    win.new_from_template("resnet18")
+    assert win.ctl.dumps() == edited
+    win.close_prompt = lambda: "discard"
+    next(a for a in win.new_menu.actions() if a.text() == "resnet18").trigger()
+    assert win.ctl.design.name == "resnet18" and win.ctl.design.path is None
+    assert not win.ctl.modified and win.ctl.undo_stack.count() == 0
+    assert set(win.scene.nodes) == set(win.ctl.graph.nodes) and "unsaved" in win.windowTitle()
 
-    win = make_window(qtbot, None, tmp_path / "recovery")
-    monkeypatch.setitem(mainwindow.DIALOG_ACTIONS, "train", ("no_such_dialog_module", "Train"))
-    win.dialog_actions["train"].trigger()
-    assert win.statusBar().currentMessage() == "Train is not available in this installation"
+
+def test_screenshot_into_a_folder_is_refused_before_opening_anything(tmp_path):
+    from designer.gui.app import run
+    from ir.errors import DesignError
+
+    with pytest.raises(DesignError, match="is a folder; give a file name"):
+        run(None, tmp_path)
+
+
+def test_work_in_progress_is_recovered_exactly(qtbot, tmp_path, saved):
+    folder = tmp_path / "recovery"
+    first = make_window(qtbot, load(saved), folder)
+    ctl = first.ctl
+    loose = ctl.add_node("Conv2d", (600.0, 100.0))
+    ctl.connect("relu1", loose, 0)
+    ctl.disconnect("fc1", 0)
+    ctl.delete(["logits"])
+    assert ctl.save() == "input 0 is not connected, node 'fc1'"  # a design file cannot hold this yet
+    edited = ctl.dumps()
+    target = first.autosaver.autosave()
+    first.closeEvent = lambda event: event.accept()
+
+    second = make_window(qtbot, load(saved), folder)
+    assert second.recover()
+    assert second.ctl.dumps() == edited and second.ctl.graph.nodes["fc1"].inputs == [None]
+    assert second.ctl.graph.outputs == [] and second.ctl.graph.nodes[loose].inputs == ["relu1"]
+    assert set(second.scene.nodes) == set(second.ctl.graph.nodes)
+    target.write_text('{"format": "convstudio.recovery", "version": 1, "name": "n", "nodes": [{"name": "a"}]}')
+    error = second.ctl.recover(target.read_text(), "'r.json'")
+    assert error == "damaged (KeyError: 'op'), recovery file 'r.json'"
+    assert second.ctl.recover(saved.read_text(), "'r.json'") == "not a convstudio.recovery version 1 file, recovery file 'r.json'"
+    assert second.ctl.dumps() == edited
+
+
+def test_save_into_a_read_only_place_is_one_line(qtbot, tmp_path, saved):
+    win = make_window(qtbot, load(saved), tmp_path / "recovery")
+    win.ctl.set_attr("fc1", "out_features", 30)
+    assert not win.save_as(tmp_path / "missing" / "net.json")
+    assert win.statusBar().currentMessage() == f"error: folder does not exist, file '{tmp_path / 'missing' / 'net.json'}'"
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "net.json").mkdir()
+    assert not win.save_as(blocked / "net.json")
+    assert win.statusBar().currentMessage().startswith("error: is a folder; give a file name")
+    assert win.ctl.modified

@@ -52,3 +52,29 @@ def test_bad_file_and_bad_size_are_one_line_errors(tmp_path):
     result = run_design("--screenshot", str(tmp_path / "x.png"), "--size", "big", env_update={"QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 2 and "--size" in result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_display_check_follows_the_chosen_platform(monkeypatch):
+    from designer.gui.app import has_display
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert not has_display()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    assert not has_display(), "the X11 plugin needs DISPLAY"
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert has_display()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "wayland")
+    assert not has_display()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert has_display()
+
+
+def test_readme_shows_the_committed_resnet18_screenshot():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert "docs/screenshot_resnet18.png" in (root / "README.md").read_text()
+    image = QImage(str(root / "docs" / "screenshot_resnet18.png"))
+    assert (image.width(), image.height()) == (1600, 1000)
