@@ -107,3 +107,14 @@ def human_bytes(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.2f} {suffix}"
     return f"{int(n)} B"
+
+
+# Rows of every before / after / side-by-side table: (total key, label, formatter).
+METRIC_ROWS = (
+    ("nodes", "nodes", str),
+    ("params", "params", human),
+    ("macs", "MACs", human),
+    ("flops", "FLOPs", human),
+    ("activation_bytes", "activation memory", human_bytes),
+    ("peak_activation_bytes", "peak memory", human_bytes),
+)

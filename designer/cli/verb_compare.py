@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import human, load_design, print_json
-from designer.cli.verb_compress import ROWS, percent
+from designer.cli.common import METRIC_ROWS, human, load_design, print_json
+from designer.cli.verb_compress import percent
 from ir.cost import CONVENTIONS
 from ir.design import write_atomic
 from ir.errors import DesignError
@@ -73,7 +73,7 @@ def render(data: dict, console: Console) -> None:
     totals.add_column("", no_wrap=True)
     for label in labels:
         totals.add_column(label, justify="right", no_wrap=True)
-    for key, name, fmt in ROWS:
+    for key, name, fmt in METRIC_ROWS:
         totals.add_row(name, *[fmt(data["totals"][lb][key]) for lb in labels])
         totals.add_row(f"  Δ {name}", *[percent(data["deltas"][lb]["totals"][key]["pct"]) for lb in labels], style="dim")
     console.print(totals)

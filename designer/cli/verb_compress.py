@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.weights import init_params, load_design_weights, param_shapes, save_weights
-from designer.cli.common import human, human_bytes, load_design, print_json
+from designer.cli.common import METRIC_ROWS, load_design, print_json
 from ir.design import Design, save
 from ir.errors import DesignError
 from ir.passes.compare import before_after
@@ -16,16 +16,6 @@ from ir.passes.compress import STRATEGIES, parse_param_text
 
 VERB = "compress"
 HELP = "apply a compression strategy (see `convstudio strategies`) and print before / after / delta"
-
-ROWS = (
-    ("nodes", "nodes", str),
-    ("params", "params", human),
-    ("macs", "MACs", human),
-    ("flops", "FLOPs", human),
-    ("activation_bytes", "activation memory", human_bytes),
-    ("peak_activation_bytes", "peak memory", human_bytes),
-)
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="design file")
@@ -61,7 +51,7 @@ def render_before_after(data: dict, console: Console, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("", "before", "after", "delta", "%"):
         table.add_column(column, justify="left" if not column else "right")
-    for key, label, fmt in ROWS:
+    for key, label, fmt in METRIC_ROWS:
         d = data["delta"][key]
         sign = "+" if d["abs"] > 0 else "-" if d["abs"] < 0 else ""
         table.add_row(label, fmt(data["before"][key]), fmt(data["after"][key]), sign + fmt(abs(d["abs"])), percent(d["pct"]))

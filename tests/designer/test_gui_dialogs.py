@@ -2,6 +2,7 @@
 inference, training with live curves and cancel. Headless (pytest-qt); every dialog is screenshotted
 into /tmp/convstudio-dialogs."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,17 +11,18 @@ import onnxruntime as ort
 import pytest
 import torch
 from PyQt6.QtGui import QContextMenuEvent
-from PyQt6.QtWidgets import QApplication
+from PyQt6.QtWidgets import QApplication, QDoubleSpinBox, QSpinBox
 
 from designer.gui.dialogs.compare import CompareDialog
 from designer.gui.dialogs.compress import CompressDialog
 from designer.gui.dialogs.export import ExportDialog, InferenceDialog, run_inference
 from designer.gui.dialogs.fuse import FuseDialog
-from designer.gui.dialogs.train import TrainDialog
+from designer.gui.dialogs.train import TrainDialog, updated_section
 from designer.gui.mainwindow import MainWindow
 from ir.design import Design, dumps, load, save
 from ir.templates import build_template
 from ir.templates.builder import Builder
+from ir.training import SCHEDULER_PARAMS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lenet_digits.json"
 SHOTS = Path("/tmp/convstudio-dialogs")
@@ -324,4 +326,74 @@ def test_train_failure_shows_one_line(window, qtbot, tmp_path):
         with qtbot.waitSignal(dialog.failed, timeout=60_000) as failed:
             dialog.start()
         assert failed.args[0] == "error: CUDA was requested but no GPU is available, --device"
+    dialog.close()
+
+
+def scheduler_editors(dialog) -> dict:
+    """The scheduler parameter editors the dialog shows now, by parameter name."""
+    boxes = dialog.findChildren((QSpinBox, QDoubleSpinBox))
+    return {box.objectName().split("_", 2)[2]: box for box in boxes
+            if box.objectName().startswith("scheduler_") and box.isVisibleTo(dialog)}
+
+
+def test_train_scheduler_shows_its_parameters_with_defaults(window):
+    dialog = TrainDialog(window)
+    dialog.show()
+    assert dialog.scheduler_box.currentText() == "cosine" and list(scheduler_editors(dialog)) == ["t_max"]
+    dialog.scheduler_box.setCurrentText("step")
+    editors = scheduler_editors(dialog)
+    assert sorted(editors) == ["gamma", "step_size"]
+    assert isinstance(editors["step_size"], QSpinBox) and editors["step_size"].value() == 10
+    assert isinstance(editors["gamma"], QDoubleSpinBox) and editors["gamma"].value() == pytest.approx(0.1)
+    assert dialog.setup_form.labelForField(editors["step_size"]).text().strip() == "Step size"
+    assert dialog.overrides()["scheduler"] == {"name": "step"}
+    screenshot(dialog, "train_step_scheduler")
+    for name, params in SCHEDULER_PARAMS.items():
+        dialog.scheduler_box.setCurrentText(name)
+        editors = scheduler_editors(dialog)
+        assert sorted(editors) == sorted(params)
+        for param, default in params.items():
+            assert isinstance(editors[param], QSpinBox if isinstance(default, int) else QDoubleSpinBox)
+            assert editors[param].value() == pytest.approx(default)
+    dialog.scheduler_box.setCurrentText("cyclic")
+    scheduler_editors(dialog)["base_lr"].setValue(0.0005)
+    assert dialog.overrides()["scheduler"] == {"name": "cyclic", "base_lr": pytest.approx(0.0005)}
+    screenshot(dialog, "train_cyclic_scheduler")
+    dialog.close()
+
+
+def test_updated_section_merges_same_scheduler_and_replaces_another():
+    section = {"scheduler": {"name": "step", "step_size": 3, "gamma": 0.5}}
+    assert updated_section(section, {"scheduler": {"name": "step", "gamma": 0.25}}) == {
+        "scheduler": {"name": "step", "step_size": 3, "gamma": 0.25}}
+    assert updated_section(section, {"scheduler": {"name": "exponential", "gamma": 0.9}}) == {
+        "scheduler": {"name": "exponential", "gamma": 0.9}}
+
+
+def test_train_scheduler_parameters_prefill_edit_and_write_back(window, qtbot):
+    path = window.ctl.design.path
+    data = json.loads(Path(path).read_text())
+    data["training"]["scheduler"] = {"name": "step", "step_size": 3, "gamma": 0.5}
+    Path(path).write_text(json.dumps(data))
+    window.ctl.load_design(load(path))
+    dialog = TrainDialog(window)
+    dialog.show()
+    editors = scheduler_editors(dialog)
+    assert dialog.scheduler_box.currentText() == "step"
+    assert editors["step_size"].value() == 3 and editors["gamma"].value() == pytest.approx(0.5)
+    assert dialog.overrides() == {}
+    editors["gamma"].setValue(0.25)
+    assert dialog.overrides()["scheduler"] == {"name": "step", "gamma": 0.25}
+    editors["step_size"].setValue(4)
+    assert dialog.overrides()["scheduler"] == {"name": "step", "step_size": 4, "gamma": 0.25}
+    dialog.scheduler_box.setCurrentText("exponential")
+    dialog.scheduler_box.setCurrentText("step")
+    assert dialog.overrides()["scheduler"] == {"name": "step", "step_size": 4, "gamma": 0.25}
+    small_run(dialog, 1)
+    with qtbot.waitSignal(dialog.finished_run, timeout=120_000) as finished:
+        assert dialog.start()
+    assert finished.args[0]["config"]["scheduler"] == {"name": "step", "step_size": 4, "gamma": 0.25}
+    assert window.ctl.design.training["scheduler"] == {"name": "step", "step_size": 4, "gamma": 0.25}
+    window.ctl.undo_stack.undo()
+    assert window.ctl.design.training["scheduler"] == {"name": "step", "step_size": 3, "gamma": 0.5}
     dialog.close()

@@ -6,17 +6,9 @@ from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
 
-from designer.cli.common import human, human_bytes
+from designer.cli.common import METRIC_ROWS
 from ir.errors import DesignError
 
-METRIC_ROWS = (
-    ("nodes", "nodes", str),
-    ("params", "params", human),
-    ("macs", "MACs", human),
-    ("flops", "FLOPs", human),
-    ("activation_bytes", "activation memory", human_bytes),
-    ("peak_activation_bytes", "peak memory", human_bytes),
-)
 GAIN = "#1b7f3b"
 LOSS = "#b42318"
 

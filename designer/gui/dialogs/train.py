@@ -14,6 +14,7 @@ import math
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -35,13 +36,14 @@ from PyQt6.QtWidgets import (
 from backends.torch.train import RunOptions, default_weights_path, fit, merged_config
 from designer.gui.dialogs.common import Job, StatusLabel, error_line
 from ir.design import Design
-from ir.training import LOSSES, OPTIMIZERS, SCHEDULERS, training_config, validate_training
+from ir.training import LOSSES, OPTIMIZERS, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
 
 PLAIN_FIELDS = ("dataset", "loss", "l1", "epochs", "batch_size", "val_split", "seed")
 OPTIMIZER_FIELDS = ("name", "lr", "momentum", "nesterov", "weight_decay")
 STEPS = 1000  # progress-bar resolution per epoch
 FULL_BATCH = 0  # the batch-size spin box value that means 'full' (batch gradient descent)
 DEVICES = ("auto", "cpu", "cuda")
+ZERO_MEANS = {"t_max": "0 (the number of epochs)"}  # scheduler parameters whose 0 stands for something else
 
 
 def train(window) -> TrainDialog:
@@ -63,7 +65,9 @@ def updated_section(section: dict, overrides: dict) -> dict:
         if key == "optimizer":
             out["optimizer"] = {**out.get("optimizer", {}), **value}
         elif key == "scheduler":
-            out["scheduler"] = dict(value)
+            old = out.get("scheduler", {})
+            same = old.get("name", "none") == value["name"]
+            out["scheduler"] = {**old, **value} if same else dict(value)
         else:
             out[key] = value
     return validate_training(out)
@@ -74,6 +78,25 @@ def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
     box.setRange(lo, hi)
     box.setDecimals(decimals)
     box.setSingleStep(step)
+    return box
+
+
+def _param_label(name: str) -> str:
+    """'step_size' -> 'Step size', 'max_lr' -> 'Max LR'."""
+    text = " ".join("LR" if word == "lr" else word for word in name.split("_"))
+    return text[:1].upper() + text[1:]
+
+
+def _param_box(name: str, default: float) -> QAbstractSpinBox:
+    """A spin box for one scheduler parameter: whole numbers for integer defaults, else six decimals."""
+    if isinstance(default, int):
+        box = QSpinBox()
+        box.setRange(0, 1_000_000)
+    else:
+        box = _double(0.0, 10.0, 6, 0.01)
+        box.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+    if name in ZERO_MEANS:
+        box.setSpecialValueText(ZERO_MEANS[name])
     return box
 
 
@@ -114,6 +137,8 @@ class TrainDialog(QDialog):
         self.l1_box = _double(0.0, 1.0, 6, 0.0001)
         self.scheduler_box = QComboBox()
         self.scheduler_box.addItems(SCHEDULERS)
+        self.scheduler_params = {name: {param: _param_box(param, default) for param, default in params.items()}
+                                 for name, params in SCHEDULER_PARAMS.items()}
         self.epochs_box = QSpinBox()
         self.epochs_box.setRange(1, 100_000)
         self.batch_box = QSpinBox()
@@ -172,13 +197,20 @@ class TrainDialog(QDialog):
         left.addRow("Learning rate", self.lr_box)
         left.addRow("Momentum", self.momentum_box)
         left.addRow("", self.nesterov_box)
-        right.addRow("Weight decay (L2)", self.weight_decay_box)
-        right.addRow("L1 penalty", self.l1_box)
+        left.addRow("Weight decay (L2)", self.weight_decay_box)
+        left.addRow("L1 penalty", self.l1_box)
         right.addRow("Scheduler", self.scheduler_box)
+        for name, boxes in self.scheduler_params.items():
+            for param, box in boxes.items():
+                box.setObjectName(f"scheduler_{name}_{param}")
+                box.setToolTip(f"{name} scheduler: {param}")
+                right.addRow(f"    {_param_label(param)}", box)
         right.addRow("Epochs", self.epochs_box)
         right.addRow("Batch size", self.batch_box)
         right.addRow("Validation split", self.val_box)
         right.addRow("Seed", self.seed_box)
+        self.setup_form = right
+        self._show_scheduler_params(self.scheduler_box.currentText())
         columns = QHBoxLayout(setup)
         columns.addLayout(left, 1)
         columns.addSpacing(16)
@@ -208,6 +240,7 @@ class TrainDialog(QDialog):
         layout.addLayout(buttons)
         self.resize(900, 740)
 
+        self.scheduler_box.currentTextChanged.connect(self._show_scheduler_params)
         self.npz_button.clicked.connect(self._browse_npz)
         self.folder_button.clicked.connect(self._browse_folder)
         self.start_button.clicked.connect(lambda: self.start())
@@ -227,7 +260,14 @@ class TrainDialog(QDialog):
         self.nesterov_box.setChecked(bool(opt["nesterov"]))
         self.weight_decay_box.setValue(opt["weight_decay"])
         self.l1_box.setValue(config["l1"])
-        self.scheduler_box.setCurrentText(config["scheduler"]["name"])
+        sched = config["scheduler"]
+        self.scheduler_box.setCurrentText(sched["name"])
+        for name, boxes in self.scheduler_params.items():
+            defaults = SCHEDULER_PARAMS[name]
+            source = sched if name == sched["name"] else defaults
+            for param, box in boxes.items():
+                value = source.get(param, defaults[param])
+                box.setValue(round(value) if isinstance(box, QSpinBox) else float(value))
         self.epochs_box.setValue(config["epochs"])
         self.batch_box.setValue(FULL_BATCH if config["batch_size"] == "full" else config["batch_size"])
         self.val_box.setValue(config["val_split"])
@@ -241,7 +281,7 @@ class TrainDialog(QDialog):
             "optimizer": {"name": self.optimizer_box.currentText(), "lr": self.lr_box.value(), "momentum": self.momentum_box.value(),
                           "nesterov": self.nesterov_box.isChecked(), "weight_decay": self.weight_decay_box.value()},
             "l1": self.l1_box.value(),
-            "scheduler": self.scheduler_box.currentText(),
+            "scheduler": self.scheduler_values(),
             "epochs": self.epochs_box.value(),
             "batch_size": "full" if self.batch_box.value() == FULL_BATCH else self.batch_box.value(),
             "val_split": self.val_box.value(),
@@ -256,9 +296,22 @@ class TrainDialog(QDialog):
         optimizer = {k: now["optimizer"][k] for k in OPTIMIZER_FIELDS if not _same(now["optimizer"][k], base["optimizer"][k])}
         if optimizer:
             out["optimizer"] = optimizer
-        if now["scheduler"] != base["scheduler"]["name"]:
-            out["scheduler"] = {"name": now["scheduler"]}
+        name = now["scheduler"]["name"]
+        start = base["scheduler"] if name == base["scheduler"]["name"] else SCHEDULER_PARAMS[name]
+        changed = {k: v for k, v in now["scheduler"].items() if k != "name" and not _same(v, start[k])}
+        if changed or name != base["scheduler"]["name"]:
+            out["scheduler"] = {"name": name, **changed}
         return out
+
+    def scheduler_values(self) -> dict:
+        """The chosen scheduler's name and the values of its parameter editors."""
+        name = self.scheduler_box.currentText()
+        return {"name": name, **{param: box.value() for param, box in self.scheduler_params[name].items()}}
+
+    def _show_scheduler_params(self, chosen: str) -> None:
+        for name, boxes in self.scheduler_params.items():
+            for box in boxes.values():
+                self.setup_form.setRowVisible(box, name == chosen)
 
     def _browse_npz(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Dataset", "", "NumPy archives (*.npz);;All files (*)")
