@@ -62,6 +62,17 @@ def check_batch(batch: int, where: str) -> int:
     return batch
 
 
+def choose_input(name: str, names: list[str], owner: str, usage: str) -> str:
+    """The input an `--input` option means: the named one, or the only one when no name is given."""
+    if not name:
+        if len(names) != 1:
+            raise DesignError(f"the {owner} has inputs {', '.join(names)}: use --input {usage}", "--input")
+        return names[0]
+    if name not in names:
+        raise DesignError(f"the {owner} has no input named '{name}' (inputs: {', '.join(names)})", "--input")
+    return name
+
+
 def apply_input_shapes(graph: Graph, specs: list[str] | None) -> int | None:
     """Set Input shapes from `--input [NAME=]SHAPE` options; returns a batch size when one was given.
 
@@ -73,12 +84,7 @@ def apply_input_shapes(graph: Graph, specs: list[str] | None) -> int | None:
     inputs = graph.inputs
     for spec in specs:
         name, _, shape_text = spec.rpartition("=")
-        if not name:
-            if len(inputs) != 1:
-                raise DesignError(f"the design has inputs {', '.join(inputs)}: use --input NAME=SHAPE", "--input")
-            name = inputs[0]
-        if name not in inputs:
-            raise DesignError(f"no input named '{name}' (inputs: {', '.join(inputs)})", "--input")
+        name = choose_input(name, inputs, "design", "NAME=SHAPE")
         dims = parse_shape(shape_text)
         current = graph.nodes[name].attrs["shape"]
         if len(dims) == len(current) + 1:

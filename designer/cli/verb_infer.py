@@ -9,7 +9,7 @@ import numpy as np
 
 from backends.onnx import runtime
 from backends.onnx.runtime import MAX_INPUT_ELEMENTS, PROVIDERS, open_session
-from designer.cli.common import print_json
+from designer.cli.common import choose_input, print_json
 from ir.errors import DesignError
 
 VERB = "infer"
@@ -48,13 +48,7 @@ def _dtype(meta) -> type:
 
 def _load_npy(text: str, metas: list) -> tuple[str, np.ndarray]:
     name, _, path_text = ("", "", text) if Path(text).is_file() else text.partition("=")
-    names = [m.name for m in metas]
-    if not name:
-        if len(metas) != 1:
-            raise DesignError(f"the model has inputs {', '.join(names)}: use --input NAME=X.npy", "--input")
-        name = names[0]
-    if name not in names:
-        raise DesignError(f"the model has no input '{name}' (inputs: {', '.join(names)})", "--input")
+    name = choose_input(name, [m.name for m in metas], "model", "NAME=X.npy")
     path = Path(path_text)
     where = f"file '{path}'"
     if not path.is_file():
@@ -150,6 +144,16 @@ def run_args(args) -> dict:
     }
 
 
+def output_line(o: dict, digits: int = 6) -> str:
+    """One output's summary: name, shape, dtype, then min/max/mean and argmax where `summarize` gave them."""
+    line = f"{o['name']}: shape {'x'.join(map(str, o['shape']))} {o['dtype']}"
+    if "min" in o:
+        line += f", min {o['min']:.{digits}g}, max {o['max']:.{digits}g}, mean {o['mean']:.{digits}g}"
+    if "argmax" in o:
+        line += f", argmax {o['argmax']}"
+    return line
+
+
 def run(args) -> int:
     result = run_args(args)
     if args.json:
@@ -158,12 +162,7 @@ def run(args) -> int:
     if result["note"]:
         print(result["note"])
     for o in result["outputs"]:
-        line = f"{o['name']}: shape {'x'.join(map(str, o['shape']))} {o['dtype']}"
-        if "min" in o:
-            line += f", min {o['min']:.6g}, max {o['max']:.6g}, mean {o['mean']:.6g}"
-        if "argmax" in o:
-            line += f", argmax {o['argmax']}"
-        print(line)
+        print(output_line(o))
     lat = result["latency_ms"]
     print(f"latency over {result['runs']} runs: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms ({result['provider']})")
     return 0

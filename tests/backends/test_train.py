@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from backends.torch.train import RunOptions, Trainer, fit, merged_config
 from backends.weights import load_weights
@@ -19,13 +18,7 @@ from ir.templates import Builder
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train faster on one thread when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(hidden: int = 32, outputs: int = 10, dropout: bool = False, shape=(1, 8, 8), activation: str = "relu"):

@@ -18,13 +18,7 @@ from ir.templates import Builder, build_template
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train faster on one thread when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lenet_digits_example_reaches_95_percent(tmp_path, capsys):

@@ -38,7 +38,7 @@ from backends.onnx.ops import FLOOR_OPSET
 from backends.onnx.runtime import PROVIDERS
 from backends.weights import has_params, load_design_weights
 from designer.cli.common import human_bytes
-from designer.cli.verb_infer import run_args
+from designer.cli.verb_infer import output_line, run_args
 from designer.gui.dialogs.common import Job, StatusLabel, error_line
 from ir.design import Design
 from ir.errors import DesignError
@@ -305,13 +305,7 @@ class InferenceDialog(QDialog):
         self.latency_label.setText(f"latency over {result['runs']} runs: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms, "
                                    f"min {lat['min']:.3f} ms")
         lines = [f"input {name}: shape {'x'.join(map(str, shape))}" for name, shape in result["inputs"].items()]
-        for o in result["outputs"]:
-            line = f"{o['name']}: shape {'x'.join(map(str, o['shape']))} {o['dtype']}"
-            if "min" in o:
-                line += f", min {o['min']:.4g}, max {o['max']:.4g}, mean {o['mean']:.4g}"
-            if "argmax" in o:
-                line += f", argmax {o['argmax']}"
-            lines.append(line)
+        lines += [output_line(o, digits=4) for o in result["outputs"]]
         self.outputs.setPlainText("\n".join(lines))
         self.status.show_info("done")
         self.ran.emit(result)
