@@ -108,6 +108,12 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".rstrip() if unit else f"{n:g}"
 
 
+def signed(value: float, fmt) -> str:
+    """`fmt` of the magnitude with its sign: +12.5 k, -3.00 MiB, 0."""
+    sign = "+" if value > 0 else "-" if value < 0 else ""
+    return sign + fmt(abs(value))
+
+
 def human_bytes(n: float) -> str:
     for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if abs(n) >= div:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.weights import init_params, load_design_weights, param_shapes, save_weights
-from designer.cli.common import METRIC_ROWS, load_design, print_json
+from designer.cli.common import METRIC_ROWS, load_design, print_json, signed
 from ir.design import Design, save
 from ir.errors import DesignError
 from ir.passes.compare import before_after
@@ -53,8 +53,7 @@ def render_before_after(data: dict, console: Console, title: str) -> None:
         table.add_column(column, justify="left" if not column else "right")
     for key, label, fmt in METRIC_ROWS:
         d = data["delta"][key]
-        sign = "+" if d["abs"] > 0 else "-" if d["abs"] < 0 else ""
-        table.add_row(label, fmt(data["before"][key]), fmt(data["after"][key]), sign + fmt(abs(d["abs"])), percent(d["pct"]))
+        table.add_row(label, fmt(data["before"][key]), fmt(data["after"][key]), signed(d["abs"], fmt), percent(d["pct"]))
     console.print(table)
 
 
@@ -84,8 +83,7 @@ def run(args) -> int:
     out = Path(args.output)
     weights_name, fresh = None, []
     if has_weights:
-        initialized = set(init_params(result.graph, args.seed))
-        fresh = [name for name in param_shapes(result.graph) if name in initialized]
+        fresh = init_params(result.graph, args.seed)
         weights_name = out.with_suffix(".safetensors").name
     save(Design(result.graph, design.training, weights_name), out)
     if weights_name:

@@ -56,11 +56,11 @@ def application():
     return app
 
 
-def open_design(path: str | Path | None, template: str | None = None) -> Design:
-    """The design to show: a file, a template, or the default example (lenet)."""
+def open_design(path: str | Path | None, template: str | None = None) -> Design | None:
+    """The design to show: a file, a template, or None for the window's default example."""
     if path is not None:
         return load(path)
-    return Design(build_template(template or "lenet"))
+    return Design(build_template(template)) if template else None
 
 
 def _report_bug(kind, value, tb) -> None:

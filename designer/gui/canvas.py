@@ -71,8 +71,6 @@ class GraphScene(QGraphicsScene):
         self.edges.clear()
         self._wire = None
         graph = self.ctl.graph
-        if graph.nodes and "cost" not in next(iter(graph.nodes.values())).meta:
-            self.ctl.analyzer.refresh()
         self._update_max()
         for name in graph.nodes:
             self._create_node(name)
@@ -91,10 +89,13 @@ class GraphScene(QGraphicsScene):
 
     def _remove_edges_into(self, name: str) -> None:
         for key in [k for k in self.edges if k[0] == name]:
-            edge = self.edges.pop(key)
-            edge.detach()
-            self._lit_edges.discard(edge)
-            self.removeItem(edge)
+            self._drop_edge(self.edges.pop(key))
+
+    def _drop_edge(self, edge: EdgeItem) -> None:
+        """Take an edge (already out of `self.edges`) off its nodes and the scene."""
+        edge.detach()
+        self._lit_edges.discard(edge)
+        self.removeItem(edge)
 
     def _create_edges(self, name: str) -> None:
         node = self.ctl.graph.nodes[name]
@@ -128,9 +129,7 @@ class GraphScene(QGraphicsScene):
                 item = self.nodes.pop(name)
                 for edge in list(item.edges):
                     self.edges.pop((edge.dst.name, edge.index), None)
-                    edge.detach()
-                    self._lit_edges.discard(edge)
-                    self.removeItem(edge)
+                    self._drop_edge(edge)
                 self.removeItem(item)
         for name in change.added:
             if name in self.nodes:

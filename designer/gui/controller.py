@@ -15,7 +15,7 @@ from PyQt6.QtGui import QUndoStack
 
 from designer.gui import commands
 from designer.gui.fragments import extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
-from designer.gui.layout import NODE_HEIGHT, V_GAP, layered_layout
+from designer.gui.layout import ROW, layered_layout
 from designer.gui.recovery import read_recovery
 from ir.cost import Analyzer, CostReport
 from ir.design import Design, dumps, load, save
@@ -110,14 +110,21 @@ class Controller(QObject):
 
     def _attach(self, design: Design) -> None:
         if self.design is not None:
-            self.graph.unsubscribe(self._on_graph_event)
-            self.analyzer.close()
+            self._unwatch()
         self.design = design
-        self._place_unplaced(design.graph)
-        design.graph.subscribe(self._on_graph_event)
-        self.analyzer = Analyzer(design.graph, self.convention, self.batch)
-        self._change = Change(reset=True)
+        self._watch(design.graph)
         self.selection = []
+
+    def _unwatch(self) -> None:
+        self.graph.unsubscribe(self._on_graph_event)
+        self.analyzer.close()
+
+    def _watch(self, graph: Graph) -> None:
+        """Place, subscribe to and analyse `graph` (the design's graph); the views redraw it all."""
+        self._place_unplaced(graph)
+        graph.subscribe(self._on_graph_event)
+        self.analyzer = Analyzer(graph, self.convention, self.batch)
+        self._change = Change(reset=True)
 
     def _place_unplaced(self, graph: Graph) -> None:
         """Lay out a graph that has no positions; in a partly placed graph (a strategy or fusion
@@ -218,15 +225,11 @@ class Controller(QObject):
         self.report_changed.emit(self.report)
 
     def swap_graph(self, graph: Graph, training: dict, weights: str | None) -> None:
-        self.graph.unsubscribe(self._on_graph_event)
-        self.analyzer.close()
+        self._unwatch()
         self.design.graph = graph
         self.design.training = training
         self.design.weights = weights
-        self._place_unplaced(graph)
-        graph.subscribe(self._on_graph_event)
-        self.analyzer = Analyzer(graph, self.convention, self.batch)
-        self._change = Change(reset=True)
+        self._watch(graph)
 
     def set_convention(self, convention: str, batch: int | None) -> None:
         self.convention = convention
@@ -274,7 +277,7 @@ class Controller(QObject):
         rewire = [(c, i, self.graph.nodes[c].inputs[i], out) for c, i in self.graph.value_users(after)]
         src = parse_ref(after)[0]
         x, y = pos if pos is not None else self.graph.layout.get(src, (0.0, 0.0))
-        positions = {n: _round((x, y + (k + 1) * (NODE_HEIGHT + V_GAP))) for k, n in enumerate(new_names)}
+        positions = {n: _round((x, y + (k + 1) * ROW)) for k, n in enumerate(new_names)}
         self.push(commands.AddNodes(self, specs, positions, f"Insert block {name}", rewire))
         return new_names
 
@@ -304,10 +307,10 @@ class Controller(QObject):
         if graph.nodes[src].op == "Output":
             return f"'{src}' is an Output node and has no outputs"
         node = graph.nodes[dst]
-        lo, hi = node.opdef.arity
+        hi = node.opdef.arity[1]
         if index > len(node.inputs) or (hi is not None and index >= hi):
             return f"{node.op} '{dst}' has no input {index}"
-        if src == dst or dst in _ancestors_or_self(graph, src):
+        if src == dst or src in graph.descendants(dst):
             return f"connecting {src} to {dst} would make a cycle"
         return None
 
@@ -439,16 +442,4 @@ def _below_producers(graph: Graph, name: str) -> tuple[float, float]:
     if not placed:
         return (0.0, 0.0)
     x = sum(p[0] for p in placed) / len(placed)
-    return _round((x, max(p[1] for p in placed) + NODE_HEIGHT + V_GAP))
-
-
-def _ancestors_or_self(graph: Graph, name: str) -> set[str]:
-    seen = {name}
-    stack = [name]
-    while stack:
-        for src in graph.nodes[stack.pop()].input_names():
-            if src not in seen:
-                seen.add(src)
-                stack.append(src)
-    return seen
-
+    return _round((x, max(p[1] for p in placed) + ROW))

@@ -24,6 +24,7 @@ from PyQt6.QtWidgets import (
 
 from designer.cli.common import human, human_bytes
 from designer.gui.controller import HEATMAP_METRICS
+from designer.gui.node_item import shapes_text
 from ir.cost import CONVENTIONS
 
 COLUMNS = ("Node", "Op", "Output", "Params", "MACs", "FLOPs", "Activation")
@@ -81,7 +82,7 @@ class CostTableModel(QAbstractTableModel):
             if col == 2:
                 if c.error:
                     return "error"
-                return "  ".join("×".join(map(str, s)) for s in c.shapes) if c.shapes else "?"
+                return shapes_text(c.shapes) if c.shapes else "?"
             if not c.shapes:
                 return "?"
             if col == 6:

@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (
 )
 
 from designer.cli.common import human, human_bytes
+from designer.gui.node_item import shapes_text
 from ir.errors import DesignError
 from ir.ops.registry import Attr
 
@@ -127,8 +128,6 @@ class Inspector(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll)
-        self.error_label = QLabel()
-        self.info_label = QLabel()
         controller.selection_changed.connect(lambda _names: self.show_node(self._selected()))
         controller.graph_changed.connect(self._on_graph_changed)
         controller.report_changed.connect(lambda _report: self._show_info())
@@ -256,7 +255,7 @@ class Inspector(QWidget):
         self.error_label.setVisible(bool(error))
         cost = node.meta.get("cost")
         shapes = node.meta.get("shapes")
-        rows = ["<b>Output</b>: " + ("  ".join("N×" + "×".join(map(str, s)) for s in shapes) if shapes else "unknown")]
+        rows = ["<b>Output</b>: " + (shapes_text(shapes, "N×") if shapes else "unknown")]
         if not shapes and not error:
             rows.append("<b>Cost</b>: unknown until the input shapes are known")
         elif cost is not None and not error:

@@ -68,6 +68,11 @@ def compact(n: float) -> str:
     return f"{n:g}"
 
 
+def shapes_text(shapes: list, lead: str = "") -> str:
+    """[[64, 8, 8], [10]] -> '64×8×8  10'; `lead` (e.g. 'N×') goes before each shape."""
+    return "  ".join(lead + "×".join(map(str, s)) for s in shapes)
+
+
 def blend(t: float) -> QColor:
     t = max(0.0, min(1.0, t))
     return QColor(
@@ -110,7 +115,7 @@ class NodeItem(QGraphicsItem):
         self.n_inputs = max(self.n_inputs, lo)
         self.n_outputs = 0 if node.op == "Output" else node.opdef.num_outputs(node.resolved)
         self.accent = CATEGORY_COLORS.get(node.opdef.category, CATEGORY_COLORS["structure"])
-        shape_text = "  ".join("×".join(map(str, s)) for s in shapes) if shapes else "shape unknown"
+        shape_text = shapes_text(shapes) if shapes else "shape unknown"
         if self.error:
             cost_text = self.error
         elif cost is not None and shapes:

@@ -12,17 +12,12 @@ from designer.gui.mainwindow import MainWindow
 from designer.gui.node_item import ERROR_FILL
 from ir.design import Design
 from ir.templates import build_template
+from tests.designer.windows import make_window
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    win = MainWindow(Design(build_template("lenet")), recovery_folder=tmp_path / "recovery")
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
+    return make_window(qtbot, Design(build_template("lenet")), tmp_path / "recovery", (1200, 800))
 
 
 def drop_on_view(window, mime, scene_pos: QPointF) -> None:
@@ -170,9 +165,7 @@ def test_deleting_a_selected_edge_disconnects_it(window):
 
 
 def test_auto_layout_places_layers_without_overlap(qtbot, tmp_path):
-    win = MainWindow(Design(build_template("resnet18")), recovery_folder=tmp_path)
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
+    win = make_window(qtbot, Design(build_template("resnet18")), tmp_path)
     ctl = win.ctl
     ctl.move({"layer1_0_conv1": (900.0, 900.0)})
     win.layout_action.trigger()

@@ -18,11 +18,11 @@ from designer.gui.dialogs.compress import CompressDialog
 from designer.gui.dialogs.export import ExportDialog, InferenceDialog, run_inference
 from designer.gui.dialogs.fuse import FuseDialog
 from designer.gui.dialogs.train import TrainDialog, updated_section
-from designer.gui.mainwindow import MainWindow
 from ir.design import Design, dumps, load, save
 from ir.templates import build_template
 from ir.templates.builder import Builder
 from ir.training import SCHEDULER_PARAMS
+from tests.designer.windows import make_window
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lenet_digits.json"
 SHOTS = Path("/tmp/convstudio-dialogs")
@@ -32,13 +32,7 @@ SHOTS = Path("/tmp/convstudio-dialogs")
 def window(qtbot, tmp_path):
     path = tmp_path / "lenet_digits.json"
     shutil.copy(EXAMPLE, path)
-    win = MainWindow(load(path), recovery_folder=tmp_path / "recovery", autosave=False)
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
+    return make_window(qtbot, load(path), tmp_path / "recovery", (1200, 800), autosave=False)
 
 
 def screenshot(widget, name: str) -> None:

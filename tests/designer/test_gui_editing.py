@@ -9,14 +9,12 @@ from designer.gui.mainwindow import MainWindow
 from ir.cost import analyze
 from ir.design import Design, load
 from ir.templates import build_template
+from tests.designer.windows import make_window
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    win = MainWindow(Design(build_template("lenet")), recovery_folder=tmp_path / "recovery")
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
-    return win
+    return make_window(qtbot, Design(build_template("lenet")), tmp_path / "recovery")
 
 
 def panel_total_params(window) -> str:
@@ -179,12 +177,7 @@ def test_choosing_the_current_value_again_is_not_an_edit(window):
 def test_chart_labels_every_bar_even_with_long_layer_names(qtbot, tmp_path):
     from PyQt6.QtGui import QImage, QPainter
 
-    win = MainWindow(Design(build_template("shufflenet_v2_x1_0")), recovery_folder=tmp_path)
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
+    win = make_window(qtbot, Design(build_template("shufflenet_v2_x1_0")), tmp_path, (1400, 900))
     axis = win.cost_panel.chart.getAxis("left")
     image = QImage(8, 8, QImage.Format.Format_ARGB32)
     painter = QPainter(image)

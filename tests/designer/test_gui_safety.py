@@ -5,10 +5,10 @@ import os
 import pytest
 
 from designer.gui.layout import layered_layout
-from designer.gui.mainwindow import MainWindow
 from designer.gui.recovery import pending_recovery, read_recovery, recovery_path
 from ir.design import Design, dumps, load, save
 from ir.templates import build_template
+from tests.designer.windows import make_window
 
 
 @pytest.fixture
@@ -18,13 +18,6 @@ def saved(tmp_path):
     graph.layout.update(layered_layout(graph).positions)
     save(Design(graph), path)
     return path
-
-
-def make_window(qtbot, design, folder, **kwargs):
-    win = MainWindow(design, recovery_folder=folder, **kwargs)
-    win.close_prompt = lambda: "discard"
-    qtbot.addWidget(win)
-    return win
 
 
 def test_autosave_then_crash_then_recover(qtbot, tmp_path, saved):

@@ -6,7 +6,7 @@ from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
 
-from designer.cli.common import METRIC_ROWS
+from designer.cli.common import METRIC_ROWS, signed
 from ir.errors import DesignError
 
 GAIN = "#1b7f3b"
@@ -39,11 +39,6 @@ class StatusLabel(QLabel):
 
     def is_error(self) -> bool:
         return bool(self.styleSheet())
-
-
-def signed(value: float, fmt) -> str:
-    sign = "+" if value > 0 else "-" if value < 0 else ""
-    return sign + fmt(abs(value))
 
 
 class BeforeAfterTable(QTableWidget):
