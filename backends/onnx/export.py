@@ -57,12 +57,16 @@ class Emitter:
 
     def node(self, op_type: str, inputs: list[str], outputs: list[str], name: str, domain: str = "", **attrs) -> str:
         """Append one ONNX node (name made unique); returns its first output."""
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self._unique(name), domain=domain or None, **attrs))
+        return outputs[0]
+
+    def _unique(self, name: str) -> str:
+        """`name`, or `name_1`, `name_2`, ... when an earlier node took it."""
         unique, i = name, 1
         while unique in self._node_names:
             unique, i = f"{name}_{i}", i + 1
         self._node_names.add(unique)
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=unique, domain=domain or None, **attrs))
-        return outputs[0]
+        return unique
 
     def tmp(self, owner: str, label: str) -> str:
         return f"{owner}/{label}"
@@ -99,11 +103,7 @@ class Emitter:
         proto = opaque_to_onnx(s.node, list(s.ins), list(s.outs))
         if proto.domain:
             self.extra_domains[proto.domain] = max(self.extra_domains.get(proto.domain, 1), int(s.a["opset"]))
-        unique, i = proto.name or s.node.name, 1
-        while unique in self._node_names:
-            unique, i = f"{proto.name or s.node.name}_{i}", i + 1
-        proto.name = unique
-        self._node_names.add(unique)
+        proto.name = self._unique(proto.name or s.node.name)
         self.nodes.append(proto)
 
 

@@ -65,6 +65,11 @@ def sanitize(text: str) -> str:
     return name if re.match(r"[A-Za-z_]", name) else f"n_{name}"
 
 
+def base_name(node: onnx.NodeProto) -> str:
+    """The ONNX node's name, or its first output's, as a base for IR names."""
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
 class Importer:
     """State of one import: the ONNX model, the IR graph being built, and the value table."""
 
@@ -139,8 +144,7 @@ class Importer:
         params = {k: np.array(v, dtype=np.float32, order="C") for k, v in (params or {}).items()}
         node = self.graph.add(op, inputs, name=name, attrs=attrs, params=params)
         self._added.append(name)
-        ins = [self.shapes[parse_ref(r)[0]][parse_ref(r)[1]] for r in inputs]
-        self.shapes[name] = infer_node(node, ins)
+        self.shapes[name] = infer_node(node, [self._shape_of_ref(r) for r in inputs])
         return name
 
     def out(self, ref: str, **info) -> Value:
@@ -234,7 +238,7 @@ class Importer:
     def node(self, node: onnx.NodeProto) -> None:
         from backends.onnx.mapping import MAPPERS
 
-        label = node.name or (node.output[0] if node.output else node.op_type)
+        label = base_name(node)
         for name in node.input:
             if name:
                 self.value(name)
@@ -318,7 +322,7 @@ class Importer:
     # ---- opaque nodes ------------------------------------------------------------------
     def opaque(self, node: onnx.NodeProto, reason: str) -> None:
         """Keep `node` as an Opaque IR node with its ONNX output shapes."""
-        label = node.name or (node.output[0] if node.output else node.op_type)
+        label = base_name(node)
         where = f"{self.where} node '{label}'"
         self._check_subgraphs(node, where)
         refs, per_batch = [], {b: [] for b in self.batches}

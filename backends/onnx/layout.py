@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 
 from backends.onnx.fold import attrs_of
-from backends.onnx.importer import FLOAT, Importer, Unmappable, Value
-from backends.onnx.map_common import base_name, first_input
+from backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
+from backends.onnx.map_common import first_input, text
+from ir.graph import make_ref
 
 
 def _reshaped(imp: Importer, node: onnx.NodeProto, x: Value, out_shapes: list[tuple]) -> list[Value]:
@@ -171,7 +172,7 @@ def split(imp: Importer, node: onnx.NodeProto) -> list[Value]:
         part = -(-c // n)
         sizes = [min(part, c - k * part) for k in range(n)]
     name = imp.add("ChannelSplit", [x.ref], base_name(node), _split_attrs(sizes, c))
-    return [imp.out(f"{name}:{k}" if k else name) for k, o in enumerate(node.output) if o]
+    return [imp.out(make_ref(name, k)) for k, o in enumerate(node.output) if o]
 
 
 def split_to_sequence(imp: Importer, node: onnx.NodeProto) -> list[Value]:
@@ -203,7 +204,7 @@ def sequence_at(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     name = seq.info.get("split_node")
     if name is None:
         name = seq.info["split_node"] = imp.add("ChannelSplit", [source], base_name(node), attrs)
-    return [imp.out(f"{name}:{index}" if index else name)]
+    return [imp.out(make_ref(name, index))]
 
 
 def slice_(imp: Importer, node: onnx.NodeProto) -> list[Value]:
@@ -232,14 +233,13 @@ def slice_(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     sections = [s for s in (kept[0], kept[1] - kept[0], c - kept[1]) if s > 0]
     index = 1 if kept[0] > 0 else 0
     name = imp.add("ChannelSplit", [x.ref], base_name(node), {"sections": sections})
-    return [imp.out(f"{name}:{index}" if index else name)]
+    return [imp.out(make_ref(name, index))]
 
 
 def pad(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     x = first_input(imp, node, 3)
     a = attrs_of(node)
-    mode = a.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = text(a.get("mode", "constant"))
     if imp.opset < 11:
         pads, value = list(a.get("pads", a.get("paddings", []))), float(a.get("value", 0.0))
     else:

@@ -7,9 +7,9 @@ import onnx
 from backends.onnx.importer import Importer, Unmappable, Value
 
 
-def base_name(node: onnx.NodeProto) -> str:
-    """The ONNX node's name, or its first output's, as a base for IR names."""
-    return node.name or (node.output[0] if node.output else node.op_type)
+def text(value):
+    """A string attribute as str (onnx gives bytes); other values as they are."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def first_input(imp: Importer, node: onnx.NodeProto, rank: int | None = None) -> Value:

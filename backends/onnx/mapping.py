@@ -13,18 +13,16 @@ import numpy as np
 import onnx
 
 from backends.onnx.fold import attrs_of
-from backends.onnx.importer import FLOAT, Importer, Unmappable, Value
+from backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
 from backends.onnx.layout import LAYOUT_MAPPERS
-from backends.onnx.map_common import base_name, first_input, only_first_output, pair
-
-SELU_ALPHA = 1.6732632423543772
-SELU_GAMMA = 1.0507009873554805
+from backends.onnx.map_common import first_input, only_first_output, pair, text
+from backends.onnx.opaque import output_types
+from backends.onnx.ops import SELU_ALPHA, SELU_GAMMA
 
 
 def _pads(a: dict, in_hw, kernel, strides, dilations, extra=(0, 0, 0, 0)) -> tuple[int, int]:
     """Symmetric (pad_h, pad_w) from ONNX pads/auto_pad plus an absorbed Pad; else Unmappable."""
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = text(a.get("auto_pad", "NOTSET"))
     if auto in ("NOTSET", ""):
         pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
     elif auto == "VALID":
@@ -102,8 +100,7 @@ def conv_transpose(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     a = attrs_of(node)
     if "output_shape" in a:
         raise Unmappable("output_shape is not mapped (give pads and output_padding)")
-    auto = a.get("auto_pad", b"NOTSET")
-    if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "VALID", ""):
+    if text(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID", ""):
         raise Unmappable("auto_pad SAME on a transposed convolution is not mapped")
     group = int(a.get("group", 1))
     strides = pair(a.get("strides", [1, 1]), "strides")
@@ -339,8 +336,7 @@ def _hardsigmoid_attrs(a: dict) -> dict:
 
 
 def _gelu_attrs(a: dict) -> dict:
-    approx = a.get("approximate", b"none")
-    return {"approximate": approx.decode() if isinstance(approx, bytes) else approx}
+    return {"approximate": text(a.get("approximate", "none"))}
 
 
 def clip(imp: Importer, node: onnx.NodeProto) -> list[Value]:
@@ -422,8 +418,6 @@ def lrn(imp: Importer, node: onnx.NodeProto) -> list[Value]:
 
 def _check_onnx_shape(imp: Importer, node: onnx.NodeProto, x: Value, out: Value) -> None:
     """Compare with ONNX's own output shape (pooling ceil rules differ between versions)."""
-    from backends.onnx.opaque import output_types
-
     b = imp.batches[0]
     src = [((b, *x.shape), FLOAT)] + [imp.const(i) if i else None for i in node.input[1:]]
     (shape, _), *_ = output_types(node, src, imp.opsets)
@@ -503,8 +497,8 @@ def _reduce_spatial(op: str, since: int):
 def resize(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     x = first_input(imp, node, 3)
     a = attrs_of(node)
-    text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in a.items()}
-    mode = text.get("mode", "nearest")
+    strings = {k: text(v) for k, v in a.items()}
+    mode = strings.get("mode", "nearest")
     if node.op_type == "Upsample" or imp.opset < 11:
         scales = a.get("scales") if "scales" in a else imp.const(node.input[1])
         sizes = None
@@ -513,9 +507,9 @@ def resize(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     else:
         scales = imp.const_or_none(node, 2)
         sizes = imp.const_or_none(node, 3)
-        transform = text.get("coordinate_transformation_mode", "half_pixel")
-        nearest = text.get("nearest_mode", "round_prefer_floor")
-        if a.get("antialias", 0) or "axes" in a or text.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        transform = strings.get("coordinate_transformation_mode", "half_pixel")
+        nearest = strings.get("nearest_mode", "round_prefer_floor")
+        if a.get("antialias", 0) or "axes" in a or strings.get("keep_aspect_ratio_policy", "stretch") != "stretch":
             raise Unmappable("antialias, axes or keep_aspect_ratio_policy")
     attrs: dict = {}
     if sizes is not None and np.size(sizes) > 0:

@@ -19,11 +19,14 @@ from ir.ops import registry
 from ir.ops.activation import FUSED_ACTIVATIONS
 from ir.ops.conv import conv_pads
 from ir.ops.pool import pool_out_size
+from ir.passes.fuse import ACTIVATION_PARAM
 
 if TYPE_CHECKING:
     from backends.onnx.export import Emitter, Site
 
 FLOOR_OPSET = 11  # the oldest opset this exporter writes (Clip bounds as inputs, Resize coordinate modes)
+SELU_ALPHA = 1.6732632423543772
+SELU_GAMMA = 1.0507009873554805
 
 Shape = tuple[int, ...]
 
@@ -90,12 +93,13 @@ def _hardswish(e, owner, a, x, y):
     if e.opset >= 14:
         e.node("HardSwish", [x], [y], owner)
         return
-    s = e.node("HardSigmoid", [x], [e.tmp(owner, "hardsigmoid")], owner + "/hardsigmoid", alpha=1.0 / 6, beta=0.5)
+    s = e.tmp(owner, "hardsigmoid")
+    _hardsigmoid(e, owner + "/hardsigmoid", a, x, s)
     e.node("Mul", [x, s], [y], owner)
 
 
 def _selu(e, owner, a, x, y):
-    e.node("Selu", [x], [y], owner, alpha=1.6732632423543772, gamma=1.0507009873554805)
+    e.node("Selu", [x], [y], owner, alpha=SELU_ALPHA, gamma=SELU_GAMMA)
 
 
 def _gelu(e, owner, a, x, y):
@@ -140,9 +144,6 @@ ACTIVATIONS: dict[str, Callable] = {
     "Softmax": _softmax,
 }
 
-# The attribute of the activation op that a fused `activation_param` sets.
-FUSED_PARAM = {"LeakyReLU": "negative_slope", "ELU": "alpha"}
-
 
 def _activation_entry(op: str) -> Lowering:
     def emit(e, s):
@@ -168,7 +169,7 @@ def emit_fused_activation(e, s, pre: str) -> None:
     if act == "none":
         return
     op = FUSED_ACTIVATIONS[act]
-    attrs = {FUSED_PARAM[op]: s.a["activation_param"]} if op in FUSED_PARAM else {}
+    attrs = {ACTIVATION_PARAM[op]: s.a["activation_param"]} if op in ACTIVATION_PARAM else {}
     ACTIVATIONS[op](e, s.node.name + "/" + act, registry.get(op).resolve(attrs), pre, s.outs[0])
 
 
