@@ -12,12 +12,12 @@ recomputes only what an edit affects.
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass, field
 
 from ir.errors import DesignError
 from ir.graph import Graph, parse_ref
-from ir.shapes import infer_one
+from ir.ops.registry import numel
+from ir.shapes import infer_one, input_shapes_of
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
 BYTES_PER_ELEMENT = 4  # float32 activations
@@ -100,22 +100,20 @@ def node_cost(graph: Graph, name: str, shapes: dict, convention: str, owner: boo
     outs = shapes.get(name)
     if outs is None:
         return NodeCost(name, node.op, None, error=node.meta.get("error"))
-    ins = []
-    for ref in node.inputs:
-        src, idx = parse_ref(ref)
-        ins.append(shapes[src][idx])
+    ins = input_shapes_of(graph, node, shapes)
     opdef = node.opdef
     a = node.resolved
     terms = opdef.cost(a, ins, outs)
-    params = sum(_numel(s) for s in opdef.params(a, ins).values()) if owner else 0
-    act = 0 if opdef.alias else sum(_numel(s) for s in outs) * BYTES_PER_ELEMENT
+    params = sum(numel(s) for s in opdef.params(a, ins).values()) if owner else 0
+    act = 0 if opdef.alias else sum(_bytes(s) for s in outs)
     key = "macs" if convention == "torchvision" else convention
     value = {"torchvision": terms.macs, "fvcore": terms.fvcore, "flops": terms.flops}[convention]
     return NodeCost(name, node.op, outs, params, terms.macs, value, act, terms.formulas.get(key, ""))
 
 
-def _numel(shape) -> int:
-    return math.prod(shape)
+def _bytes(shape) -> int:
+    """Size of one float32 activation of `shape`."""
+    return numel(shape) * BYTES_PER_ELEMENT
 
 
 @dataclass
@@ -189,7 +187,7 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
         ids = []
         for shape in c.shapes:
             ids.append(len(buffers.sizes))
-            buffers.sizes.append(math.prod(shape) * BYTES_PER_ELEMENT)
+            buffers.sizes.append(_bytes(shape))
             buffers.born.append(step)
             buffers.last_use.append(step)
         values[name] = buffers.owner[name] = ids
@@ -325,17 +323,13 @@ class Analyzer:
         buffers = self._buffers
         for name in names:
             for sid, shape in zip(buffers.owner.get(name, ()), self.shapes[name]):
-                buffers.resize(sid, math.prod(shape) * BYTES_PER_ELEMENT)
+                buffers.resize(sid, _bytes(shape))
 
     def _owners(self) -> dict[str, bool]:
-        owners = {}
-        seen_groups = set()
-        for name, node in self.graph.nodes.items():
-            if node.share:
-                owners[name] = node.share not in seen_groups
-                seen_groups.add(node.share)
-            else:
-                owners[name] = True
+        """Whether each node counts its parameters: all but the later members of a sharing group."""
+        owners = dict.fromkeys(self.graph.nodes, True)
+        for members in self.graph.share_groups().values():
+            owners.update(dict.fromkeys(members[1:], False))
         return owners
 
     def _count(self, cost: NodeCost | None, sign: int) -> None:

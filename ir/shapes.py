@@ -34,7 +34,7 @@ def infer_node(node: Node, ins: list[Shape]) -> list[Shape]:
         check_param_sizes(opdef.params(node.resolved, ins))
         return outs
     except DesignError as e:
-        raise type(e)(e.what, f"{where} {e.where}".strip()) from None
+        raise e.at(where) from None
 
 
 def infer_one(graph: Graph, node: Node, shapes: dict) -> tuple[list[Shape] | None, DesignError | None]:

@@ -18,7 +18,7 @@ import numpy as np
 from ir.ops import registry
 from ir.ops.activation import FUSED_ACTIVATIONS
 from ir.ops.conv import conv_pads
-from ir.ops.pool import pool_out_size
+from ir.ops.pool import pool_out_size, pool_stride
 from ir.passes.fuse import ACTIVATION_PARAM
 
 if TYPE_CHECKING:
@@ -310,17 +310,13 @@ def _lrn(e, s):
 # gives PyTorch's output size in floor mode.
 
 
-def _stride(a: dict) -> tuple[int, int]:
-    return a["stride"] if a["stride"] is not None else a["kernel_size"]
-
-
 def _end_pads(a: dict, sizes, begin, dilation=(1, 1), padded=None) -> list[int]:
     """End padding per spatial axis so that floor-mode pooling yields PyTorch's output size.
 
     `padded` gives the sizes actually pooled when the input was padded beforehand.
     """
     out = []
-    for axis, (size, k, st, p, d) in enumerate(zip(sizes, a["kernel_size"], _stride(a), a["padding"], dilation)):
+    for axis, (size, k, st, p, d) in enumerate(zip(sizes, a["kernel_size"], pool_stride(a), a["padding"], dilation)):
         target = pool_out_size(size, k, st, p, d, a["ceil_mode"])
         pooled = padded[axis] if padded else size
         out.append(max(begin[axis], (target - 1) * st + d * (k - 1) + 1 - pooled - begin[axis]))
@@ -342,14 +338,14 @@ def _maxpool(e, s):
         # onnxruntime wants pads smaller than the kernel: pad the extra part beforehand with -inf.
         x = _pad(e, name, x, [0, 0], [p - b for p, b in zip(end, (ph, pw))], -np.inf, "ceil_pad")
         end = [ph, pw]
-    e.node("MaxPool", [x], [s.outs[0]], name, kernel_shape=kernel, strides=_pair(_stride(a)), pads=[ph, pw, *end],
+    e.node("MaxPool", [x], [s.outs[0]], name, kernel_shape=kernel, strides=_pair(pool_stride(a)), pads=[ph, pw, *end],
            dilations=_pair(dilation))
 
 
 def _avgpool(e, s):
     a, name, x = s.a, s.node.name, s.ins[0]
     (ph, pw), sizes = a["padding"], s.in_shapes[0][1:]
-    attrs = {"kernel_shape": _pair(a["kernel_size"]), "strides": _pair(_stride(a))}
+    attrs = {"kernel_shape": _pair(a["kernel_size"]), "strides": _pair(pool_stride(a))}
     if not a["ceil_mode"]:
         e.node("AveragePool", [x], [s.outs[0]], name, **attrs, pads=[ph, pw, ph, pw], count_include_pad=int(a["count_include_pad"]))
         return

@@ -56,15 +56,16 @@ def _same_shape(a: dict, ins: list) -> list:
     return checked([ins[0]])
 
 
-def _activation(name: str, attrs: tuple[Attr, ...] = (), doc: str = "", check=None) -> OpDef:
+def _activation(name: str, attrs: tuple[Attr, ...] = (), doc: str = "", check=None, infer=_same_shape, params=None) -> OpDef:
+    """Register an activation costing ACT_FLOPS[name] per element."""
     per = ACT_FLOPS[name]
 
     def cost(a: dict, ins: list, outs: list) -> OpCost:
         n = numel(outs[0])
         return OpCost(0, per * n, 0, {"macs": "0", "flops": f"{per}·numel = {per}·{n}", "fvcore": "0 (not counted by fvcore)"})
 
-    kwargs = {"check": check} if check else {}
-    return register(OpDef(name, "activation", attrs, (1, 1), _same_shape, cost, doc=doc, **kwargs))
+    kwargs = {key: value for key, value in {"check": check, "params": params}.items() if value}
+    return register(OpDef(name, "activation", attrs, (1, 1), infer, cost, doc=doc, **kwargs))
 
 
 def _prelu_params(a: dict, ins: list) -> dict:
@@ -102,30 +103,14 @@ _activation("SiLU", doc="x·sigmoid(x) (swish)")
 _activation("GELU", (Attr("approximate", "choice", "none", choices=("none", "tanh")),), doc="x·Φ(x)")
 _activation("Hardswish", doc="x·relu6(x + 3) / 6")
 _activation("Hardsigmoid", doc="relu6(x + 3) / 6")
-register(
-    OpDef(
-        "PReLU",
-        "activation",
-        (Attr("num_parameters", "int", 1, min=1), Attr("init", "float", 0.25)),
-        (1, 1),
-        _prelu_infer,
-        lambda a, ins, outs: OpCost(0, 2 * numel(outs[0]), 0, {"macs": "0", "flops": f"2·numel = 2·{numel(outs[0])}", "fvcore": "0 (not counted by fvcore)"}),
-        params=_prelu_params,
-        doc="leaky ReLU with a learned slope (one, or one per channel)",
-    )
+_activation(
+    "PReLU",
+    (Attr("num_parameters", "int", 1, min=1), Attr("init", "float", 0.25)),
+    doc="leaky ReLU with a learned slope (one, or one per channel)",
+    infer=_prelu_infer,
+    params=_prelu_params,
 )
-
-register(
-    OpDef(
-        "Softmax",
-        "activation",
-        (Attr("dim", "int", 1),),
-        (1, 1),
-        _softmax_infer,
-        lambda a, ins, outs: OpCost(0, 3 * numel(outs[0]), 0, {"macs": "0", "flops": f"3·numel = 3·{numel(outs[0])}", "fvcore": "0 (not counted by fvcore)"}),
-        doc="exp(x) / sum(exp(x)) along `dim` (1 = channels)",
-    )
-)
+_activation("Softmax", (Attr("dim", "int", 1),), doc="exp(x) / sum(exp(x)) along `dim` (1 = channels)", infer=_softmax_infer)
 
 _activation(
     "RReLU",

@@ -19,7 +19,8 @@ def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) ->
     return span // s + 1
 
 
-def _stride(a: dict) -> tuple[int, int]:
+def pool_stride(a: dict) -> tuple[int, int]:
+    """A window's stride: the `stride` attribute, defaulting to the kernel size as in PyTorch."""
     return a["stride"] if a["stride"] is not None else a["kernel_size"]
 
 
@@ -33,7 +34,7 @@ def _pool_check(a: dict) -> None:
 def _pool_infer(a: dict, ins: list) -> list:
     need_rank(ins[0], 3)
     c, h, w = ins[0]
-    (kh, kw), (sh, sw), (ph, pw) = a["kernel_size"], _stride(a), a["padding"]
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel_size"], pool_stride(a), a["padding"]
     dh, dw = a.get("dilation") or (1, 1)
     ho = pool_out_size(h, kh, sh, ph, dh, a["ceil_mode"])
     wo = pool_out_size(w, kw, sw, pw, dw, a["ceil_mode"])

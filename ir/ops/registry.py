@@ -207,7 +207,7 @@ class OpDef:
         try:
             self.check(self.resolve(out))
         except DesignError as e:
-            raise type(e)(e.what, f"{where} {e.where}".strip()) from None
+            raise e.at(where) from None
         return out
 
     def resolve(self, attrs: dict) -> dict:

@@ -121,9 +121,8 @@ def drop_stale_params(graph: Graph) -> list[str]:
 
 
 def finish(graph: Graph, changed: list[str], declined: list[dict], report: list[str]) -> PassResult:
-    """Check the rewritten graph (verify + strict shapes) and package the result."""
+    """Verify the rewritten graph, whose shapes the caller has just inferred strictly, and package the result."""
     verify(graph)
-    infer_shapes(graph, strict=True)
     dropped = drop_stale_params(graph)
     if dropped:
         report.append(f"fresh weights needed for {', '.join(dropped)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ir.errors import DesignError
 from ir.graph import Graph
 from ir.ops.conv import conv_pads
+from ir.ops.pool import pool_stride
 from ir.passes.compress.common import conv_strategy
 from ir.shapes import infer_shapes
 
@@ -17,8 +18,7 @@ DOWNSAMPLERS = ("Conv2d", "MaxPool2d", "AvgPool2d")
 
 
 def _stride(graph: Graph, name: str) -> tuple[int, int]:
-    a = graph.nodes[name].resolved
-    return a["stride"] if a["stride"] is not None else a["kernel_size"]
+    return pool_stride(graph.nodes[name].resolved)
 
 
 def _later_downsampler(graph: Graph, name: str) -> tuple[str | None, list[str], str | None]:
