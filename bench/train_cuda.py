@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from backends.torch import lower
+from designer.cli.common import format_shape
 from designer.cli.main import main as convstudio
 from ir.templates import build_template
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, shape in MODELS.items():
         gpu = statistics.median(step_times(name, shape, "cuda", args.steps, args.batch)) * 1e3
         cpu = statistics.median(step_times(name, shape, "cpu", max(3, args.steps // 4), args.batch)) * 1e3
-        print(f"{name:<10} {'x'.join(map(str, shape)):<10} {gpu:>13.2f} {cpu:>12.2f} {cpu / gpu:>8.1f}x", flush=True)
+        print(f"{name:<10} {format_shape(shape):<10} {gpu:>13.2f} {cpu:>12.2f} {cpu / gpu:>8.1f}x", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         design = Path(folder) / EXAMPLE.name
         shutil.copy(EXAMPLE, design)

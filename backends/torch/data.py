@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from ir.design import Design
 from ir.errors import DesignError
-from ir.graph import parse_ref
 from ir.shapes import infer_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -41,12 +40,7 @@ def io_shapes(design: Design) -> tuple[list[tuple], list[tuple]]:
     """Per-sample shapes of the design's inputs and outputs (graph order)."""
     graph = design.graph
     infer_shapes(graph, strict=True)
-    ins = [tuple(graph.nodes[n].attrs["shape"]) for n in graph.inputs]
-    outs = []
-    for name in graph.outputs:
-        src, k = parse_ref(graph.nodes[name].inputs[0])
-        outs.append(tuple(graph.nodes[src].meta["shapes"][k]))
-    return ins, outs
+    return [graph.nodes[n].meta["shapes"][0] for n in graph.inputs], [graph.nodes[n].meta["shapes"][0] for n in graph.outputs]
 
 
 def resolve_data_path(spec: str, design: Design) -> Path:

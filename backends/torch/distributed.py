@@ -18,11 +18,10 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Context:
-    """Where this process stands: its rank among `world` processes and the device it trains on."""
+    """Where this process stands: its rank among `world` processes."""
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -43,7 +42,7 @@ def context(device: torch.device) -> Context:
         return Context()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return Context(dist.get_rank(), dist.get_world_size())
 
 
 def all_sum(values: list[float], ctx: Context, device: torch.device) -> list[float]:

@@ -24,7 +24,7 @@ def l1_penalty(module: nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in module.parameters() if p.requires_grad)
 
 
-def class_accuracy(loss: str, logits: torch.Tensor, labels: torch.Tensor) -> float:
+def class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of samples classified right: argmax over classes, or logit > 0 for one binary output."""
     if logits.ndim == 2 and logits.shape[1] == 1:
         predicted = (logits[:, 0] > 0).long()

@@ -29,6 +29,7 @@ from torch.utils.data import DistributedSampler
 from backends.torch import distributed as dist_ctx
 from backends.torch.data import Samples, load_samples, mine_triplets, split_indices
 from backends.torch.losses import class_accuracy, l1_penalty, make_loss, nearest_centroid_accuracy
+from backends.torch.lower import lower, params_from_module
 from backends.torch.optim import Schedule, make_optimizer
 from backends.weights import has_params, load_design_weights, save_weights
 from ir.design import Design, write_atomic
@@ -62,9 +63,7 @@ def merged_config(section: dict | None, overrides: dict | None) -> dict:
     """The training section with `overrides` applied (nested optimizer/scheduler merged), validated, defaults filled."""
     merged = copy.deepcopy(section or {})
     for key, value in (overrides or {}).items():
-        if key == "optimizer" and isinstance(value, str):
-            value = {"name": value}
-        if key == "scheduler" and isinstance(value, str):
+        if key in ("optimizer", "scheduler") and isinstance(value, str):
             value = {"name": value}
         if key in ("optimizer", "scheduler") and isinstance(value, dict) and isinstance(merged.get(key), dict):
             base = merged[key]
@@ -114,9 +113,14 @@ def read_checkpoint(path: Path | str) -> dict:
     return state
 
 
+def state_signature(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """Tensor name -> shape of a state_dict, as a checkpoint records it."""
+    return {k: list(v.shape) for k, v in state.items()}
+
+
 def check_signature(state: dict, module: torch.nn.Module, path: Path | str) -> None:
     """The checkpoint's tensors must be exactly the module's (names and shapes)."""
-    mine = {k: list(v.shape) for k, v in module.state_dict().items()}
+    mine = state_signature(module.state_dict())
     theirs = state["signature"]
     for key in sorted(set(mine) | set(theirs)):
         if mine.get(key) != theirs.get(key):
@@ -169,8 +173,6 @@ class Trainer:
     """One training run: data, lowered module, optimizer, schedule and position, resumable from a checkpoint."""
 
     def __init__(self, design: Design, overrides: dict | None, options: RunOptions):
-        from backends.torch import lower
-
         self.design, self.options = design, options
         resume = read_checkpoint(options.resume) if options.resume else None
         if resume is not None:
@@ -264,17 +266,17 @@ class Trainer:
         pos, neg = mine_triplets(self.labels[self.train_rows].cpu(), g)
         return pos.to(self.device), neg.to(self.device)
 
-    def embed_triplet(self, net: torch.nn.Module, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> tuple:
+    def embed_triplet(self, a: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> tuple:
         if self.three_inputs:
-            return tuple(net(a, p, n))
-        return tuple(net(torch.cat([a, p, n])).split(len(a)))
+            return tuple(self.net(a, p, n))
+        return tuple(self.net(torch.cat([a, p, n])).split(len(a)))
 
     def batch_loss(self, positions: torch.Tensor, triplets: tuple | None) -> tuple[torch.Tensor, int]:
         rows = self.train_rows[positions]
         if self.triplet:
             pos, neg = triplets
             positives, negatives = self.x[self.train_rows[pos[positions]]], self.x[self.train_rows[neg[positions]]]
-            loss = self.criterion(*self.embed_triplet(self.net, self.x[rows], positives, negatives))
+            loss = self.criterion(*self.embed_triplet(self.x[rows], positives, negatives))
         else:
             try:
                 outputs = self.net(self.x[rows])
@@ -309,13 +311,13 @@ class Trainer:
                     g = torch.Generator().manual_seed(self.config["seed"])
                     pos, neg = mine_triplets(self.labels[rows].cpu(), g)
                     val_loss = self.criterion(outputs, outputs[pos.to(self.device)], outputs[neg.to(self.device)]).item()
-                train_emb = self.embeddings(self.train_rows)
+                train_emb = self.embeddings(self.train_rows) if len(self.val_rows) else outputs
                 return val_loss, nearest_centroid_accuracy(train_emb, self.labels[self.train_rows], outputs, self.labels[rows])
             if len(self.val_rows):
                 val_loss = self.criterion(outputs, self.targets[rows]).item()
             accuracy = None
             if self.labels is not None and outputs.ndim == 2 and (outputs.shape[1] > 1 or self.config["loss"] == "bce"):
-                accuracy = class_accuracy(self.config["loss"], outputs, self.labels[rows])
+                accuracy = class_accuracy(outputs, self.labels[rows])
             return val_loss, accuracy
         finally:
             self.model.train()
@@ -323,16 +325,17 @@ class Trainer:
     # ----- files -----
 
     def save_checkpoint(self) -> None:
+        model_state = self.model.state_dict()
         state = {
             "format": CHECKPOINT_FORMAT,
             "design": self.design.name,
-            "signature": {k: list(v.shape) for k, v in self.model.state_dict().items()},
+            "signature": state_signature(model_state),
             "config": self.config,
             "epoch": self.epoch,
             "step": self.step,
             "partial": list(self.partial),
             "history": self.history,
-            "model": self.model.state_dict(),
+            "model": model_state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "rng": torch.get_rng_state(),
@@ -353,8 +356,6 @@ class Trainer:
 
     def write_weights(self) -> None:
         """Copy the trained tensors into node.params; rank 0 writes the safetensors file and names it in the design."""
-        from backends.torch import params_from_module
-
         graph = self.design.graph
         params_from_module(graph, self.model)
         if self.options.rank_weights:
@@ -389,7 +390,7 @@ class Trainer:
                             on_step(self.step, len(batches))
                     if not (stopped or interrupted):
                         self.finish_epoch(started, lr_used, on_epoch)
-            if main:
+            if main and (stopped or interrupted):  # a finished epoch has saved its checkpoint already
                 self.save_checkpoint()
             self.write_weights()
             if main and self.options.plot:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backends.torch.codegen import generate
-from backends.torch.lower import class_name_for
 from backends.weights import load_design_weights
 from designer.cli.common import apply_input_shapes, load_design, print_json
 from ir.design import write_atomic
@@ -24,13 +22,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from backends.torch.codegen import generate
+    from backends.torch.lower import class_name_for
+
     design = load_design(args.file)
     apply_input_shapes(design.graph, args.input)
     load_design_weights(design)  # the generated class must fit the weights that travel with the design
     weights = weights_seen_from(design, args.output)
-    source = generate(design.graph, args.class_name, weights)
-    write_atomic(args.output, source)
     class_name = args.class_name or class_name_for(design.name)
+    source = generate(design.graph, class_name, weights)
+    write_atomic(args.output, source)
     summary = {"output": args.output, "class_name": class_name, "lines": source.count("\n"), "weights": weights}
     if args.json:
         print_json(summary)

@@ -85,14 +85,14 @@ def epoch_line(row: dict, epochs: int, loss: str = "cross_entropy") -> str:
             f"{label} {accuracy}  lr {row['lr']:.3g}  {row['seconds']:.2f} s")
 
 
-def launch_distributed(args: argparse.Namespace) -> int:
+def launch_distributed(args: argparse.Namespace, overrides: dict) -> int:
     """Check the inputs here, then run this verb in `--nproc` processes through torchrun."""
     from backends.torch.distributed import launch_command, run_launcher
     from backends.torch.train import Trainer
 
     if args.nproc < 1:
         raise DesignError(f"must be at least 1, got {args.nproc}", "--nproc")
-    Trainer(load_design(args.file), overrides_from(args), run_options(args))  # every input check, before any process starts
+    Trainer(load_design(args.file), overrides, run_options(args))  # every input check, before any process starts
     result = run_launcher(launch_command(args.nproc, "designer.cli.main", [VERB, *worker_argv(args)]))
     if result.interrupted:
         return 130
@@ -120,7 +120,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.nproc != 1:
-        return launch_distributed(args)
+        return launch_distributed(args, overrides)
     from backends.torch.train import Trainer
 
     design = load_design(args.file)
@@ -164,10 +164,10 @@ class EpochProgress:
         self.task = None
 
     def update(self, step: int, steps: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
         if self.bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
             self.bar = Progress("steps", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=self.console or Console(stderr=True), transient=True)
             self.bar.start()

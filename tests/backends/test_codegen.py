@@ -17,7 +17,7 @@ from designer.cli.main import main
 from ir.design import Design, save
 from ir.graph import Graph
 from ir.templates import TEMPLATES, build_template
-from tests.backends.test_torch_lowering import CASES, _case_id, assert_outputs_close, op_graph, random_params
+from tests.backends.test_torch_lowering import CASES, _case_id, _template_input, assert_outputs_close, op_graph, random_params
 
 ATOL = 1e-6  # same torch ops on the same weights; only kernel scheduling may differ
 
@@ -131,8 +131,7 @@ def test_generated_file_imports_only_torch_and_reads_well():
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_template_generates_one_class_with_init_and_forward(name):
     template = TEMPLATES[name]
-    shape = template.input_shape
-    graph = build_template(name, (shape[0], 64, 64) if len(shape) == 3 and shape[1] > 64 else shape, min(template.num_classes, 10))
+    graph = build_template(name, _template_input(template), min(template.num_classes, 10))
     tree = ast.parse(generate(graph, class_name="Net"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

@@ -255,11 +255,12 @@ def test_op_matches_reference(case):
     got = got if isinstance(got, tuple) else (got,)
     expected = expected if isinstance(expected, tuple) else (expected,)
     assert len(got) == len(expected)
-    ir_shapes = analyze(graph).by_name()["node"].shapes
+    report = analyze(graph)
+    ir_shapes = report.by_name()["node"].shapes
     for g, e, s in zip(got, expected, ir_shapes):
         assert tuple(g.shape[1:]) == tuple(s)
         torch.testing.assert_close(g, e.float(), atol=ATOL, rtol=1e-5)
-    assert sum(p.numel() for p in module.parameters()) == analyze(graph).total.params
+    assert sum(p.numel() for p in module.parameters()) == report.total.params
 
 
 def test_every_registered_op_has_a_lowering_and_a_case():
