@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ir.design import Design, write_atomic
-from ir.errors import DesignError
-from ir.graph import Graph, parse_ref
-from ir.shapes import infer_shapes
+from convstudio.ir.design import Design, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.shapes import infer_shapes
 
 
 def param_shapes(graph: Graph) -> dict[str, dict[str, tuple]]:

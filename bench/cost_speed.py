@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ir.cost import Analyzer, analyze  # noqa: E402
-from ir.graph import Graph  # noqa: E402
-from ir.templates import build_template  # noqa: E402
+from convstudio.ir.cost import Analyzer, analyze  # noqa: E402
+from convstudio.ir.graph import Graph  # noqa: E402
+from convstudio.ir.templates import build_template  # noqa: E402
 
 
 def timed(fn, repeat: int, setup=None) -> tuple[float, float]:
@@ -151,7 +151,7 @@ def fvcore_time(graph: Graph, repeat: int) -> tuple[float, float, int] | str:
         import torch
         from fvcore.nn import FlopCountAnalysis
 
-        from backends.torch.lower import lower
+        from convstudio.backends.torch.lower import lower
     except ImportError as e:
         return f"skipped ({e})"
     module = lower(graph).eval()

@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from designer.gui.app import application  # noqa: E402
-from designer.gui.mainwindow import MainWindow  # noqa: E402
-from ir.design import Design, load, save  # noqa: E402
-from ir.templates.blocks import bottleneck_residual  # noqa: E402
-from ir.templates.resnet import resnet  # noqa: E402
+from convstudio.designer.gui.app import application  # noqa: E402
+from convstudio.designer.gui.mainwindow import MainWindow  # noqa: E402
+from convstudio.ir.design import Design, load, save  # noqa: E402
+from convstudio.ir.templates.blocks import bottleneck_residual  # noqa: E402
+from convstudio.ir.templates.resnet import resnet  # noqa: E402
 
 DESIGNS = {
     "resnet152": (3, 8, 36, 3),

@@ -20,12 +20,12 @@ import time
 import torch
 from torch.fx.experimental.optimization import fuse as fx_fuse
 
-from backends.onnx.export import export_model
-from backends.torch import lower
-from backends.weights import init_params
-from designer.cli.verb_fuse import randomize_bn
-from ir.passes.fuse import fuse
-from ir.templates import build_template
+from convstudio.backends.onnx.export import export_model
+from convstudio.backends.torch import lower
+from convstudio.backends.weights import init_params
+from convstudio.designer.cli.verb_fuse import randomize_bn
+from convstudio.ir.passes.fuse import fuse
+from convstudio.ir.templates import build_template
 
 STATS = {"median": statistics.median, "min": min}
 

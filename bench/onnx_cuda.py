@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from backends.onnx.export import export_file
-from designer.cli.main import main as convstudio
-from ir.templates import build_template
+from convstudio.backends.onnx.export import export_file
+from convstudio.designer.cli.main import main as convstudio
+from convstudio.ir.templates import build_template
 
 
 def main(argv: list[str] | None = None) -> int:

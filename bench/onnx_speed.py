@@ -24,11 +24,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from backends.onnx.export import export_model
-from backends.onnx.runtime import open_session, run
-from backends.torch import lower
-from backends.weights import init_params
-from ir.templates import build_template
+from convstudio.backends.onnx.export import export_model
+from convstudio.backends.onnx.runtime import open_session, run
+from convstudio.backends.torch import lower
+from convstudio.backends.weights import init_params
+from convstudio.ir.templates import build_template
 
 
 def torch_export(module: torch.nn.Module, x: torch.Tensor, opset: int) -> bytes:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from backends.torch import lower
-from designer.cli.common import format_shape
-from designer.cli.main import main as convstudio
-from ir.templates import build_template
+from convstudio.backends.torch import lower
+from convstudio.designer.cli.common import format_shape
+from convstudio.designer.cli.main import main as convstudio
+from convstudio.ir.templates import build_template
 
 MODELS = {"lenet": (1, 8, 8), "resnet18": (3, 64, 64)}
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lenet_digits.json"

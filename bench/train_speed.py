@@ -19,8 +19,8 @@ import time
 import torch
 from torch import nn
 
-from backends.torch import lower
-from ir.templates import build_template
+from convstudio.backends.torch import lower
+from convstudio.ir.templates import build_template
 
 
 class BasicBlock(nn.Module):

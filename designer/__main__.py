@@ -1,5 +1,5 @@
 import sys
 
-from designer.cli.main import main
+from convstudio.designer.cli.main import main
 
 sys.exit(main())

@@ -3,11 +3,11 @@
 Imports only the standard library, numpy and networkx.
 """
 
-from ir.cost import Analyzer, CostReport, analyze
-from ir.design import Design, load, save
-from ir.errors import AttrError, DesignError, GraphError, ShapeError
-from ir.graph import Graph, Node, make_ref, parse_ref, verify
-from ir.ops import registry
+from convstudio.ir.cost import Analyzer, CostReport, analyze
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
+from convstudio.ir.graph import Graph, Node, make_ref, parse_ref, verify
+from convstudio.ir.ops import registry
 
 __all__ = [
     "Analyzer", "CostReport", "analyze", "Design", "load", "save", "AttrError", "DesignError", "GraphError",

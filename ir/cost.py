@@ -14,10 +14,10 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from ir.errors import DesignError
-from ir.graph import Graph, parse_ref
-from ir.ops.registry import numel
-from ir.shapes import infer_one, input_shapes_of
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.ops.registry import numel
+from convstudio.ir.shapes import infer_one, input_shapes_of
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
 BYTES_PER_ELEMENT = 4  # float32 activations

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ir.errors import DesignError, GraphError
-from ir.graph import Graph, verify
-from ir.training import validate_training
+from convstudio.ir.errors import DesignError, GraphError
+from convstudio.ir.graph import Graph, verify
+from convstudio.ir.training import validate_training
 
 FORMAT = "convstudio.design"
 VERSION = 1

@@ -15,8 +15,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from ir.errors import AttrError, GraphError
-from ir.ops import registry
+from convstudio.ir.errors import AttrError, GraphError
+from convstudio.ir.ops import registry
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

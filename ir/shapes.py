@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ir.errors import DesignError, GraphError
-from ir.graph import Graph, Node, parse_ref
-from ir.ops.registry import check_param_sizes
-from ir.passes.base import PassResult
+from convstudio.ir.errors import DesignError, GraphError
+from convstudio.ir.graph import Graph, Node, parse_ref
+from convstudio.ir.ops.registry import check_param_sizes
+from convstudio.ir.passes.base import PassResult
 
 Shape = tuple[int, ...]
 

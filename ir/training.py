@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ir.errors import DesignError
+from convstudio.ir.errors import DesignError
 
 LOSSES = ("cross_entropy", "bce", "l1", "mse", "smooth_l1", "triplet")
 OPTIMIZERS = ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw")

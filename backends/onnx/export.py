@@ -17,15 +17,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from backends.onnx.opaque import opaque_to_onnx
-from backends.onnx.ops import FLOOR_OPSET, LOWERINGS
-from backends.weights import check_params, init_params
-from ir.cost import analyze
-from ir.design import Design, dumps, write_atomic
-from ir.errors import DesignError
-from ir.graph import Graph, Node, make_ref, parse_ref, verify
-from ir.passes.fuse import fuse as fuse_pass
-from ir.shapes import infer_shapes
+from convstudio.backends.onnx.opaque import opaque_to_onnx
+from convstudio.backends.onnx.ops import FLOOR_OPSET, LOWERINGS
+from convstudio.backends.weights import check_params, init_params
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, Node, make_ref, parse_ref, verify
+from convstudio.ir.passes.fuse import fuse as fuse_pass
+from convstudio.ir.shapes import infer_shapes
 
 MAX_OPSET = 26  # the newest opset the installed onnxruntime (1.31) runs
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one serialized message

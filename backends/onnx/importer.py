@@ -25,14 +25,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from backends.onnx import fold
-from backends.onnx.opaque import constant_proto, encode_proto, output_types
-from backends.onnx.safety import read_model
-from ir.design import Design
-from ir.errors import DesignError
-from ir.graph import Graph, make_ref, parse_ref, verify
-from ir.ops.registry import MAX_NUMEL
-from ir.shapes import infer_node
+from convstudio.backends.onnx import fold
+from convstudio.backends.onnx.opaque import constant_proto, encode_proto, output_types
+from convstudio.backends.onnx.safety import read_model
+from convstudio.ir.design import Design
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, make_ref, parse_ref, verify
+from convstudio.ir.ops.registry import MAX_NUMEL
+from convstudio.ir.shapes import infer_node
 
 FLOAT = onnx.TensorProto.FLOAT
 SYMBOLIC_BATCHES = (2, 3)
@@ -236,7 +236,7 @@ class Importer:
 
     # ---- one node ----------------------------------------------------------------------
     def node(self, node: onnx.NodeProto) -> None:
-        from backends.onnx.mapping import MAPPERS
+        from convstudio.backends.onnx.mapping import MAPPERS
 
         label = base_name(node)
         for name in node.input:

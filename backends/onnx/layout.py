@@ -15,10 +15,10 @@ import math
 import numpy as np
 import onnx
 
-from backends.onnx.fold import attrs_of
-from backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
-from backends.onnx.map_common import first_input, text
-from ir.graph import make_ref
+from convstudio.backends.onnx.fold import attrs_of
+from convstudio.backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
+from convstudio.backends.onnx.map_common import first_input, text
+from convstudio.ir.graph import make_ref
 
 
 def _reshaped(imp: Importer, node: onnx.NodeProto, x: Value, out_shapes: list[tuple]) -> list[Value]:

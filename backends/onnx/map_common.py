@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from backends.onnx.importer import Importer, Unmappable, Value
+from convstudio.backends.onnx.importer import Importer, Unmappable, Value
 
 
 def text(value):

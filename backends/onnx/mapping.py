@@ -12,12 +12,12 @@ import math
 import numpy as np
 import onnx
 
-from backends.onnx.fold import attrs_of
-from backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
-from backends.onnx.layout import LAYOUT_MAPPERS
-from backends.onnx.map_common import first_input, only_first_output, pair, text
-from backends.onnx.opaque import output_types
-from backends.onnx.ops import SELU_ALPHA, SELU_GAMMA
+from convstudio.backends.onnx.fold import attrs_of
+from convstudio.backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
+from convstudio.backends.onnx.layout import LAYOUT_MAPPERS
+from convstudio.backends.onnx.map_common import first_input, only_first_output, pair, text
+from convstudio.backends.onnx.opaque import output_types
+from convstudio.backends.onnx.ops import SELU_ALPHA, SELU_GAMMA
 
 
 def _pads(a: dict, in_hw, kernel, strides, dilations, extra=(0, 0, 0, 0)) -> tuple[int, int]:

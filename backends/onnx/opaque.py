@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ir.errors import DesignError
-from ir.graph import Node
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Node
 
 # Ops whose output size comes from input values: never run on guessed inputs to learn their shape.
 SIZE_FROM_DATA = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "Reshape", "Slice", "NonZero"}

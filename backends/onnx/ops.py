@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ir.ops import registry
-from ir.ops.activation import FUSED_ACTIVATIONS
-from ir.ops.conv import conv_pads
-from ir.ops.pool import pool_out_size, pool_stride
-from ir.passes.fuse import ACTIVATION_PARAM
+from convstudio.ir.ops import registry
+from convstudio.ir.ops.activation import FUSED_ACTIVATIONS
+from convstudio.ir.ops.conv import conv_pads
+from convstudio.ir.ops.pool import pool_out_size, pool_stride
+from convstudio.ir.passes.fuse import ACTIVATION_PARAM
 
 if TYPE_CHECKING:
-    from backends.onnx.export import Emitter, Site
+    from convstudio.backends.onnx.export import Emitter, Site
 
 FLOOR_OPSET = 11  # the oldest opset this exporter writes (Clip bounds as inputs, Resize coordinate modes)
 SELU_ALPHA = 1.6732632423543772

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from backends.onnx.safety import load_external_data, read_model
-from ir.errors import DesignError
+from convstudio.backends.onnx.safety import load_external_data, read_model
+from convstudio.ir.errors import DesignError
 
 PROVIDERS = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import onnx
 from google.protobuf.message import DecodeError
 
-from ir.errors import DesignError
+from convstudio.ir.errors import DesignError
 
 MAX_MODEL_BYTES = 2**31 - 1
 

@@ -16,10 +16,10 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from backends.torch import deform
-from backends.torch.lower import CODE_GLOBALS, class_name_for, trace
-from ir.errors import DesignError
-from ir.graph import Graph
+from convstudio.backends.torch import deform
+from convstudio.backends.torch.lower import CODE_GLOBALS, class_name_for, trace
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
 
 INFIX = {operator.add: "+", operator.mul: "*"}
 HELPERS = {deform.DeformConv2d: (deform.deform_conv2d, deform.DeformConv2d)}

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ir.design import Design
-from ir.errors import DesignError
-from ir.shapes import infer_shapes
+from convstudio.ir.design import Design
+from convstudio.ir.errors import DesignError
+from convstudio.ir.shapes import infer_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CLASS_LOSSES = ("cross_entropy", "triplet")

@@ -28,11 +28,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from backends.torch.modules import LOWERINGS, ModuleSpec
-from backends.weights import check_params, init_params, param_shapes, share_params
-from ir.errors import DesignError
-from ir.graph import Graph, Node, make_ref, parse_ref, verify
-from ir.shapes import infer_shapes
+from convstudio.backends.torch.modules import LOWERINGS, ModuleSpec
+from convstudio.backends.weights import check_params, init_params, param_shapes, share_params
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, Node, make_ref, parse_ref, verify
+from convstudio.ir.shapes import infer_shapes
 
 TORCH_ONLY_BUFFERS = ("num_batches_tracked",)
 # Globals that generated code refers to: a value named like one would hide it.

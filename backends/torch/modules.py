@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.deform import DeformConv2d
+from convstudio.backends.torch.deform import DeformConv2d
 
 
 @dataclass(frozen=True)

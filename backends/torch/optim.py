@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch.optim import lr_scheduler
 
-from ir.errors import DesignError
+from convstudio.ir.errors import DesignError
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], opt: dict) -> torch.optim.Optimizer:

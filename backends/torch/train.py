@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
-from backends.torch import distributed as dist_ctx
-from backends.torch.data import Samples, load_samples, mine_triplets, split_indices
-from backends.torch.losses import class_accuracy, l1_penalty, make_loss, nearest_centroid_accuracy
-from backends.torch.lower import lower, params_from_module
-from backends.torch.optim import Schedule, make_optimizer
-from backends.weights import has_params, load_design_weights, save_weights
-from ir.design import Design, write_atomic
-from ir.errors import DesignError
-from ir.training import SCHEDULER_PARAMS, training_config, validate_training
+from convstudio.backends.torch import distributed as dist_ctx
+from convstudio.backends.torch.data import Samples, load_samples, mine_triplets, split_indices
+from convstudio.backends.torch.losses import class_accuracy, l1_penalty, make_loss, nearest_centroid_accuracy
+from convstudio.backends.torch.lower import lower, params_from_module
+from convstudio.backends.torch.optim import Schedule, make_optimizer
+from convstudio.backends.weights import has_params, load_design_weights, save_weights
+from convstudio.ir.design import Design, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.training import SCHEDULER_PARAMS, training_config, validate_training
 
 CHECKPOINT_FORMAT = "convstudio.checkpoint"
 EVAL_CHUNK = 1024

@@ -6,11 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from ir.cost import CostReport, analyze
-from ir.design import Design, load
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.ops.registry import MAX_NUMEL, approx
+from convstudio.ir.cost import CostReport, analyze
+from convstudio.ir.design import Design, load
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops.registry import MAX_NUMEL, approx
 
 
 def load_design(path: str) -> Design:

@@ -7,8 +7,8 @@ import importlib
 import pkgutil
 import sys
 
-import designer.cli as cli_package
-from ir.errors import DesignError
+import convstudio.designer.cli as cli_package
+from convstudio.ir.errors import DesignError
 
 
 def verb_names() -> list[str]:
@@ -21,7 +21,7 @@ def verbs(only: str | None = None) -> dict:
     names = [only] if only in verb_names() else verb_names()
     found = {}
     for name in names:
-        module = importlib.import_module(f"designer.cli.verb_{name}")
+        module = importlib.import_module(f"convstudio.designer.cli.verb_{name}")
         found[module.VERB] = module
     return dict(sorted(found.items()))
 

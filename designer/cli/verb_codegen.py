@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backends.weights import load_design_weights
-from designer.cli.common import apply_input_shapes, load_design, print_json
-from ir.design import write_atomic
+from convstudio.backends.weights import load_design_weights
+from convstudio.designer.cli.common import apply_input_shapes, load_design, print_json
+from convstudio.ir.design import write_atomic
 
 VERB = "codegen"
 HELP = "write a standalone PyTorch file (one nn.Module class, imports only torch) for a design"
@@ -22,8 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from backends.torch.codegen import generate
-    from backends.torch.lower import class_name_for
+    from convstudio.backends.torch.codegen import generate
+    from convstudio.backends.torch.lower import class_name_for
 
     design = load_design(args.file)
     apply_input_shapes(design.graph, args.input)

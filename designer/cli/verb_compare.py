@@ -8,16 +8,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import METRIC_ROWS, human, load_design, print_json
-from designer.cli.verb_compress import percent
-from ir.cost import CONVENTIONS
-from ir.design import write_atomic
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.passes.base import PassResult
-from ir.passes.compare import CATEGORIES, compare
-from ir.passes.compress import STRATEGIES
-from ir.passes.fuse import fuse
+from convstudio.designer.cli.common import METRIC_ROWS, human, load_design, print_json
+from convstudio.designer.cli.verb_compress import percent
+from convstudio.ir.cost import CONVENTIONS
+from convstudio.ir.design import write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.base import PassResult
+from convstudio.ir.passes.compare import CATEGORIES, compare
+from convstudio.ir.passes.compress import STRATEGIES
+from convstudio.ir.passes.fuse import fuse
 
 VERB = "compare"
 HELP = "compare designs (and their fused / compressed variants): totals, category breakdown, deltas, chart"

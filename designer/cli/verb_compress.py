@@ -7,12 +7,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from backends.weights import init_params, load_design_weights, param_shapes, save_weights
-from designer.cli.common import METRIC_ROWS, load_design, print_json, signed
-from ir.design import Design, save
-from ir.errors import DesignError
-from ir.passes.compare import before_after
-from ir.passes.compress import STRATEGIES, parse_param_text
+from convstudio.backends.weights import init_params, load_design_weights, param_shapes, save_weights
+from convstudio.designer.cli.common import METRIC_ROWS, load_design, print_json, signed
+from convstudio.ir.design import Design, save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.passes.compare import before_after
+from convstudio.ir.passes.compress import STRATEGIES, parse_param_text
 
 VERB = "compress"
 HELP = "apply a compression strategy (see `convstudio strategies`) and print before / after / delta"

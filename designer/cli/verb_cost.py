@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import (
+from convstudio.designer.cli.common import (
     analyze_design,
     apply_input_shapes,
     check_batch,
@@ -16,8 +16,8 @@ from designer.cli.common import (
     named_shapes,
     print_json,
 )
-from ir.cost import CONVENTIONS, CostReport
-from ir.errors import DesignError
+from convstudio.ir.cost import CONVENTIONS, CostReport
+from convstudio.ir.errors import DesignError
 
 VERB = "cost"
 HELP = "per-layer cost table (params, MACs, FLOPs, activation memory) and totals"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ir.errors import DesignError
+from convstudio.ir.errors import DesignError
 
 VERB = "design"
 HELP = "open the visual designer on a design file (lenet example when none); --screenshot saves a PNG and exits"
@@ -26,7 +26,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
-    from designer.gui.app import run as run_designer
+    from convstudio.designer.gui.app import run as run_designer
 
     if args.file and args.template:
         raise DesignError("give a file or --template, not both", "--template")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.onnx.export import export_file
-from backends.weights import load_design_weights
-from designer.cli.common import apply_input_shapes, human_bytes, load_design, print_json
-from ir.errors import DesignError
+from convstudio.backends.onnx.export import export_file
+from convstudio.backends.weights import load_design_weights
+from convstudio.designer.cli.common import apply_input_shapes, human_bytes, load_design, print_json
+from convstudio.ir.errors import DesignError
 
 VERB = "export"
 HELP = "export the design to ONNX (dynamic batch, lowest opset that covers it, weights included)"

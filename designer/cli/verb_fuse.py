@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from backends.weights import has_params, init_params, load_design_weights, save_weights, share_params
-from designer.cli.common import load_design, print_json
-from designer.cli.verb_compress import render_before_after
-from ir.design import Design, save
-from ir.graph import Graph
-from ir.passes.compare import before_after
-from ir.passes.fuse import fuse
-from ir.shapes import infer_shapes
+from convstudio.backends.weights import has_params, init_params, load_design_weights, save_weights, share_params
+from convstudio.designer.cli.common import load_design, print_json
+from convstudio.designer.cli.verb_compress import render_before_after
+from convstudio.ir.design import Design, save
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.compare import before_after
+from convstudio.ir.passes.fuse import fuse
+from convstudio.ir.shapes import infer_shapes
 
 VERB = "fuse"
 HELP = "fuse conv + BatchNorm (+ activation) for inference and show the before / after cost"
@@ -51,7 +51,7 @@ def random_inputs(graph: Graph, seed: int, batch: int = 2) -> dict[str, np.ndarr
 def _outputs_torch(graph: Graph, inputs: dict) -> list[np.ndarray]:
     import torch
 
-    from backends.torch import lower
+    from convstudio.backends.torch import lower
 
     module = lower(graph).eval()
     with torch.no_grad():
@@ -60,8 +60,8 @@ def _outputs_torch(graph: Graph, inputs: dict) -> list[np.ndarray]:
 
 
 def _outputs_onnx(graph: Graph, inputs: dict) -> list[np.ndarray]:
-    from backends.onnx.export import export_model
-    from backends.onnx.runtime import open_session, run
+    from convstudio.backends.onnx.export import export_model
+    from convstudio.backends.onnx.runtime import open_session, run
 
     session = open_session(export_model(graph).SerializeToString(), provider="cpu")[0]
     return run(session, inputs)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from designer.cli.common import human, parse_shape, print_json
-from ir.design import dumps, write_atomic
-from ir.errors import DesignError
-from ir.graph import verify
+from convstudio.designer.cli.common import human, parse_shape, print_json
+from convstudio.ir.design import dumps, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import verify
 
 VERB = "import"
 HELP = "import an ONNX model as a design (design.json plus design.safetensors beside it)"
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 def write_design(design, path: Path) -> Path:
     """Write the weights and then the design, each atomically; returns the weights path."""
-    from backends.weights import save_weights
+    from convstudio.backends.weights import save_weights
 
     weights = path.with_suffix(".safetensors")
     design.weights = weights.name
@@ -37,8 +37,8 @@ def write_design(design, path: Path) -> Path:
 
 
 def run(args) -> int:
-    from backends.onnx.importer import import_model
-    from ir.cost import analyze
+    from convstudio.backends.onnx.importer import import_model
+    from convstudio.ir.cost import analyze
 
     out = Path(args.output)
     if not out.parent.is_dir():

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.onnx import runtime
-from backends.onnx.runtime import MAX_INPUT_ELEMENTS, PROVIDERS, open_session
-from designer.cli.common import choose_input, print_json
-from ir.errors import DesignError
+from convstudio.backends.onnx import runtime
+from convstudio.backends.onnx.runtime import MAX_INPUT_ELEMENTS, PROVIDERS, open_session
+from convstudio.designer.cli.common import choose_input, print_json
+from convstudio.ir.errors import DesignError
 
 VERB = "infer"
 HELP = "run an ONNX model in ONNX Runtime (CUDA when usable, else CPU): output summary and latency"

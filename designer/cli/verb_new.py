@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from designer.cli.common import format_shape, named_shapes, parse_shape
-from ir.design import Design, save
-from ir.errors import DesignError
-from ir.shapes import infer_shapes
-from ir.templates import TEMPLATES, build_template
+from convstudio.designer.cli.common import format_shape, named_shapes, parse_shape
+from convstudio.ir.design import Design, save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.shapes import infer_shapes
+from convstudio.ir.templates import TEMPLATES, build_template
 
 VERB = "new"
 HELP = "create a design file from a template"

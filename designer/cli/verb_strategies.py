@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from designer.cli.common import print_json
-from ir.passes.compress import STRATEGIES
+from convstudio.designer.cli.common import print_json
+from convstudio.ir.passes.compress import STRATEGIES
 
 VERB = "strategies"
 HELP = "list the compression strategies and their parameters"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from designer.cli.common import format_shape, print_json
-from ir.templates import BLOCKS, TEMPLATES
+from convstudio.designer.cli.common import format_shape, print_json
+from convstudio.ir.templates import BLOCKS, TEMPLATES
 
 VERB = "templates"
 HELP = "list the templates (whole networks) and blocks (insertable pieces)"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from designer.cli.common import load_design, print_json
-from ir.design import save
-from ir.errors import DesignError
-from ir.training import LOSSES, OPTIMIZERS, SCHEDULERS
+from convstudio.designer.cli.common import load_design, print_json
+from convstudio.ir.design import save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.training import LOSSES, OPTIMIZERS, SCHEDULERS
 
 VERB = "train"
 HELP = "train a design (digits, .npz or image folder) and save its weights beside it; flags override its training section"
@@ -67,7 +67,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def run_options(args: argparse.Namespace):
-    from backends.torch.train import RunOptions
+    from convstudio.backends.torch.train import RunOptions
 
     return RunOptions(device=args.device, weights_out=args.out, checkpoint=args.checkpoint, resume=args.resume,
                       log=args.log, plot=args.plot, from_scratch=args.from_scratch, rank_weights=args.rank_weights)
@@ -87,13 +87,13 @@ def epoch_line(row: dict, epochs: int, loss: str = "cross_entropy") -> str:
 
 def launch_distributed(args: argparse.Namespace, overrides: dict) -> int:
     """Check the inputs here, then run this verb in `--nproc` processes through torchrun."""
-    from backends.torch.distributed import launch_command, run_launcher
-    from backends.torch.train import Trainer
+    from convstudio.backends.torch.distributed import launch_command, run_launcher
+    from convstudio.backends.torch.train import Trainer
 
     if args.nproc < 1:
         raise DesignError(f"must be at least 1, got {args.nproc}", "--nproc")
     Trainer(load_design(args.file), overrides, run_options(args))  # every input check, before any process starts
-    result = run_launcher(launch_command(args.nproc, "designer.cli.main", [VERB, *worker_argv(args)]))
+    result = run_launcher(launch_command(args.nproc, "convstudio.designer.cli.main", [VERB, *worker_argv(args)]))
     if result.interrupted:
         return 130
     if result.code == 0:
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.nproc != 1:
         return launch_distributed(args, overrides)
-    from backends.torch.train import Trainer
+    from convstudio.backends.torch.train import Trainer
 
     design = load_design(args.file)
     trainer = Trainer(design, overrides, run_options(args))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backends.weights import load_design_weights
-from designer.cli.common import analyze_design, human, load_design, named_shapes, print_json
+from convstudio.backends.weights import load_design_weights
+from convstudio.designer.cli.common import analyze_design, human, load_design, named_shapes, print_json
 
 VERB = "validate"
 HELP = "check a design file (fields, graph, shapes, weights) and summarize it"

@@ -7,9 +7,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from ir.design import Design, load
-from ir.errors import DesignError
-from ir.templates import build_template
+from convstudio.ir.design import Design, load
+from convstudio.ir.errors import DesignError
+from convstudio.ir.templates import build_template
 
 NO_DISPLAY = (
     "no display to open the designer on (DISPLAY and WAYLAND_DISPLAY are unset); "
@@ -66,7 +66,7 @@ def open_design(path: str | Path | None, template: str | None = None) -> Design 
 def _report_bug(kind, value, tb) -> None:
     """Keep the window alive after an unexpected error in a Qt callback: print it, say it in the status bar."""
     traceback.print_exception(kind, value, tb)
-    from designer.gui.mainwindow import MainWindow
+    from convstudio.designer.gui.mainwindow import MainWindow
 
     for widget in application().topLevelWidgets():
         if isinstance(widget, MainWindow):
@@ -107,7 +107,7 @@ def run(
         raise DesignError("folder does not exist", f"file '{screenshot}'")
     design = open_design(path, template)
     app = application()
-    from designer.gui.mainwindow import MainWindow
+    from convstudio.designer.gui.mainwindow import MainWindow
 
     window = MainWindow(design, autosave=screenshot is None)
     window.resize(*size)

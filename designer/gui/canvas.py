@@ -10,12 +10,12 @@ from PyQt6.QtCore import QPointF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter, QPen
 from PyQt6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsView
 
-from designer.gui.edge_item import EdgeItem, curve
-from designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
-from designer.gui.node_item import DETAIL_THRESHOLD, NodeItem
-from designer.gui.palette import MIME_TYPE, decode_mime
-from ir.errors import DesignError
-from ir.graph import make_ref, parse_ref
+from convstudio.designer.gui.edge_item import EdgeItem, curve
+from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+from convstudio.designer.gui.node_item import DETAIL_THRESHOLD, NodeItem
+from convstudio.designer.gui.palette import MIME_TYPE, decode_mime
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import make_ref, parse_ref
 
 READABLE_SCALE = 0.85
 HEAT_LEVELS = 20

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PyQt6.QtGui import QUndoCommand
 
-from designer.gui.fragments import add_spec, node_spec
+from convstudio.designer.gui.fragments import add_spec, node_spec
 
 MOVE_ID = 1
 

@@ -13,16 +13,16 @@ from pathlib import Path
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtGui import QUndoStack
 
-from designer.gui import commands
-from designer.gui.fragments import extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
-from designer.gui.layout import ROW, layered_layout
-from designer.gui.recovery import read_recovery
-from ir.cost import Analyzer, CostReport
-from ir.design import Design, dumps, load, save
-from ir.errors import DesignError
-from ir.graph import NAME_RE, Graph, parse_ref
-from ir.ops import registry
-from ir.templates import BLOCKS, build_template, insert_block
+from convstudio.designer.gui import commands
+from convstudio.designer.gui.fragments import extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
+from convstudio.designer.gui.layout import ROW, layered_layout
+from convstudio.designer.gui.recovery import read_recovery
+from convstudio.ir.cost import Analyzer, CostReport
+from convstudio.ir.design import Design, dumps, load, save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import NAME_RE, Graph, parse_ref
+from convstudio.ir.ops import registry
+from convstudio.ir.templates import BLOCKS, build_template, insert_block
 
 HEATMAP_METRICS = ("macs", "params", "memory")
 

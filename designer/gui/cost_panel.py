@@ -22,10 +22,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from designer.cli.common import human, human_bytes
-from designer.gui.controller import HEATMAP_METRICS
-from designer.gui.node_item import shapes_text
-from ir.cost import CONVENTIONS
+from convstudio.designer.cli.common import human, human_bytes
+from convstudio.designer.gui.controller import HEATMAP_METRICS
+from convstudio.designer.gui.node_item import shapes_text
+from convstudio.ir.cost import CONVENTIONS
 
 COLUMNS = ("Node", "Op", "Output", "Params", "MACs", "FLOPs", "Activation")
 SORT_ROLE = Qt.ItemDataRole.UserRole

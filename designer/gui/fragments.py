@@ -5,8 +5,8 @@ A spec is a dict with name, op, attrs, inputs, params and share; no Qt here.
 
 from __future__ import annotations
 
-from ir.graph import Graph, Node, make_ref, parse_ref
-from ir.ops import registry
+from convstudio.ir.graph import Graph, Node, make_ref, parse_ref
+from convstudio.ir.ops import registry
 
 STARTER_ATTRS = {
     "Input": {"shape": [3, 32, 32]},

@@ -24,10 +24,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from designer.cli.common import human, human_bytes
-from designer.gui.node_item import shapes_text
-from ir.errors import DesignError
-from ir.ops.registry import Attr
+from convstudio.designer.cli.common import human, human_bytes
+from convstudio.designer.gui.node_item import shapes_text
+from convstudio.ir.errors import DesignError
+from convstudio.ir.ops.registry import Attr
 
 INVALID_STYLE = "background: #fde0e0; border: 1px solid #c81e1e;"
 INT_LIMIT = 2**31 - 1

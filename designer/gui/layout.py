@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ir.graph import Graph, parse_ref
+from convstudio.ir.graph import Graph, parse_ref
 
 NODE_WIDTH = 190.0
 NODE_HEIGHT = 70.0

@@ -22,14 +22,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from designer.gui.canvas import GraphScene, GraphView
-from designer.gui.controller import Controller
-from designer.gui.cost_panel import CostPanel
-from designer.gui.inspector import Inspector
-from designer.gui.palette import Palette
-from designer.gui.recovery import Autosaver, pending_recovery
-from ir.design import Design
-from ir.templates import TEMPLATES
+from convstudio.designer.gui.canvas import GraphScene, GraphView
+from convstudio.designer.gui.controller import Controller
+from convstudio.designer.gui.cost_panel import CostPanel
+from convstudio.designer.gui.inspector import Inspector
+from convstudio.designer.gui.palette import Palette
+from convstudio.designer.gui.recovery import Autosaver, pending_recovery
+from convstudio.ir.design import Design
+from convstudio.ir.templates import TEMPLATES
 
 DESIGN_FILTER = "ConvStudio designs (*.json);;All files (*)"
 DIALOG_ACTIONS = {
@@ -329,12 +329,12 @@ class MainWindow(QMainWindow):
     # ---- the dialogs (imported on first use: they load torch and onnx) ----------------------
     def _open_dialog(self, action: str) -> None:
         """Call designer.gui.dialogs.<module>.<action>(window)."""
-        module = importlib.import_module(f"designer.gui.dialogs.{DIALOG_ACTIONS[action][0]}")
+        module = importlib.import_module(f"convstudio.designer.gui.dialogs.{DIALOG_ACTIONS[action][0]}")
         getattr(module, action)(self)
 
     def show_node_menu(self, names: list[str], global_pos) -> None:
         """Right-click on nodes: the compression strategies for them and Fuse preview."""
-        module = importlib.import_module("designer.gui.dialogs.compress")
+        module = importlib.import_module("convstudio.designer.gui.dialogs.compress")
         self.node_menu = module.context_menu(self, names)
         self.node_menu.popup(global_pos)
 

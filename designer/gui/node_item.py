@@ -10,9 +10,9 @@ from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen
 from PyQt6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
 
-from designer.cli.common import human_bytes
-from designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
-from ir.graph import Node
+from convstudio.designer.cli.common import human_bytes
+from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+from convstudio.ir.graph import Node
 
 PORT_RADIUS = 5.0
 DETAIL_THRESHOLD = 0.4

@@ -9,8 +9,8 @@ from __future__ import annotations
 from PyQt6.QtCore import QMimeData, Qt
 from PyQt6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
-from ir.ops import registry
-from ir.templates import BLOCKS, TEMPLATES
+from convstudio.ir.ops import registry
+from convstudio.ir.templates import BLOCKS, TEMPLATES
 
 MIME_TYPE = "application/x-convstudio-palette"
 ROLE = Qt.ItemDataRole.UserRole

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
-from designer.gui.fragments import node_spec
-from ir.design import Design, write_atomic
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.training import validate_training
+from convstudio.designer.gui.fragments import node_spec
+from convstudio.ir.design import Design, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.training import validate_training
 
 RECOVERY_FORMAT = "convstudio.recovery"
 RECOVERY_VERSION = 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ir.errors import AttrError, ShapeError
-from ir.ops.registry import Attr, OpCost, OpDef, checked, numel, register
+from convstudio.ir.errors import AttrError, ShapeError
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, numel, register
 
 # Per-element flop counts of our convention (documented in docs/cost.md).
 ACT_FLOPS: dict[str, int] = {

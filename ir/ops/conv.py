@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.errors import AttrError, ShapeError
-from ir.ops.activation import fused_activation_attrs, fused_activation_flops
-from ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, need_rank, numel, register
+from convstudio.ir.errors import AttrError, ShapeError
+from convstudio.ir.ops.activation import fused_activation_attrs, fused_activation_flops
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, need_rank, numel, register
 
 
 def conv_pads(a: dict) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ir.errors import ShapeError
-from ir.ops.registry import Attr, OpCost, OpDef, checked, need_rank, numel, register
+from convstudio.ir.errors import ShapeError
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, need_rank, numel, register
 
 BN_ATTRS = (
     Attr("eps", "float", 1e-5, min=0.0),

@@ -7,8 +7,8 @@ inputs are kept as parameters (`param_shapes` names them) so the weights survive
 
 from __future__ import annotations
 
-from ir.errors import AttrError, ShapeError
-from ir.ops.registry import Attr, OpCost, OpDef, register
+from convstudio.ir.errors import AttrError, ShapeError
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, register
 
 
 def _check(a: dict) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ir.errors import AttrError, ShapeError
-from ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, need_rank, numel, register
+from convstudio.ir.errors import AttrError, ShapeError
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, need_rank, numel, register
 
 
 def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ir.errors import AttrError, DesignError, GraphError, ShapeError
+from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
 
 Shape = tuple[int, ...]
 REQUIRED = object()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ir.errors import AttrError, ShapeError
-from ir.ops.activation import fused_activation_attrs
-from ir.ops.conv import mac_layer_cost
-from ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, numel, register
+from convstudio.ir.errors import AttrError, ShapeError
+from convstudio.ir.ops.activation import fused_activation_attrs
+from convstudio.ir.ops.conv import mac_layer_cost
+from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, numel, register
 
 
 def _passthrough(a: dict, ins: list) -> list:

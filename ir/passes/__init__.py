@@ -1,5 +1,5 @@
 """Graph passes: pure functions Graph -> PassResult."""
 
-from ir.passes.base import PassResult, run_pipeline
+from convstudio.ir.passes.base import PassResult, run_pipeline
 
 __all__ = ["PassResult", "run_pipeline"]

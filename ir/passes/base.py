@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ir.graph import Graph
+from convstudio.ir.graph import Graph
 
 
 @dataclass

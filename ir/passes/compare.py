@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.cost import analyze
-from ir.errors import DesignError
-from ir.graph import Graph, Node, parse_ref
+from convstudio.ir.cost import analyze
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, Node, parse_ref
 
 CATEGORIES = ("conv", "depthwise", "pointwise", "linear", "normalization", "activation", "pooling", "elementwise", "other")
 METRICS = ("nodes", "params", "macs", "flops", "activation_bytes", "peak_activation_bytes")

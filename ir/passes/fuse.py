@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.graph import Graph, parse_ref
-from ir.ops.activation import FUSED_ACTIVATIONS
-from ir.passes.base import PassResult
-from ir.shapes import infer_shapes
+from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.ops.activation import FUSED_ACTIVATIONS
+from convstudio.ir.passes.base import PassResult
+from convstudio.ir.shapes import infer_shapes
 
 BN_AFTER = {"Conv2d": "BatchNorm2d", "ConvTranspose2d": "BatchNorm2d", "Linear": "BatchNorm1d"}
 ACTIVATION_ATTR = {op: attr for attr, op in FUSED_ACTIVATIONS.items()}

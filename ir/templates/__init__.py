@@ -1,6 +1,6 @@
 """Templates (whole networks) and blocks (insertable pieces)."""
 
-from ir.templates import (  # noqa: F401  (registration)
+from convstudio.ir.templates import (  # noqa: F401  (registration)
     blocks,
     deform,
     inception,
@@ -13,7 +13,7 @@ from ir.templates import (  # noqa: F401  (registration)
     unet,
     vgg,
 )
-from ir.templates.builder import Builder
-from ir.templates.registry import BLOCKS, TEMPLATES, Block, Template, build_template, insert_block
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import BLOCKS, TEMPLATES, Block, Template, build_template, insert_block
 
 __all__ = ["Builder", "BLOCKS", "TEMPLATES", "Block", "Template", "build_template", "insert_block"]

@@ -7,10 +7,10 @@ so a template assembled from these blocks reads like the torchvision model it mi
 
 from __future__ import annotations
 
-from ir.errors import AttrError
-from ir.graph import make_ref
-from ir.templates.builder import Builder
-from ir.templates.registry import block
+from convstudio.ir.errors import AttrError
+from convstudio.ir.graph import make_ref
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import block
 
 
 def need_int(value, option: str, minimum: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ir.graph import Graph
+from convstudio.ir.graph import Graph
 
 
 class Builder:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ir.errors import AttrError
-from ir.templates.blocks import need_int, resolve_out
-from ir.templates.builder import Builder
-from ir.templates.registry import block, template
+from convstudio.ir.errors import AttrError
+from convstudio.ir.templates.blocks import need_int, resolve_out
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import block, template
 
 
 @block("deform_conv", "Deformable conv: a conv predicts 2·k·k offsets (and k·k mask logits), DeformConv2d, BN, ReLU",

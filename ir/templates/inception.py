@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.templates.blocks import basic_conv, inception
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.blocks import basic_conv, inception
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 # module name -> (ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj), or a max pool's kernel size
 STAGES = (

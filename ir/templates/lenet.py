@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 
 @template("lenet", "LeNet-5 style CNN for 1x8x8 digits or 1x28x28 images", (1, 28, 28), 10)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.templates.blocks import conv_bn_relu6, depthwise_separable, inverted_residual
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.blocks import conv_bn_relu6, depthwise_separable, inverted_residual
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 # (output channels, stride) of MobileNet v1's 13 depthwise-separable units
 V1_UNITS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.errors import GraphError, ShapeError
-from ir.graph import Graph, parse_ref
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import GraphError, ShapeError
+from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.shapes import infer_shapes
 
 
 def value_shape(graph: Graph, ref: str) -> tuple[int, ...]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ir.errors import DesignError
-from ir.graph import Graph, verify
-from ir.shapes import infer_one, infer_shapes
-from ir.templates.builder import Builder
-from ir.templates.probe import value_channels
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, verify
+from convstudio.ir.shapes import infer_one, infer_shapes
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.probe import value_channels
 
 
 @dataclass(frozen=True)

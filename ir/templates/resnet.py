@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ir.graph import Graph
-from ir.templates.blocks import basic_residual, bottleneck_residual
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates.blocks import basic_residual, bottleneck_residual
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 IMAGENET = (3, 224, 224)
 

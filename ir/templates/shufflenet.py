@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.templates.blocks import shuffle_unit
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.blocks import shuffle_unit
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 STAGE_REPEATS = (4, 8, 4)
 STAGE_CHANNELS_X1_0 = (24, 116, 232, 464, 1024)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 
 def fire(b: Builder, x: str, squeeze: int, expand1x1: int, expand3x3: int) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 
 def double_conv(b: Builder, x: str, out: int) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ir.graph import Graph
-from ir.templates.builder import Builder
-from ir.templates.registry import template
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.templates.registry import template
 
 CONFIG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backends.torch import lower
-from backends.torch.codegen import generate
-from backends.weights import init_params, save_weights
-from designer.cli.main import main
-from ir.design import Design, save
-from ir.graph import Graph
-from ir.templates import TEMPLATES, build_template
+from convstudio.backends.torch import lower
+from convstudio.backends.torch.codegen import generate
+from convstudio.backends.weights import init_params, save_weights
+from convstudio.designer.cli.main import main
+from convstudio.ir.design import Design, save
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates import TEMPLATES, build_template
 from tests.backends.test_torch_lowering import CASES, _case_id, _template_input, assert_outputs_close, op_graph, random_params
 
 ATOL = 1e-6  # same torch ops on the same weights; only kernel scheduling may differ

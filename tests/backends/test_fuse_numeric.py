@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from backends.torch import lower
-from backends.weights import init_params, load_weights, param_shapes
-from designer.cli.main import main
-from designer.cli.verb_fuse import randomize_bn
-from ir.design import Design, load, save
-from ir.passes.fuse import fuse
-from ir.shapes import infer_shapes
-from ir.templates import TEMPLATES, Builder, build_template
+from convstudio.backends.torch import lower
+from convstudio.backends.weights import init_params, load_weights, param_shapes
+from convstudio.designer.cli.main import main
+from convstudio.designer.cli.verb_fuse import randomize_bn
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.passes.fuse import fuse
+from convstudio.ir.shapes import infer_shapes
+from convstudio.ir.templates import TEMPLATES, Builder, build_template
 
 RTOL = 1e-5
 
@@ -127,7 +127,7 @@ def test_linear_bn1d():
 def test_fuse_verb_saves_folded_weights_and_verifies(tmp_path, capsys):
     graph = build_template("mobilenet_v2", (3, 32, 32), 10)
     randomize(graph)
-    from backends.weights import save_weights
+    from convstudio.backends.weights import save_weights
 
     save_weights(graph, tmp_path / "m.safetensors")
     save(Design(graph, weights="m.safetensors"), tmp_path / "m.json")

@@ -8,12 +8,12 @@ import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from backends.torch import lower
-from backends.weights import param_shapes
-from designer.cli.main import main
-from ir.cost import analyze
-from ir.design import Design, save
-from ir.templates import Builder, build_template
+from convstudio.backends.torch import lower
+from convstudio.backends.weights import param_shapes
+from convstudio.designer.cli.main import main
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, save
+from convstudio.ir.templates import Builder, build_template
 
 
 def zero_weights(graph):

@@ -25,10 +25,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from backends.onnx.export import export_model
-from backends.onnx.importer import import_model
-from ir.cost import analyze
-from ir.errors import DesignError
+from convstudio.backends.onnx.export import export_model
+from convstudio.backends.onnx.importer import import_model
+from convstudio.ir.cost import analyze
+from convstudio.ir.errors import DesignError
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 ATOL, RTOL = 1e-4, 1e-3
@@ -90,7 +90,7 @@ def _runs(model_bytes: bytes, inputs: list[np.ndarray]) -> bool:
 def _run_torch(graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import torch
 
-    from backends.torch.lower import lower
+    from convstudio.backends.torch.lower import lower
 
     module = lower(graph).eval()
     with torch.no_grad():

@@ -9,19 +9,19 @@ import onnx
 import pytest
 from onnx import helper
 
-from backends.onnx.export import MAX_OPSET, build, export_file, export_model, required_opset
-from backends.onnx.importer import import_model
-from backends.onnx.ops import FLOOR_OPSET, LOWERINGS
-from backends.onnx.runtime import open_session, run
-from backends.weights import init_params, save_weights
-from designer.cli.main import main
-from ir.cost import analyze
-from ir.design import Design, dumps, loads, save
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.ops import registry
-from ir.shapes import infer_shapes
-from ir.templates import build_template
+from convstudio.backends.onnx.export import MAX_OPSET, build, export_file, export_model, required_opset
+from convstudio.backends.onnx.importer import import_model
+from convstudio.backends.onnx.ops import FLOOR_OPSET, LOWERINGS
+from convstudio.backends.onnx.runtime import open_session, run
+from convstudio.backends.weights import init_params, save_weights
+from convstudio.designer.cli.main import main
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps, loads, save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops import registry
+from convstudio.ir.shapes import infer_shapes
+from convstudio.ir.templates import build_template
 
 TOLERANCE = 1e-4  # max abs difference between two onnxruntime runs that must agree
 
@@ -383,7 +383,7 @@ def test_opaque_outputs_keep_their_element_type_and_unbatched_shape():
 
 def test_model_over_the_protobuf_limit_is_a_design_error(tmp_path, capsys, monkeypatch):
     """A model larger than one protobuf may hold (2 GiB; lowered here to lenet's size) is refused, nothing written."""
-    import backends.onnx.export as export
+    import convstudio.backends.onnx.export as export
 
     monkeypatch.setattr(export, "MAX_PROTO_BYTES", 100_000)
     path = _design_file(tmp_path, build_template("lenet"))

@@ -11,10 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.onnx import safety
-from backends.onnx.importer import import_model
-from designer.cli.main import main
-from ir.errors import DesignError
+from convstudio.backends.onnx import safety
+from convstudio.backends.onnx.importer import import_model
+from convstudio.designer.cli.main import main
+from convstudio.ir.errors import DesignError
 
 
 def conv_model(weight_location: str | None = None, x_type=TensorProto.FLOAT, dims=("N", 3, 8, 8)) -> onnx.ModelProto:

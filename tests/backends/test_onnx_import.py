@@ -17,16 +17,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.onnx.export import export_model
-from backends.onnx.importer import import_model, sanitize
-from backends.onnx.opaque import opaque_to_onnx
-from backends.torch.lower import lower
-from backends.weights import init_params, load_design_weights
-from designer.cli.main import main
-from ir.cost import analyze
-from ir.design import load
-from ir.graph import verify
-from ir.templates import build_template
+from convstudio.backends.onnx.export import export_model
+from convstudio.backends.onnx.importer import import_model, sanitize
+from convstudio.backends.onnx.opaque import opaque_to_onnx
+from convstudio.backends.torch.lower import lower
+from convstudio.backends.weights import init_params, load_design_weights
+from convstudio.designer.cli.main import main
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import load
+from convstudio.ir.graph import verify
+from convstudio.ir.templates import build_template
 
 ATOL = RTOL = 1e-4
 

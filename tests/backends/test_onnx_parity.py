@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.onnx.export import export_model  # noqa: E402
-from backends.onnx.runtime import open_session, run  # noqa: E402
-from backends.torch import lower  # noqa: E402
-from backends.weights import init_params  # noqa: E402
-from ir.graph import Graph  # noqa: E402
-from ir.ops import registry  # noqa: E402
-from ir.templates import TEMPLATES, build_template  # noqa: E402
+from convstudio.backends.onnx.export import export_model  # noqa: E402
+from convstudio.backends.onnx.runtime import open_session, run  # noqa: E402
+from convstudio.backends.torch import lower  # noqa: E402
+from convstudio.backends.weights import init_params  # noqa: E402
+from convstudio.ir.graph import Graph  # noqa: E402
+from convstudio.ir.ops import registry  # noqa: E402
+from convstudio.ir.templates import TEMPLATES, build_template  # noqa: E402
 
 TOLERANCE = 1e-4
 

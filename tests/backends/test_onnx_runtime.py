@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from backends.onnx.export import export_model
-from backends.onnx.runtime import CPU, CUDA, open_session, run
-from designer.cli.main import main
-from ir.errors import DesignError
-from ir.templates import build_template
+from convstudio.backends.onnx.export import export_model
+from convstudio.backends.onnx.runtime import CPU, CUDA, open_session, run
+from convstudio.designer.cli.main import main
+from convstudio.ir.errors import DesignError
+from convstudio.ir.templates import build_template
 
 
 def _cuda_usable() -> bool:

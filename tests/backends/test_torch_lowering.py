@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from backends.torch import lower, params_from_module
-from backends.torch.deform import deform_conv2d
-from backends.torch.modules import LOWERINGS
-from backends.weights import init_params, param_shapes, weights_to_dict
-from ir.cost import analyze
-from ir.errors import DesignError
-from ir.graph import Graph, parse_ref
-from ir.ops import all_ops
-from ir.ops.conv import conv_pads
-from ir.templates import TEMPLATES, build_template
+from convstudio.backends.torch import lower, params_from_module
+from convstudio.backends.torch.deform import deform_conv2d
+from convstudio.backends.torch.modules import LOWERINGS
+from convstudio.backends.weights import init_params, param_shapes, weights_to_dict
+from convstudio.ir.cost import analyze
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.ops import all_ops
+from convstudio.ir.ops.conv import conv_pads
+from convstudio.ir.templates import TEMPLATES, build_template
 
 ATOL = 1e-5  # float32 results of the same arithmetic in a different order
 

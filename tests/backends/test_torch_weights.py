@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from backends.torch import lower
-from backends.weights import check_params, init_params, load_design_weights, load_weights, param_shapes, save_weights
-from ir.design import Design, load, save
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.templates import build_template
+from convstudio.backends.torch import lower
+from convstudio.backends.weights import check_params, init_params, load_design_weights, load_weights, param_shapes, save_weights
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates import build_template
 
 
 def siamese() -> Graph:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.torch.train import RunOptions, Trainer, fit, merged_config
-from backends.weights import load_weights
-from ir.design import Design, load
-from ir.errors import DesignError
-from ir.templates import Builder
+from convstudio.backends.torch.train import RunOptions, Trainer, fit, merged_config
+from convstudio.backends.weights import load_weights
+from convstudio.ir.design import Design, load
+from convstudio.ir.errors import DesignError
+from convstudio.ir.templates import Builder
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

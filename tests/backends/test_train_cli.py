@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from designer.cli.main import main
-from ir.design import Design, load, save
-from ir.templates import Builder, build_template
+from convstudio.designer.cli.main import main
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.templates import Builder, build_template
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -171,7 +171,7 @@ def test_progress_bar_counts_the_steps_of_an_epoch():
 
     from rich.console import Console
 
-    from designer.cli.verb_train import EpochProgress
+    from convstudio.designer.cli.verb_train import EpochProgress
 
     screen = io.StringIO()
     progress = EpochProgress(Console(file=screen, force_terminal=True, width=80))
@@ -182,7 +182,7 @@ def test_progress_bar_counts_the_steps_of_an_epoch():
 
 
 def test_epoch_line_reads_well():
-    from designer.cli.verb_train import epoch_line
+    from convstudio.designer.cli.verb_train import epoch_line
 
     row = {"epoch": 3, "loss": 0.51234, "val_loss": None, "accuracy": 0.9375, "lr": 0.00125, "seconds": 1.234}
     assert epoch_line(row, 10) == "epoch 3/10  loss 0.5123  val_loss -  accuracy 93.75%  lr 0.00125  1.23 s"

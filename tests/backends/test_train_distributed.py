@@ -8,10 +8,10 @@ import sys
 import numpy as np
 from safetensors.numpy import load_file
 
-from backends.torch.distributed import run_launcher
-from designer.cli.main import main
-from ir.design import Design, load, save
-from ir.templates import Builder, build_template
+from convstudio.backends.torch.distributed import run_launcher
+from convstudio.designer.cli.main import main
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.templates import Builder, build_template
 
 
 def test_two_processes_train_and_end_with_identical_weights(tmp_path, capfd):

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from backends.weights import init_params, save_weights
-from designer.cli.common import check_batch, format_shape, human, human_bytes, named_shapes, parse_shape
-from designer.cli.main import main
-from ir.design import load
-from ir.errors import DesignError
+from convstudio.backends.weights import init_params, save_weights
+from convstudio.designer.cli.common import check_batch, format_shape, human, human_bytes, named_shapes, parse_shape
+from convstudio.designer.cli.main import main
+from convstudio.ir.design import load
+from convstudio.ir.errors import DesignError
 
 GOOD = {
     "format": "convstudio.design",
@@ -403,10 +403,10 @@ def test_missing_file(tmp_path, capsys):
 def test_real_process_exit_code_and_stderr(tmp_path):
     """The installed entry point behaves the same in a separate process."""
     path = write(tmp_path, mutated(_set_conv(kernel_size=0)))
-    result = subprocess.run([sys.executable, "-m", "designer.cli.main", "cost", str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "convstudio.designer.cli.main", "cost", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"error: kernel_size must be >= 1, got 0, node 'conv' (nodes[0]) attrs.kernel_size in '{path}'"]
-    ok = subprocess.run([sys.executable, "-m", "designer.cli.main", "validate", str(write(tmp_path, GOOD, "ok.json"))],
+    ok = subprocess.run([sys.executable, "-m", "convstudio.designer.cli.main", "validate", str(write(tmp_path, GOOD, "ok.json"))],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "valid design" in ok.stdout and ok.stderr == ""

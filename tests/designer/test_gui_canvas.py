@@ -6,12 +6,12 @@ from PyQt6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QPainterPat
 from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QApplication
 
-from designer.gui.edge_item import EdgeItem
-from designer.gui.layout import layered_layout
-from designer.gui.mainwindow import MainWindow
-from designer.gui.node_item import ERROR_FILL
-from ir.design import Design
-from ir.templates import build_template
+from convstudio.designer.gui.edge_item import EdgeItem
+from convstudio.designer.gui.layout import layered_layout
+from convstudio.designer.gui.mainwindow import MainWindow
+from convstudio.designer.gui.node_item import ERROR_FILL
+from convstudio.ir.design import Design
+from convstudio.ir.templates import build_template
 from tests.designer.windows import make_window
 
 
@@ -35,8 +35,8 @@ def drop_on_view(window, mime, scene_pos: QPointF) -> None:
 
 
 def test_palette_lists_every_op_template_and_block(window):
-    from ir.ops import registry
-    from ir.templates import BLOCKS, TEMPLATES
+    from convstudio.ir.ops import registry
+    from convstudio.ir.templates import BLOCKS, TEMPLATES
 
     entries = set(window.palette.entries())
     ops = {op for category, ops in registry.CATEGORIES.items() if category != "opaque" for op in ops}
@@ -351,7 +351,7 @@ def test_window_offers_every_action_with_its_shortcut(qtbot, tmp_path):
     everything = {text for texts in menus.values() for text in texts}
     assert {"New from template", "Open...", "Save", "Save As...", "Undo", "Redo", "Auto-layout", "Fuse preview", "Compress",
             "Compare", "Export ONNX", "Run inference", "Train"} <= everything
-    from ir.templates import TEMPLATES
+    from convstudio.ir.templates import TEMPLATES
 
     assert [a.text() for a in win.new_menu.actions()] == sorted(TEMPLATES)
 
@@ -359,7 +359,7 @@ def test_window_offers_every_action_with_its_shortcut(qtbot, tmp_path):
 def test_edges_between_columns_get_tracks_of_their_own():
     from PyQt6.QtGui import QPainterPath
 
-    from designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+    from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
 
     graph = build_template("triplet_net")
     layout = layered_layout(graph)

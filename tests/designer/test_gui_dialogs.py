@@ -13,15 +13,15 @@ import torch
 from PyQt6.QtGui import QContextMenuEvent
 from PyQt6.QtWidgets import QApplication, QDoubleSpinBox, QSpinBox
 
-from designer.gui.dialogs.compare import CompareDialog
-from designer.gui.dialogs.compress import CompressDialog
-from designer.gui.dialogs.export import ExportDialog, InferenceDialog, run_inference
-from designer.gui.dialogs.fuse import FuseDialog
-from designer.gui.dialogs.train import TrainDialog, updated_section
-from ir.design import Design, dumps, load, save
-from ir.templates import build_template
-from ir.templates.builder import Builder
-from ir.training import SCHEDULER_PARAMS
+from convstudio.designer.gui.dialogs.compare import CompareDialog
+from convstudio.designer.gui.dialogs.compress import CompressDialog
+from convstudio.designer.gui.dialogs.export import ExportDialog, InferenceDialog, run_inference
+from convstudio.designer.gui.dialogs.fuse import FuseDialog
+from convstudio.designer.gui.dialogs.train import TrainDialog, updated_section
+from convstudio.ir.design import Design, dumps, load, save
+from convstudio.ir.templates import build_template
+from convstudio.ir.templates.builder import Builder
+from convstudio.ir.training import SCHEDULER_PARAMS
 from tests.designer.windows import make_window
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lenet_digits.json"

@@ -5,10 +5,10 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QComboBox, QLineEdit, QSpinBox
 
-from designer.gui.mainwindow import MainWindow
-from ir.cost import analyze
-from ir.design import Design, load
-from ir.templates import build_template
+from convstudio.designer.gui.mainwindow import MainWindow
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, load
+from convstudio.ir.templates import build_template
 from tests.designer.windows import make_window
 
 
@@ -188,7 +188,7 @@ def test_chart_labels_every_bar_even_with_long_layer_names(qtbot, tmp_path):
 
 
 def test_opaque_node_attributes_edit_as_text_and_json(window):
-    from ir.graph import Graph
+    from convstudio.ir.graph import Graph
 
     graph = Graph("imported")
     graph.add("Input", [], name="x", attrs={"shape": [4]})

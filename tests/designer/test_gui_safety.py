@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from designer.gui.layout import layered_layout
-from designer.gui.recovery import pending_recovery, read_recovery, recovery_path
-from ir.design import Design, dumps, load, save
-from ir.templates import build_template
+from convstudio.designer.gui.layout import layered_layout
+from convstudio.designer.gui.recovery import pending_recovery, read_recovery, recovery_path
+from convstudio.ir.design import Design, dumps, load, save
+from convstudio.ir.templates import build_template
 from tests.designer.windows import make_window
 
 
@@ -111,8 +111,8 @@ def test_new_from_template_asks_before_dropping_changes(qtbot, tmp_path, saved):
 
 
 def test_screenshot_into_a_folder_is_refused_before_opening_anything(tmp_path):
-    from designer.gui.app import run
-    from ir.errors import DesignError
+    from convstudio.designer.gui.app import run
+    from convstudio.ir.errors import DesignError
 
     with pytest.raises(DesignError, match="is a folder; give a file name"):
         run(None, tmp_path)

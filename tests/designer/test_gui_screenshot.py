@@ -6,8 +6,8 @@ import sys
 
 from PyQt6.QtGui import QImage
 
-from ir.design import Design, save
-from ir.templates import build_template
+from convstudio.ir.design import Design, save
+from convstudio.ir.templates import build_template
 
 
 def run_design(*args, env_update=None, drop=()):
@@ -55,7 +55,7 @@ def test_bad_file_and_bad_size_are_one_line_errors(tmp_path):
 
 
 def test_display_check_follows_the_chosen_platform(monkeypatch):
-    from designer.gui.app import has_display
+    from convstudio.designer.gui.app import has_display
 
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(var, raising=False)

@@ -1,6 +1,6 @@
 """The designer window as the GUI tests open it: it closes without asking, and is shown when given a size."""
 
-from designer.gui.mainwindow import MainWindow
+from convstudio.designer.gui.mainwindow import MainWindow
 
 
 def make_window(qtbot, design, folder, size: tuple[int, int] | None = None, **kwargs) -> MainWindow:

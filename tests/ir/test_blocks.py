@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ir.cost import analyze
-from ir.design import Design, dumps
-from ir.errors import AttrError, DesignError, GraphError, ShapeError
-from ir.graph import Graph, verify
-from ir.shapes import infer_shapes
-from ir.templates import BLOCKS, build_template, insert_block
-from ir.templates.probe import value_channels, value_shape
-from ir.templates.registry import block
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps
+from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
+from convstudio.ir.graph import Graph, verify
+from convstudio.ir.shapes import infer_shapes
+from convstudio.ir.templates import BLOCKS, build_template, insert_block
+from convstudio.ir.templates.probe import value_channels, value_shape
+from convstudio.ir.templates.registry import block
 
 
 def small_graph(channels: int = 16, size: int = 16) -> Graph:

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from backends.weights import init_params, load_weights, save_weights
-from designer.cli.main import main
-from ir.cost import analyze
-from ir.design import Design, load, save
-from ir.passes.compare import before_after, compare, summarize
-from ir.passes.compress import STRATEGIES
-from ir.passes.fuse import fuse
-from ir.templates import Builder, build_template
+from convstudio.backends.weights import init_params, load_weights, save_weights
+from convstudio.designer.cli.main import main
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, load, save
+from convstudio.ir.passes.compare import before_after, compare, summarize
+from convstudio.ir.passes.compress import STRATEGIES
+from convstudio.ir.passes.fuse import fuse
+from convstudio.ir.templates import Builder, build_template
 
 
 def test_breakdown_splits_standard_depthwise_and_pointwise_convs():
@@ -161,7 +161,7 @@ def test_compress_keeps_the_weights_of_unchanged_layers(tmp_path, capsys):
 
 
 def test_small_percentages_keep_two_significant_digits():
-    from designer.cli.verb_compress import percent
+    from convstudio.designer.cli.verb_compress import percent
 
     assert [percent(p) for p in (-0.04106, 0.0, None, -42.029, 0.5)] == ["-0.041%", "+0.0%", "", "-42.0%", "+0.5%"]
 

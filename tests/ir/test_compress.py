@@ -4,13 +4,13 @@ does not, keeps the graph valid, and shows the textbook savings."""
 import numpy as np
 import pytest
 
-from ir.cost import analyze
-from ir.design import Design, dumps
-from ir.errors import DesignError
-from ir.graph import verify
-from ir.passes.compress import STRATEGIES, parse_param_text
-from ir.shapes import infer_shapes
-from ir.templates import Builder, build_template
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import verify
+from convstudio.ir.passes.compress import STRATEGIES, parse_param_text
+from convstudio.ir.shapes import infer_shapes
+from convstudio.ir.templates import Builder, build_template
 
 
 def single_conv(cin, cout, k, shape_hw=16, **attrs):
@@ -98,7 +98,7 @@ def train_one_step(graph, shape):
     """The rewritten design lowers to PyTorch and one SGD step on random data changes its weights."""
     import torch
 
-    from backends.torch import lower
+    from convstudio.backends.torch import lower
 
     module = lower(graph).train()
     before = [p.detach().clone() for p in module.parameters()]
@@ -224,8 +224,8 @@ def test_a_node_listed_twice_is_rewritten_once():
 
 
 def test_a_pipeline_of_named_steps_feeds_each_the_previous_graph():
-    from ir.passes import run_pipeline
-    from ir.passes.fuse import fuse
+    from convstudio.ir.passes import run_pipeline
+    from convstudio.ir.passes.fuse import fuse
 
     g = build_template("resnet18", (3, 32, 32), 10)
     steps = [("fuse", fuse), ("width", lambda graph: STRATEGIES["width"].apply(graph, None, alpha=0.5))]

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ir.cost import Analyzer, analyze, peak_activation_bytes
-from ir.errors import ShapeError
-from ir.graph import Graph
-from ir.templates import build_template
+from convstudio.ir.cost import Analyzer, analyze, peak_activation_bytes
+from convstudio.ir.errors import ShapeError
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates import build_template
 
 
 def small_cnn() -> Graph:

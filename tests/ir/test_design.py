@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from ir.design import Design, dumps, load, loads, save, write_atomic
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.templates import build_template
-from ir.training import DEFAULTS, training_config, validate_training
+from convstudio.ir.design import Design, dumps, load, loads, save, write_atomic
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.templates import build_template
+from convstudio.ir.training import DEFAULTS, training_config, validate_training
 
 
 def rich_design() -> Design:

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from ir.cost import analyze
-from ir.design import Design, dumps
-from ir.graph import verify
-from ir.passes.fuse import fuse
-from ir.templates import TEMPLATES, Builder, build_template
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps
+from convstudio.ir.graph import verify
+from convstudio.ir.passes.fuse import fuse
+from convstudio.ir.templates import TEMPLATES, Builder, build_template
 
 
 def chain(*layers, shape=(3, 8, 8)):

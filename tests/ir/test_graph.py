@@ -2,8 +2,8 @@
 
 import pytest
 
-from ir.errors import AttrError, DesignError, GraphError
-from ir.graph import Graph, make_ref, parse_ref, verify
+from convstudio.ir.errors import AttrError, DesignError, GraphError
+from convstudio.ir.graph import Graph, make_ref, parse_ref, verify
 
 
 def chain() -> Graph:

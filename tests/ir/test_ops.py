@@ -10,12 +10,12 @@ import math
 
 import pytest
 
-from ir.errors import AttrError, DesignError, GraphError, ShapeError
-from ir.graph import Graph
-from ir.ops import registry
-from ir.ops.activation import ACT_FLOPS
-from ir.ops.conv import conv_pads
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops import registry
+from convstudio.ir.ops.activation import ACT_FLOPS
+from convstudio.ir.ops.conv import conv_pads
+from convstudio.ir.shapes import infer_shapes
 
 
 def apply(op: str, attrs: dict, ins: list[tuple]):

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ir.errors import DesignError
-from ir.ops import registry
+from convstudio.ir.errors import DesignError
+from convstudio.ir.ops import registry
 
 BATCH = 2
 SETTINGS = settings(max_examples=50, deadline=None)

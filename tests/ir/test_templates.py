@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from ir.cost import analyze
-from ir.design import Design, dumps, loads
-from ir.errors import DesignError, ShapeError
-from ir.graph import verify
-from ir.templates import TEMPLATES, build_template
-from ir.templates.mobilenet import make_divisible
+from convstudio.ir.cost import analyze
+from convstudio.ir.design import Design, dumps, loads
+from convstudio.ir.errors import DesignError, ShapeError
+from convstudio.ir.graph import verify
+from convstudio.ir.templates import TEMPLATES, build_template
+from convstudio.ir.templates.mobilenet import make_divisible
 
 # torchvision's published figures (params, conv+linear MACs) at 3x224x224 with 1000 classes; mobilenet_v1 and
 # se_resnet50 have no torchvision model and use the definitions stated in their template descriptions.

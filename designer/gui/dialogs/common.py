@@ -6,8 +6,8 @@ from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
 
-from designer.cli.common import METRIC_ROWS, signed
-from ir.errors import DesignError
+from convstudio.designer.cli.common import METRIC_ROWS, signed
+from convstudio.ir.errors import DesignError
 
 GAIN = "#1b7f3b"
 LOSS = "#b42318"

@@ -28,14 +28,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from designer.cli.common import human, load_design
-from designer.cli.verb_compare import variant
-from designer.gui.dialogs.common import METRIC_ROWS, StatusLabel, error_line
-from ir.cost import CONVENTIONS
-from ir.graph import Graph
-from ir.passes.compare import BREAKDOWN_METRICS
-from ir.passes.compare import compare as compare_graphs
-from ir.passes.compress import STRATEGIES
+from convstudio.designer.cli.common import human, load_design
+from convstudio.designer.cli.verb_compare import variant
+from convstudio.designer.gui.dialogs.common import METRIC_ROWS, StatusLabel, error_line
+from convstudio.ir.cost import CONVENTIONS
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.compare import BREAKDOWN_METRICS
+from convstudio.ir.passes.compare import compare as compare_graphs
+from convstudio.ir.passes.compress import STRATEGIES
 
 DESIGN_FILTER = "ConvStudio designs (*.json);;All files (*)"
 BAR_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d")

@@ -26,12 +26,12 @@ from PyQt6.QtWidgets import (
     QVBoxLayout,
 )
 
-from designer.gui.dialogs.common import BeforeAfterTable, StatusLabel, error_line
-from ir.errors import DesignError
-from ir.ops.activation import FUSED_ACTIVATION_CHOICES
-from ir.passes.compare import before_after
-from ir.passes.compress import STRATEGIES
-from ir.passes.compress.pool import KINDS
+from convstudio.designer.gui.dialogs.common import BeforeAfterTable, StatusLabel, error_line
+from convstudio.ir.errors import DesignError
+from convstudio.ir.ops.activation import FUSED_ACTIVATION_CHOICES
+from convstudio.ir.passes.compare import before_after
+from convstudio.ir.passes.compress import STRATEGIES
+from convstudio.ir.passes.compress.pool import KINDS
 
 CHOICES = {"activation": FUSED_ACTIVATION_CHOICES, "kind": tuple(KINDS)}
 PARAM_HELP = {

@@ -33,15 +33,15 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from backends.onnx.export import MAX_OPSET, export_file
-from backends.onnx.ops import FLOOR_OPSET
-from backends.onnx.runtime import PROVIDERS
-from backends.weights import has_params, load_design_weights
-from designer.cli.common import human_bytes
-from designer.cli.verb_infer import output_line, run_args
-from designer.gui.dialogs.common import Job, StatusLabel, error_line
-from ir.design import Design
-from ir.errors import DesignError
+from convstudio.backends.onnx.export import MAX_OPSET, export_file
+from convstudio.backends.onnx.ops import FLOOR_OPSET
+from convstudio.backends.onnx.runtime import PROVIDERS
+from convstudio.backends.weights import has_params, load_design_weights
+from convstudio.designer.cli.common import human_bytes
+from convstudio.designer.cli.verb_infer import output_line, run_args
+from convstudio.designer.gui.dialogs.common import Job, StatusLabel, error_line
+from convstudio.ir.design import Design
+from convstudio.ir.errors import DesignError
 
 ONNX_FILTER = "ONNX models (*.onnx);;All files (*)"
 NPY_FILTER = "NumPy arrays (*.npy);;All files (*)"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QListWidget, QSplitter, QVBoxLayout, QWidget
 
-from designer.gui.dialogs.common import BeforeAfterTable, StatusLabel, error_line
-from ir.passes.compare import before_after
-from ir.passes.fuse import fuse
+from convstudio.designer.gui.dialogs.common import BeforeAfterTable, StatusLabel, error_line
+from convstudio.ir.passes.compare import before_after
+from convstudio.ir.passes.fuse import fuse
 
 
 def fuse_preview(window) -> FuseDialog:

@@ -33,10 +33,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from backends.torch.train import RunOptions, default_weights_path, fit, merged_config
-from designer.gui.dialogs.common import Job, StatusLabel, error_line
-from ir.design import Design
-from ir.training import LOSSES, OPTIMIZERS, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
+from convstudio.backends.torch.train import RunOptions, default_weights_path, fit, merged_config
+from convstudio.designer.gui.dialogs.common import Job, StatusLabel, error_line
+from convstudio.ir.design import Design
+from convstudio.ir.training import LOSSES, OPTIMIZERS, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
 
 PLAIN_FIELDS = ("dataset", "loss", "l1", "epochs", "batch_size", "val_split", "seed")
 OPTIMIZER_FIELDS = ("name", "lr", "momentum", "nesterov", "weight_decay")

@@ -1,7 +1,7 @@
 """Compression strategies, one file each; `STRATEGIES` is the table (name -> Strategy)."""
 
-from ir.passes.compress import bottleneck, group_shuffle, pool, separable, stack3x3, stride2, width
-from ir.passes.compress.common import Strategy, parse_param_text
+from convstudio.ir.passes.compress import bottleneck, group_shuffle, pool, separable, stack3x3, stride2, width
+from convstudio.ir.passes.compress.common import Strategy, parse_param_text
 
 STRATEGIES: dict[str, Strategy] = {
     module.STRATEGY.name: module.STRATEGY

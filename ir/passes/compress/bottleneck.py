@@ -7,9 +7,9 @@ not lower the multiply-accumulates.
 
 from __future__ import annotations
 
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.passes.compress.common import conv_strategy, in_shape, place_before, spatial_attrs
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.compress.common import conv_strategy, in_shape, place_before, spatial_attrs
 
 DEFAULTS = {"reduction": 4}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ir.errors import DesignError
-from ir.graph import Graph, parse_ref, verify
-from ir.ops.activation import FUSED_ACTIVATION_CHOICES
-from ir.passes.base import PassResult
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, parse_ref, verify
+from convstudio.ir.ops.activation import FUSED_ACTIVATION_CHOICES
+from convstudio.ir.passes.base import PassResult
+from convstudio.ir.shapes import infer_shapes
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ shuffle takes over its consumers.
 
 from __future__ import annotations
 
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.passes.compress.common import conv_strategy, in_shape, place_after
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.compress.common import conv_strategy, in_shape, place_after
 
 DEFAULTS = {"groups": 4}
 

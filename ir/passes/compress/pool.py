@@ -6,10 +6,10 @@ Nothing else is adjusted: the insertion is declined when shapes no longer line u
 
 from __future__ import annotations
 
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.passes.compress.common import conv_strategy, place_after
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.passes.compress.common import conv_strategy, place_after
+from convstudio.ir.shapes import infer_shapes
 
 DEFAULTS = {"kind": "max", "kernel": 2}
 KINDS = {"max": "MaxPool2d", "avg": "AvgPool2d"}

@@ -7,9 +7,9 @@ pointwise conv keeps the original name, out_channels, bias and activation.
 
 from __future__ import annotations
 
-from ir.graph import Graph
-from ir.ops.activation import FUSED_ACTIVATIONS
-from ir.passes.compress.common import check_activation, conv_strategy, in_shape, place_before, spatial_attrs
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops.activation import FUSED_ACTIVATIONS
+from convstudio.ir.passes.compress.common import check_activation, conv_strategy, in_shape, place_before, spatial_attrs
 
 DEFAULTS = {"bn": True, "activation": "relu"}
 

@@ -8,10 +8,10 @@ keeps the original name, out_channels, bias and activation.
 
 from __future__ import annotations
 
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.ops.conv import conv_pads
-from ir.passes.compress.common import check_activation, conv_strategy, place_before
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops.conv import conv_pads
+from convstudio.ir.passes.compress.common import check_activation, conv_strategy, place_before
 
 DEFAULTS = {"width": 0, "activation": "relu"}
 

@@ -6,12 +6,12 @@ shape; the layers in between run at a quarter of the positions. Weights stay val
 
 from __future__ import annotations
 
-from ir.errors import DesignError
-from ir.graph import Graph
-from ir.ops.conv import conv_pads
-from ir.ops.pool import pool_stride
-from ir.passes.compress.common import conv_strategy
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph
+from convstudio.ir.ops.conv import conv_pads
+from convstudio.ir.ops.pool import pool_stride
+from convstudio.ir.passes.compress.common import conv_strategy
+from convstudio.ir.shapes import infer_shapes
 
 DEFAULTS: dict = {}
 DOWNSAMPLERS = ("Conv2d", "MaxPool2d", "AvgPool2d")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from ir.errors import DesignError
-from ir.graph import Graph, make_ref, parse_ref
-from ir.passes.base import PassResult
-from ir.passes.compress.common import Strategy, check_params, finish, in_shape, shapes_of
-from ir.shapes import infer_shapes
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import Graph, make_ref, parse_ref
+from convstudio.ir.passes.base import PassResult
+from convstudio.ir.passes.compress.common import Strategy, check_params, finish, in_shape, shapes_of
+from convstudio.ir.shapes import infer_shapes
 
 DEFAULTS = {"alpha": 0.5}
 LAYERS = ("Conv2d", "ConvTranspose2d", "DeformConv2d", "Linear")
