@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from convstudio.ir.errors import DesignError, GraphError
-from convstudio.ir.graph import Graph, verify
+from convstudio.ir.graph import Graph, paused_gc, verify
 from convstudio.ir.training import validate_training
 
 FORMAT = "convstudio.design"
 VERSION = 1
 TOP_LEVEL = ("format", "version", "name", "inputs", "nodes", "outputs", "training", "weights", "layout")
+NODE_FIELDS = frozenset(("name", "op", "inputs", "attrs", "share"))
 
 
 @dataclass
@@ -37,11 +38,34 @@ class Design:
         return self.graph.name
 
     def weights_path(self) -> Path | None:
-        """Absolute path of the weights file (beside the design), if the design names one."""
+        """The weights file paired with the design, whether or not it exists yet.
+
+        That is the file its `weights` field names (older files; it must stay inside the design's folder),
+        else `<stem>.safetensors` beside the design file; None for a design with neither.
+        """
         if not self.weights:
-            return None
+            if self.path is None or self.path.suffix == ".safetensors":
+                return None
+            return _inside(self.path.parent, self.path.with_suffix(".safetensors"), f"weights beside '{self.path}'")
+        where = f"field weights in '{self.path}'" if self.path else "field weights"
+        if "\x00" in self.weights:
+            raise DesignError("weights names a path with a NUL character", where)
+        if Path(self.weights).is_absolute():
+            raise DesignError("weights must be a file inside the design's folder, not an absolute path", where)
         base = self.path.parent if self.path else Path.cwd()
-        return base / self.weights
+        return _inside(base, base / self.weights, where)
+
+
+def _inside(folder: Path, path: Path, where: str) -> Path:
+    """`path`, which must resolve (symbolic links followed) inside `folder`."""
+    try:
+        home = folder.resolve()
+        inside = path.resolve().is_relative_to(home)
+    except (OSError, RuntimeError) as e:  # a symbolic-link loop
+        raise DesignError(f"cannot resolve the weights path: {e}", where) from None
+    if not inside:
+        raise DesignError(f"the weights path leads outside the design's folder '{home}'", where)
+    return path
 
 
 def design_to_dict(design: Design) -> dict:
@@ -146,16 +170,41 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+class LongNumber:
+    """A JSON integer literal with more digits than Python converts (sys.get_int_max_str_digits, 4300 by default).
+
+    It is read as this marker, which is no number, so the validation of the field holding it refuses it and names that field.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"a {self.digits:,}-digit number"
+
+
+def _parse_int(text: str) -> int | LongNumber:
+    try:
+        return int(text)
+    except ValueError:
+        return LongNumber(len(text.lstrip("-")))
+
+
+@paused_gc()
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise DesignError(f"malformed JSON: {e.msg} (line {e.lineno} column {e.colno})", f"file {source}") from None
     except RecursionError:
         raise DesignError("malformed JSON: nested too deeply", f"file {source}") from None
     except DesignError as e:
         raise DesignError(e.what, f"file {source}") from None
+    except ValueError as e:  # any other literal Python refuses to convert
+        raise DesignError(f"malformed JSON: {str(e)[:120]}", f"file {source}") from None
     try:
         return design_from_dict(data)
     except DesignError as e:
@@ -168,6 +217,8 @@ def load(path: Path | str) -> Design:
         raise DesignError("no such file", f"file '{path}'")
     if path.is_dir():
         raise DesignError("is a folder, not a design file", f"file '{path}'")
+    if not path.is_file():
+        raise DesignError("a design must be a regular file (this is a device, FIFO or socket)", f"file '{path}'")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -206,39 +257,46 @@ def design_from_dict(data: Any) -> Design:
     nodes = data.get("nodes")
     _expect(isinstance(nodes, list), "nodes must be a list", "field nodes")
     pending = []
-    for i, entry in enumerate(nodes):
-        where = f"field nodes[{i}]"
-        _expect(isinstance(entry, dict), "each node must be an object", where)
+    for i, entry in enumerate(nodes):  # messages are formatted only on failure: this loop runs once per node
+        if not isinstance(entry, dict):
+            raise DesignError("each node must be an object", f"field nodes[{i}]")
         for key in entry:
-            _expect(key in ("name", "op", "inputs", "attrs", "share"), f"unknown node field '{key}'", f"{where}.{key}")
+            if key not in NODE_FIELDS:
+                raise DesignError(f"unknown node field '{key}'", f"field nodes[{i}].{key}")
         node_name = entry.get("name")
-        _expect(isinstance(node_name, str), "node needs a string name", f"{where}.name")
-        where = f"node '{node_name}' (nodes[{i}])"
+        if not isinstance(node_name, str):
+            raise DesignError("node needs a string name", f"field nodes[{i}].name")
         op = entry.get("op")
-        _expect(isinstance(op, str), "node needs an op", f"{where} field op")
-        _expect(op not in ("Input", "Output"), f"{op} nodes are declared in '{op.lower()}s', not in 'nodes'", f"{where} field op")
+        if not isinstance(op, str):
+            raise DesignError("node needs an op", f"node '{node_name}' (nodes[{i}]) field op")
+        if op in ("Input", "Output"):
+            raise DesignError(f"{op} nodes are declared in '{op.lower()}s', not in 'nodes'", f"node '{node_name}' (nodes[{i}]) field op")
         refs = entry.get("inputs", [])
-        _expect(isinstance(refs, list) and all(isinstance(r, str) for r in refs), "inputs must be a list of node names", f"{where} field inputs")
+        if not (isinstance(refs, list) and all(isinstance(r, str) for r in refs)):
+            raise DesignError("inputs must be a list of node names", f"node '{node_name}' (nodes[{i}]) field inputs")
         share = entry.get("share")
-        _expect(share is None or isinstance(share, str), "share must be a group name", f"{where} field share")
+        if not (share is None or isinstance(share, str)):
+            raise DesignError("share must be a group name", f"node '{node_name}' (nodes[{i}]) field share")
         try:
             graph.add(op, [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
         except DesignError as e:
+            where = f"node '{node_name}' (nodes[{i}])"
             raise type(e)(e.what, e.where.replace(f"node '{node_name}'", where) if e.where else where) from None
-        pending.append((node_name, refs, where))
+        pending.append((node_name, refs, i))
 
     outputs = data.get("outputs")
     _expect(isinstance(outputs, dict) and outputs, "outputs must be an object mapping output names to node names", "field outputs")
     for out_name, ref in outputs.items():
         _expect(isinstance(ref, str), f"output must name a node, got {ref!r}", f"field outputs.{out_name}")
         graph.add("Output", [None], name=out_name)
-        pending.append((out_name, [ref], f"field outputs.{out_name}"))
+        pending.append((out_name, [ref], None))
 
-    for node_name, refs, where in pending:
+    for node_name, refs, i in pending:
         for k, ref in enumerate(refs):
             try:
                 graph.set_input(node_name, k, ref)
             except DesignError as e:
+                where = f"field outputs.{node_name}" if i is None else f"node '{node_name}' (nodes[{i}])"
                 raise GraphError(e.what, f"{where} input {k}") from None
 
     layout = data.get("layout", {})
@@ -253,5 +311,5 @@ def design_from_dict(data: Any) -> Design:
     validate_training(training, "field training")
     weights = data.get("weights")
     _expect(weights is None or (isinstance(weights, str) and weights), "weights must be a file name", "field weights")
-    verify(graph)
+    verify(graph, check_attrs=False)  # `add` validated every node's attributes above
     return Design(graph, training, weights)

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+# Characters that would break or restyle a terminal line: controls, format marks (bidi overrides), line separators.
+UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with every unprintable character written as a visible escape (\\n, \\x00, \\x1b, \\u202e)."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in ESCAPES:
+            out.append(ESCAPES[ch])
+        elif unicodedata.category(ch) in UNPRINTABLE:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
 
 class DesignError(Exception):
     """A problem with user input. `what` says what is wrong, `where` names the node, field or file."""
@@ -12,7 +34,8 @@ class DesignError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        return f"{self.what}, {self.where}" if self.where else self.what
+        """`what, where` as one printable line: control characters in user-supplied names are escaped."""
+        return printable(f"{self.what}, {self.where}" if self.where else self.what)
 
     def at(self, where: str) -> "DesignError":
         """Return a copy whose location is prefixed with `where`."""

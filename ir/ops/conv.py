@@ -8,7 +8,8 @@ from convstudio.ir.ops.registry import Attr, OpCost, OpDef, checked, fmt, need_r
 
 
 def conv_pads(a: dict) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((top, bottom), (left, right)) padding, resolving 'same' and 'valid' as PyTorch does."""
+    """((top, bottom), (left, right)) padding, resolving 'same' and 'valid' as PyTorch does and
+    four-sided padding [top, left, bottom, right] (ONNX's order)."""
     pad = a["padding"]
     if pad == "valid":
         return (0, 0), (0, 0)
@@ -18,6 +19,8 @@ def conv_pads(a: dict) -> tuple[tuple[int, int], tuple[int, int]]:
             total = d * (k - 1)
             out.append((total // 2, total - total // 2))
         return out[0], out[1]
+    if len(pad) == 4:
+        return (pad[0], pad[2]), (pad[1], pad[3])
     return (pad[0], pad[0]), (pad[1], pad[1])
 
 

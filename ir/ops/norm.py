@@ -88,3 +88,56 @@ register(
         doc="local response normalization across `size` neighbouring channels",
     )
 )
+
+
+# ---- LayerNorm ----------------------------------------------------------------------------------
+
+
+def layer_norm_channels(a: dict, shape: tuple) -> int:
+    """The size normalized over: the channels (dim 1) or, channels-last, the last dimension."""
+    return shape[-1] if a["channels_last"] else shape[0]
+
+
+def _ln_infer(a: dict, ins: list) -> list:
+    if not ins[0]:
+        raise ShapeError("input must have a dimension besides the batch", "inputs")
+    return checked([ins[0]])
+
+
+def _ln_params(a: dict, ins: list) -> dict:
+    c = layer_norm_channels(a, ins[0])
+    return {"weight": (c,), "bias": (c,)} if a["elementwise_affine"] else {}
+
+
+def _ln_cost(a: dict, ins: list, outs: list) -> OpCost:
+    n = numel(outs[0])
+    affine = a["elementwise_affine"]
+    per, fv = (7, 5) if affine else (5, 4)
+    return OpCost(
+        0,
+        per * n,
+        fv * n,
+        {
+            "macs": "0",
+            "flops": f"{per}·numel (mean, subtract, square, variance, normalize{', scale, shift' if affine else ''}) = {per}·{n}",
+            "fvcore": f"{fv}·numel (fvcore's layer_norm{', affine' if affine else ''}) = {fv * n}",
+        },
+    )
+
+
+register(
+    OpDef(
+        "LayerNorm",
+        "normalization",
+        (
+            Attr("eps", "float", 1e-5, min=0.0),
+            Attr("elementwise_affine", "bool", True, doc="learned per-channel weight and bias"),
+            Attr("channels_last", "bool", False, doc="normalize over the last dimension instead of the channels (dim 1)"),
+        ),
+        (1, 1),
+        _ln_infer,
+        _ln_cost,
+        params=_ln_params,
+        doc="layer normalization over the channels at every position (ConvNeXt's LayerNorm2d), or over the last dimension",
+    )
+)

@@ -95,7 +95,10 @@ def _global_infer(a: dict, ins: list) -> list:
 def _global_avg_cost(a: dict, ins: list, outs: list) -> OpCost:
     n_in = numel(ins[0])
     n_out = numel(outs[0])
-    return OpCost(0, n_in + n_out, n_in, {"macs": "0", "flops": f"input numel + output numel = {n_in} + {n_out}", "fvcore": f"1·input numel = {n_in}"})
+    flops = f"input numel + output numel = {n_in} + {n_out}"
+    if a.get("mean"):  # fvcore counts aten::mean as 0
+        return OpCost(0, n_in + n_out, 0, {"macs": "0", "flops": flops, "fvcore": "0 (a mean: not counted by fvcore)"})
+    return OpCost(0, n_in + n_out, n_in, {"macs": "0", "flops": flops, "fvcore": f"1·input numel = {n_in}"})
 
 
 def _global_max_cost(a: dict, ins: list, outs: list) -> OpCost:
@@ -103,7 +106,8 @@ def _global_max_cost(a: dict, ins: list, outs: list) -> OpCost:
     return OpCost(0, n, 0, {"macs": "0", "flops": f"input numel - output numel = {n}", "fvcore": "0 (not counted by fvcore)"})
 
 
-register(OpDef("GlobalAvgPool", "pooling", (), (1, 1), _global_infer, _global_avg_cost, doc="mean over H and W, output Cx1x1"))
+GLOBAL_AVG_ATTRS = (Attr("mean", "bool", False, doc="written as a mean over H and W (torch.mean, ONNX ReduceMean), which fvcore counts as 0"),)
+register(OpDef("GlobalAvgPool", "pooling", GLOBAL_AVG_ATTRS, (1, 1), _global_infer, _global_avg_cost, doc="mean over H and W, output Cx1x1"))
 register(OpDef("GlobalMaxPool", "pooling", (), (1, 1), _global_infer, _global_max_cost, doc="maximum over H and W, output Cx1x1"))
 
 

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
@@ -49,26 +50,29 @@ class Attr:
             self._range(value, fieldname)
             return value
         if kind == "float":
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMEL:
+                raise AttrError(f"{self.name} is absurdly large ({approx(value)})", fieldname)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise AttrError(f"{self.name} must be a number, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be a number, got {shown(value)}", fieldname)
             self._range(value, fieldname)
             return value
         if kind == "bool":
             if not isinstance(value, bool):
-                raise AttrError(f"{self.name} must be true or false, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be true or false, got {shown(value)}", fieldname)
             return value
         if kind == "choice":
             if value not in self.choices:
-                raise AttrError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {shown(value)}", fieldname)
             return value
         if kind == "padding" and isinstance(value, str):
             if value not in ("same", "valid"):
-                raise AttrError(f"{self.name} must be an integer, a pair, 'same' or 'valid', got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be an integer, a pair, 'same' or 'valid', got {shown(value)}", fieldname)
             return value
         if kind in ("pair", "padding"):
             if isinstance(value, (list, tuple)):
-                if len(value) != 2:
-                    raise AttrError(f"{self.name} must be an integer or a pair, got {list(value)!r}", fieldname)
+                if len(value) != 2 and not (kind == "padding" and len(value) == 4):
+                    four = ", or [top, left, bottom, right]" if kind == "padding" else ""
+                    raise AttrError(f"{self.name} must be an integer or a pair{four}, got {shown(list(value))}", fieldname)
                 for v in value:
                     self._int(v, fieldname)
                     self._range(v, fieldname)
@@ -78,7 +82,7 @@ class Attr:
             return value
         if kind == "ints":
             if not isinstance(value, (list, tuple)):
-                raise AttrError(f"{self.name} must be a list of integers, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be a list of integers, got {shown(value)}", fieldname)
             for v in value:
                 self._int(v, fieldname)
                 self._range(v, fieldname)
@@ -86,27 +90,29 @@ class Attr:
         if kind == "scale":
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             if len(values) not in (1, 2):
-                raise AttrError(f"{self.name} must be a number or a pair, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be a number or a pair, got {shown(value)}", fieldname)
             for v in values:
+                if isinstance(v, int) and not isinstance(v, bool) and v > MAX_NUMEL:
+                    raise AttrError(f"{self.name} is absurdly large ({approx(v)})", fieldname)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                    raise AttrError(f"{self.name} must be positive numbers, got {value!r}", fieldname)
+                    raise AttrError(f"{self.name} must be positive numbers, got {shown(value)}", fieldname)
                 if v > MAX_NUMEL:
                     raise AttrError(f"{self.name} is absurdly large ({v:.3g})", fieldname)
             return list(value) if isinstance(value, (list, tuple)) else value
         if kind == "str":
             if not isinstance(value, str):
-                raise AttrError(f"{self.name} must be a string, got {value!r}", fieldname)
+                raise AttrError(f"{self.name} must be a string, got {shown(value)}", fieldname)
             return value
         if kind == "json":
             try:
                 return json.loads(json.dumps(value, allow_nan=False))
             except (TypeError, ValueError):
-                raise AttrError(f"{self.name} must be plain JSON data, got {value!r}", fieldname) from None
+                raise AttrError(f"{self.name} must be plain JSON data, got {shown(value)}", fieldname) from None
         raise AssertionError(f"unknown attribute kind {kind}")
 
     def _int(self, value: Any, fieldname: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise AttrError(f"{self.name} must be an integer, got {value!r}", fieldname)
+            raise AttrError(f"{self.name} must be an integer, got {shown(value)}", fieldname)
         if abs(value) > MAX_NUMEL:
             raise AttrError(f"{self.name} is absurdly large ({approx(value)})", fieldname)
 
@@ -190,32 +196,51 @@ class OpDef:
             expected = f"{lo} to {hi} inputs" if hi is not None else f"{lo} or more inputs"
         raise GraphError(f"{self.name} takes {expected}, has {count}", where)
 
+    @cached_property
+    def _known(self) -> dict[str, Attr]:
+        return {a.name: a for a in self.attrs}
+
+    @cached_property
+    def _required(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attrs if a.required)
+
+    @cached_property
+    def _defaults(self) -> dict:
+        """The resolved attributes of a node that sets none."""
+        return {a.name: a.normalize(None if a.required else a.default) for a in self.attrs}
+
     def validate(self, attrs: dict, where: str = "") -> dict:
         """Check explicit attributes against the schema; returns them in JSON form."""
+        return self.validate_resolved(attrs, where)[0]
+
+    def validate_resolved(self, attrs: dict, where: str = "") -> tuple[dict, dict]:
+        """`validate`, also returning the resolved attributes it checked."""
         if not isinstance(attrs, dict):
             raise AttrError(f"attrs must be an object, got {type(attrs).__name__}", f"{where} attrs")
-        known = {a.name: a for a in self.attrs}
+        known = self._known
         out = {}
         for key, value in attrs.items():
             if key not in known:
                 hint = f" (known: {', '.join(known)})" if known else " (it takes none)"
                 raise AttrError(f"{self.name} has no attribute '{key}'{hint}", f"{where} attrs.{key}")
             out[key] = known[key].check(value, where)
-        for a in self.attrs:
-            if a.required and a.name not in out:
-                raise AttrError(f"{self.name} needs attribute '{a.name}'", f"{where} attrs.{a.name}")
+        for required in self._required:
+            if required not in out:
+                raise AttrError(f"{self.name} needs attribute '{required}'", f"{where} attrs.{required}")
+        resolved = self.resolve(out)
         try:
-            self.check(self.resolve(out))
+            self.check(resolved)
         except DesignError as e:
             raise e.at(where) from None
-        return out
+        return out, resolved
 
     def resolve(self, attrs: dict) -> dict:
         """All attributes with defaults and normalized values."""
-        out = {}
-        for a in self.attrs:
-            value = attrs.get(a.name, None if a.required else a.default)
-            out[a.name] = a.normalize(value)
+        out = dict(self._defaults)
+        known = self._known
+        for key, value in attrs.items():
+            if key in known:
+                out[key] = known[key].normalize(value)
         return out
 
 
@@ -250,17 +275,35 @@ def numel(shape: Shape) -> int:
 
 
 def approx(n: int) -> str:
-    """A huge integer in short scientific form (exact for small ones); never overflows a float."""
-    digits = str(abs(n))
-    if len(digits) <= 15:
+    """A huge integer in short scientific form (exact for small ones); never overflows a float, and
+    never converts more digits than Python allows (its int max str digits limit)."""
+    size = abs(n)
+    if size < 10**15:
         return f"{n:,}"
-    return f"{'-' if n < 0 else ''}{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
+    exponent = int(math.log10(size))  # a big int's log10 is off by at most one
+    while 10**exponent > size:
+        exponent -= 1
+    while 10 ** (exponent + 1) <= size:
+        exponent += 1
+    lead = size // 10 ** (exponent - 2)
+    return f"{'-' if n < 0 else ''}{lead // 100}.{lead % 100:02d}e+{exponent}"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`value` as an error message shows it: short, and never failing on an integer too long to print."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return approx(value)
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding an integer past Python's digit limit
+        text = f"<{type(value).__name__} holding a number too long to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def checked(shapes: list[Shape], field: str = "output") -> list[Shape]:
     """Reject empty or absurdly large outputs; `field` names what the error points at."""
     for s in shapes:
-        if any(d <= 0 for d in s):
+        if s and min(s) <= 0:
             raise ShapeError(f"output shape {list(s)} has an empty dimension", field)
         if numel(s) > MAX_NUMEL:
             raise ShapeError(f"output shape {list(s)} is absurdly large ({approx(numel(s))} elements)", field)
@@ -281,4 +324,4 @@ def need_rank(shape: Shape, rank: int, what: str = "input") -> None:
 
 
 def fmt(*factors: int) -> str:
-    return "·".join(str(f) for f in factors)
+    return "·".join(map(str, factors))

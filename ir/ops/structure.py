@@ -231,3 +231,87 @@ register(
         doc="splits channels into equal parts or given sections; output k is 'name:k'",
     )
 )
+
+
+# ---- layout and ConvNeXt pieces -----------------------------------------------------------------
+
+
+def _permute_check(a: dict) -> None:
+    dims = a["dims"]
+    if sorted(dims) != list(range(len(dims))) or dims[0] != 0:
+        raise AttrError(f"dims must be a permutation of 0..{len(dims) - 1} that keeps the batch (0) first, got {list(dims)}", "attrs.dims")
+
+
+def _permute_infer(a: dict, ins: list) -> list:
+    dims, full = a["dims"], (0, *ins[0])
+    if len(dims) != len(full):
+        raise ShapeError(f"dims {list(dims)} do not fit a {len(full)}-d input", "attrs.dims")
+    return [tuple(full[d] for d in dims[1:])]
+
+
+register(
+    OpDef(
+        "Permute",
+        "structure",
+        (Attr("dims", "ints", min=0, doc="new order of all dimensions, batch (0) first; [0, 2, 3, 1] is NCHW -> NHWC"),),
+        (1, 1),
+        _permute_infer,
+        check=_permute_check,
+        alias=True,
+        doc="reorders dimensions (a view, as torch's permute)",
+    )
+)
+
+
+def scale_axis(a: dict, shape: tuple) -> int:
+    """The per-sample dimension a Scale's parameters run along."""
+    rank = len(shape) + 1
+    axis = a["axis"] + rank if a["axis"] < 0 else a["axis"]
+    if not 1 <= axis < rank:
+        raise ShapeError(f"axis {a['axis']} is out of range for a {rank}-d input (or is the batch)", "attrs.axis")
+    return axis - 1
+
+
+def _scale_infer(a: dict, ins: list) -> list:
+    scale_axis(a, ins[0])
+    return checked([ins[0]])
+
+
+def _scale_params(a: dict, ins: list) -> dict:
+    return {"weight": (ins[0][scale_axis(a, ins[0])],)}
+
+
+def _scale_cost(a: dict, ins: list, outs: list) -> OpCost:
+    n = numel(outs[0])
+    return OpCost(0, n, 0, {"macs": "0", "flops": f"1·numel (multiply) = {n}", "fvcore": "0 (fvcore does not count mul)"})
+
+
+register(
+    OpDef(
+        "Scale",
+        "elementwise",
+        (
+            Attr("axis", "int", 1, doc="dimension the parameters run along: 1 = channels of NCHW, -1 = last (channels-last)"),
+            Attr("init", "float", 1e-6, doc="initial value of every parameter (ConvNeXt's layer scale: 1e-6)"),
+        ),
+        (1, 1),
+        _scale_infer,
+        _scale_cost,
+        params=_scale_params,
+        doc="multiplies by a learned value per channel along `axis` (layer scale)",
+    )
+)
+register(
+    OpDef(
+        "StochasticDepth",
+        "structure",
+        (
+            Attr("p", "float", 0.5, min=0.0, max=1.0, doc="probability of dropping"),
+            Attr("mode", "choice", "row", choices=("row", "batch"), doc="drop single samples (row) or the whole batch"),
+        ),
+        (1, 1),
+        _passthrough,
+        alias=True,
+        doc="drops a residual branch with probability p in training, scaling by 1/(1-p); identity in eval",
+    )
+)

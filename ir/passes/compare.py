@@ -38,7 +38,7 @@ def summarize(graph: Graph, convention: str = "flops") -> dict:
         row["params"] += cost.params
         row["macs"] += cost.macs
         row["flops"] += cost.flops
-    totals = {"nodes": sum(1 for n in graph if n.op not in ("Input", "Output")), **report.total.as_dict()}
+    totals = {"nodes": graph.layer_count(), **report.total.as_dict()}
     return {"totals": totals, "breakdown": breakdown}
 
 

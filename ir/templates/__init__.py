@@ -2,10 +2,14 @@
 
 from convstudio.ir.templates import (  # noqa: F401  (registration)
     blocks,
+    convnext,
     deform,
+    densenet,
+    efficientnet,
     inception,
     lenet,
     mobilenet,
+    regnet,
     resnet,
     shufflenet,
     siamese,

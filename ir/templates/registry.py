@@ -23,6 +23,12 @@ class Template:
     num_classes: int
     has_width: bool = False
     reference: str = ""  # where the published numbers come from
+    min_side: int = 1  # the smallest spatial side the network accepts
+
+    def small_input(self, side: int) -> tuple[int, ...]:
+        """The default input with each spatial side capped at `side`, but never below `min_side`."""
+        channels, *spatial = self.input_shape
+        return (channels, *(min(s, max(side, self.min_side)) for s in spatial))
 
     def build(self, input_shape=None, num_classes=None, width=None) -> Graph:
         shape = tuple(input_shape) if input_shape else self.input_shape
@@ -33,6 +39,10 @@ class Template:
             raise DesignError(f"width multiplier must be a number in (0, 16], got {width!r}", "--width")
         if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
             raise DesignError(f"number of classes must be a positive integer, got {classes!r}", "--classes")
+        spatial = shape[1:]
+        if len(shape) == len(self.input_shape) and all(isinstance(s, int) for s in spatial) and min(spatial, default=self.min_side) < self.min_side:
+            got = "x".join(map(str, shape))
+            raise DesignError(f"template '{self.name}' needs a spatial size of at least {self.min_side}, got input {got}", "--input")
         kwargs = {"width": width} if width is not None else {}
         graph = self.builder(shape, classes, **kwargs)
         verify(graph)
@@ -54,9 +64,9 @@ TEMPLATES: dict[str, Template] = {}
 BLOCKS: dict[str, Block] = {}
 
 
-def template(name: str, description: str, input_shape, num_classes: int, has_width: bool = False, reference: str = ""):
+def template(name: str, description: str, input_shape, num_classes: int, has_width: bool = False, reference: str = "", min_side: int = 1):
     def deco(fn):
-        TEMPLATES[name] = Template(name, description, fn, tuple(input_shape), num_classes, has_width, reference)
+        TEMPLATES[name] = Template(name, description, fn, tuple(input_shape), num_classes, has_width, reference, min_side)
         return fn
 
     return deco

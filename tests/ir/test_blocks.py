@@ -9,7 +9,7 @@ from convstudio.ir.design import Design, dumps
 from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
 from convstudio.ir.graph import Graph, verify
 from convstudio.ir.shapes import infer_shapes
-from convstudio.ir.templates import BLOCKS, build_template, insert_block
+from convstudio.ir.templates import BLOCKS, TEMPLATES, build_template, insert_block
 from convstudio.ir.templates.probe import value_channels, value_shape
 from convstudio.ir.templates.registry import block
 
@@ -41,7 +41,7 @@ CASES = [(name, stride) for name in sorted(BLOCKS) for stride in (1, 2) if strid
 def test_every_block_is_covered():
     assert {name for name, _ in CASES} == set(BLOCKS)
     assert {"basic_residual", "bottleneck_residual", "inception", "depthwise_separable", "inverted_residual", "se",
-            "shuffle_unit"} <= set(BLOCKS)
+            "shuffle_unit", "dense_block", "inverted_residual_v3", "regnet_y", "mbconv", "convnext_block"} <= set(BLOCKS)
 
 
 @pytest.mark.parametrize("name,stride", CASES)
@@ -55,8 +55,11 @@ def test_block_keeps_shapes_consistent(name, stride):
     infer_shapes(graph, strict=True)
     c, h, w = value_shape(graph, out)
     assert (h, w) == (16 // stride, 16 // stride)
-    expected_channels = sum(BLOCKS[name].options[k] for k in ("ch1x1", "ch3x3", "ch5x5", "pool_proj")) if name == "inception" else 16
-    assert c == expected_channels
+    defaults = BLOCKS[name].options
+    if name == "inception":
+        assert c == sum(defaults[k] for k in ("ch1x1", "ch3x3", "ch5x5", "pool_proj"))
+    else:
+        assert c == 16 + (defaults["num_layers"] * defaults["growth_rate"] if name == "dense_block" else 0)
     assert graph.nodes["logits"].meta["shapes"] == [(10,)]
 
 
@@ -95,6 +98,31 @@ def test_block_costs_match_hand_counts():
     assert macs["depthwise_separable_pw_conv"].macs == 32 * 8 * 8 * 16
 
 
+def test_modern_block_costs_match_hand_counts():
+    graph = small_graph()
+    _, added = insert_block(graph, "dense_block", "relu", num_layers=2, growth_rate=8, bn_size=2)
+    # per layer: BN over its input, 1x1 to 16 channels, BN, 3x3 to 8 channels (no conv bias)
+    assert param_count(graph, added) == (2 * 16 + 16 * 16 + 2 * 16 + 16 * 8 * 9) + (2 * 24 + 24 * 16 + 2 * 16 + 16 * 8 * 9)
+    graph = small_graph()
+    _, added = insert_block(graph, "convnext_block", "relu")
+    # depthwise 7x7 with bias, LayerNorm, Linear 16->64, Linear 64->16, layer scale
+    assert param_count(graph, added) == (16 * 49 + 16) + 2 * 16 + (16 * 64 + 64) + (64 * 16 + 16) + 16
+    macs = analyze(graph, "torchvision").by_name()
+    assert macs["convnext_block_block_3"].macs == 16 * 16 * 16 * 64  # every position of the channels-last map
+    graph = small_graph()
+    _, added = insert_block(graph, "regnet_y", "relu", out_channels=32, stride=2, group_width=16)
+    # projection 1x1+BN, 1x1+BN, grouped 3x3 (2 groups)+BN, SE 32->4->32, 1x1+BN
+    assert param_count(graph, added) == (16 * 32 + 64) + (16 * 32 + 64) + (16 * 32 * 9 + 64) + (32 * 4 + 4 + 4 * 32 + 32) + (32 * 32 + 64)
+    graph = small_graph()
+    out, added = insert_block(graph, "mbconv", "relu", expansion=4, stochastic_depth=0.1)
+    assert graph.nodes[out].inputs == ["mbconv_stochastic_depth", "relu"]
+    assert graph.nodes["mbconv_block_2_fc1"].attrs["out_channels"] == 4 and graph.nodes["mbconv_block_0_0"].attrs["out_channels"] == 64
+    graph = small_graph()
+    out, added = insert_block(graph, "inverted_residual_v3", "relu", out_channels=24, stride=2, se=False)
+    assert graph.nodes[out].op == "BatchNorm2d" and not any(graph.nodes[n].op == "Hardsigmoid" for n in added)
+    assert graph.nodes["inverted_residual_v3_block_0_0"].attrs["out_channels"] == 64
+
+
 def test_inverted_residual_adds_only_when_shapes_match():
     graph = small_graph()
     out, added = insert_block(graph, "inverted_residual", "relu", expansion=6)
@@ -126,8 +154,16 @@ def test_templates_reuse_the_blocks():
         ("shufflenet_v2_x1_0", "stage3_1", "shuffle_unit", {"out_channels": 232}),
         ("googlenet", "inception4a", "inception",
          {"ch1x1": 192, "ch3x3red": 96, "ch3x3": 208, "ch5x5red": 16, "ch5x5": 48, "pool_proj": 64}),
+        ("densenet121", "features_denseblock2", "dense_block", {"num_layers": 12}),
+        ("mobilenet_v3_large", "features_5", "inverted_residual_v3",
+         {"out_channels": 40, "expanded_channels": 120, "kernel_size": 5, "activation": "relu"}),
+        ("mobilenet_v3_small", "features_1", "inverted_residual_v3",
+         {"out_channels": 16, "stride": 2, "expanded_channels": 16, "activation": "relu"}),
+        ("regnet_y_400mf", "trunk_output_block3_block3_0", "regnet_y", {"out_channels": 208, "stride": 2}),
+        ("efficientnet_b0", "features_5_1", "mbconv", {"kernel_size": 5, "stochastic_depth": 0.2 * 9 / 16}),
+        ("convnext_tiny", "features_5_4", "convnext_block", {"stochastic_depth": 0.1 * 10 / 17}),
     ):
-        net = build_template(template)
+        net = build_template(template, TEMPLATES[template].small_input(64))
         entry = next(n for n in net if n.name.startswith(unit + "_"))
         shape = value_shape(net, entry.inputs[0])
         g = Graph("probe")
@@ -180,6 +216,18 @@ def unchanged(graph: Graph, before: str) -> bool:
         ("shuffle_unit", "relu", {"out_channels": 31, "stride": 2}, AttrError, "even"),
         ("inverted_residual", "relu", {"expansion": "six"}, AttrError, "expansion"),
         ("inception", "relu", {"ch3x3": 0}, AttrError, "out_channels"),
+        ("dense_block", "relu", {"growth_rate": 0}, AttrError, "growth_rate"),
+        ("dense_block", "relu", {"num_layers": 2.5}, AttrError, "num_layers"),
+        ("inverted_residual_v3", "relu", {"activation": "gelu"}, AttrError, "activation must be one of relu, hardswish"),
+        ("inverted_residual_v3", "relu", {"kernel_size": 4}, AttrError, "kernel_size must be odd"),
+        ("inverted_residual_v3", "relu", {"se": "yes"}, AttrError, "se must be true or false"),
+        ("regnet_y", "relu", {"group_width": 5}, AttrError, "multiple of group_width"),
+        ("regnet_y", "relu", {"se_ratio": -0.1}, AttrError, "se_ratio"),
+        ("regnet_y", "relu", {"bottleneck_multiplier": 0}, AttrError, "bottleneck_multiplier must be a number > 0"),
+        ("mbconv", "relu", {"expansion": 0.5}, AttrError, "expansion"),
+        ("mbconv", "relu", {"stochastic_depth": 1.5}, AttrError, "probability"),
+        ("convnext_block", "relu", {"layer_scale": 0}, AttrError, "layer_scale"),
+        ("convnext_block", "relu", {"stochastic_depth": True}, AttrError, "stochastic_depth"),
     ],
 )
 def test_bad_insertions_raise_and_leave_the_graph_unchanged(block, after, options, error, match):

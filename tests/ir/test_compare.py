@@ -93,7 +93,7 @@ def test_strategies_verb(capsys):
     assert [ln.split()[0] for ln in lines] == list(STRATEGIES)
     assert main(["strategies", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)[2]
-    assert listed == {"name": "group_shuffle", "summary": STRATEGIES["group_shuffle"].summary, "params": {"groups": 4}}
+    assert listed == {"name": "group_shuffle", "summary": STRATEGIES["group_shuffle"].summary, "params": {"groups": 4}, "keeps_weights": False}
 
 
 def test_compress_verb_prints_before_after_and_writes_the_design(designs, tmp_path, capsys):
@@ -142,15 +142,19 @@ def test_compress_and_fuse_refuse_a_folder_as_output(designs, tmp_path, capsys):
 
 
 def test_compress_keeps_the_weights_of_unchanged_layers(tmp_path, capsys):
-    """A design with weights stays usable: untouched layers keep theirs, rewritten ones get a fresh init."""
+    """A design with weights stays usable: untouched layers keep theirs, rewritten ones get a fresh init
+    unless the strategy starts them from the old weights."""
     graph = build_template("lenet")
     init_params(graph, seed=3)
     save_weights(graph, tmp_path / "l.safetensors")
     save(Design(graph, weights="l.safetensors"), tmp_path / "l.json")
     out = tmp_path / "s.json"
+    assert main(["compress", str(tmp_path / "l.json"), "--strategy", "stack3x3", "--nodes", "conv2", "-o", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["weights"] == "s.safetensors" and data["fresh_weights"] == ["conv2_3x3_1", "conv2"]
     assert main(["compress", str(tmp_path / "l.json"), "--strategy", "separable", "--nodes", "conv2", "-o", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["weights"] == "s.safetensors" and data["fresh_weights"] == ["conv2_dw", "conv2_dw_bn", "conv2"]
+    assert data["weights"] == "s.safetensors" and data["fresh_weights"] == []
     compressed = load(out)
     load_weights(compressed.graph, tmp_path / "s.safetensors")
     for name in ("conv1", "fc1", "fc2", "fc3"):

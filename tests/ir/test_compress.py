@@ -26,9 +26,10 @@ def out_shapes(graph):
 
 
 def test_table_lists_every_strategy():
-    assert list(STRATEGIES) == ["stack3x3", "separable", "group_shuffle", "stride2", "pool", "width", "bottleneck"]
+    assert list(STRATEGIES) == ["stack3x3", "separable", "group_shuffle", "stride2", "pool", "width", "bottleneck", "prune", "lowrank"]
     for s in STRATEGIES.values():
         assert s.summary and isinstance(s.params, dict)
+    assert [s.name for s in STRATEGIES.values() if s.keeps_weights] == ["separable", "width", "prune", "lowrank"]
 
 
 def test_two_3x3_instead_of_a_5x5_use_18_25_of_the_weights():
@@ -77,6 +78,10 @@ CASES = [
     ("width", "resnet18", (3, 32, 32), None, {"alpha": 0.5}, ("resnet18", "fc"), "fc is the final classifier"),
     ("bottleneck", "resnet18", (3, 32, 32), ["layer4_0_conv2"], {"reduction": 4}, ("resnet18", "conv1"),
      "a 16-channel bottleneck would not be cheaper (3 in, 64 out)"),
+    ("prune", "mobilenet_v2", (3, 32, 32), ["features_2_conv_0_0"], {"ratio": 0.5}, ("resnet18", "fc"),
+     "channels feed the graph output 'logits'"),
+    ("lowrank", "resnet18", (3, 32, 32), ["layer1_0_conv1", "fc"], {"rank": 8}, ("mobilenet_v2", "features_1_conv_0_0"),
+     "features_1_conv_0_0 is a grouped conv (groups=32)"),
 ]
 
 
@@ -185,13 +190,19 @@ def test_width_scales_every_conv_but_not_the_classifier():
     assert r.graph.nodes["fc"].attrs["out_features"] == 10
 
 
-def test_weights_whose_shapes_change_are_dropped():
+def test_weights_whose_shapes_change_are_sliced_or_dropped():
     g = build_template("resnet18", (3, 32, 32), 10)
-    g.nodes["fc"].params = {"weight": np.zeros((10, 512), np.float32), "bias": np.zeros(10, np.float32)}
+    g.nodes["fc"].params = {"weight": np.arange(5120, dtype=np.float32).reshape(10, 512), "bias": np.zeros(10, np.float32)}
     r = STRATEGIES["width"].apply(g, ["layer1_0_conv1"], alpha=0.5)
     assert r.graph.nodes["fc"].params["weight"].shape == (10, 512), "fc's input width did not change"
     r = STRATEGIES["width"].apply(g, None, alpha=0.5)
-    assert r.graph.nodes["fc"].params == {} and r.report[-1] == "fresh weights needed for fc"
+    assert np.array_equal(r.graph.nodes["fc"].params["weight"], g.nodes["fc"].params["weight"][:, :256]), "no conv weights: the first channels"
+    assert r.report[-1] == "kept the most important channels' weights (L1) for fc"
+    g = build_template("shufflenet_v2_x1_0", (3, 32, 32), 10)
+    g.nodes["stage2_0_branch1_2"].params = {"weight": np.zeros((58, 24, 1, 1), np.float32)}
+    r = STRATEGIES["width"].apply(g, None, alpha=0.5)
+    assert r.graph.nodes["stage2_0_branch1_2"].params == {}, "its output channels feed a ChannelShuffle: no slicing"
+    assert r.report[-1] == "fresh weights needed for stage2_0_branch1_2"
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,20 @@ TRAINING_ERRORS = [
     ({"triplet_margin": -1}, "training.triplet_margin"),
     ({"dataset": 3}, "training.dataset"),
     ({"learning_rate": 0.1}, "training.learning_rate"),
+    # hyper-parameters out of a sane range are refused before torch sees them
+    ({"optimizer": {"name": "sgd", "lr": 1e300}}, "training.optimizer.lr"),
+    ({"optimizer": {"name": "sgd", "lr": 0}}, "training.optimizer.lr"),
+    ({"optimizer": {"name": "sgd", "lr": float("inf")}}, "training.optimizer.lr"),
+    ({"optimizer": {"name": "sgd", "momentum": 1.0}}, "training.optimizer.momentum"),
+    ({"optimizer": {"name": "adamw", "weight_decay": 5.0}}, "training.optimizer.weight_decay"),
+    ({"scheduler": {"name": "plateau", "factor": 1.0}}, "training.scheduler.factor"),
+    ({"scheduler": {"name": "step", "step_size": 0}}, "training.scheduler.step_size"),
+    ({"scheduler": {"name": "step", "step_size": 2.5}}, "training.scheduler.step_size"),
+    ({"scheduler": {"name": "exponential", "gamma": 0}}, "training.scheduler.gamma"),
+    ({"scheduler": {"name": "cyclic", "max_lr": 1e3}}, "training.scheduler.max_lr"),
+    ({"scheduler": {"gamma": 0.5}}, "training.scheduler.gamma"),
+    ({"seed": 2**40}, "training.seed"),
+    ({"epochs": 10**7}, "training.epochs"),
 ]
 
 
@@ -197,7 +211,7 @@ def test_training_section_validation(section, where):
 def test_training_config_fills_defaults():
     assert training_config(None) == DEFAULTS | {"scheduler": {"name": "none"}}
     config = training_config({"optimizer": {"name": "sgd", "lr": 0.1}, "scheduler": {"name": "step", "gamma": 0.5}, "batch_size": "full"})
-    assert config["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    assert config["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}  # torch's default
     assert config["scheduler"] == {"name": "step", "step_size": 10, "gamma": 0.5}
     assert config["batch_size"] == "full" and config["epochs"] == 10
     validate_training(rich_design().training)

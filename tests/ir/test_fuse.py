@@ -214,8 +214,7 @@ def test_shared_conv_and_bn_fuse_together_and_keep_sharing():
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_template_fuses_to_a_valid_graph(name):
     t = TEMPLATES[name]
-    shape = (t.input_shape[0], 64, 64) if len(t.input_shape) == 3 and t.input_shape[-1] > 64 else None
-    g = build_template(name, shape, 10)
+    g = build_template(name, t.small_input(64), 10)
     r = fuse(g)
     verify(r.graph)
     analyze(r.graph)

@@ -84,6 +84,7 @@ CASES = [
     ("avgpool", "AvgPool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, [(4, 8, 8)], [(4, 4, 4)], 0, 0, 64 * 9, 0),
     ("avgpool_ceil", "AvgPool2d", {"kernel_size": 3, "stride": 2, "ceil_mode": True}, [(2, 8, 8)], [(2, 4, 4)], 0, 0, 32 * 9, 0),
     ("global_avg", "GlobalAvgPool", {}, [(16, 7, 7)], [(16, 1, 1)], 0, 0, 784 + 16, 784),
+    ("global_avg_mean", "GlobalAvgPool", {"mean": True}, [(16, 7, 7)], [(16, 1, 1)], 0, 0, 784 + 16, 0),
     ("global_max", "GlobalMaxPool", {}, [(16, 7, 7)], [(16, 1, 1)], 0, 0, 784 - 16, 0),
     ("adaptive_avg", "AdaptiveAvgPool2d", {"output_size": 7}, [(512, 14, 14)], [(512, 7, 7)], 0, 0, 512 * 196 + 512 * 49, 512 * 196),
     ("upsample_nearest_scale", "Upsample", {"scale_factor": 2}, [(4, 5, 6)], [(4, 10, 12)], 0, 0, 480, 480),
@@ -116,6 +117,19 @@ CASES = [
     ("prelu_shared", "PReLU", {}, [(3, 4, 4)], [(3, 4, 4)], 1, 0, 2 * 48, 0),
     ("prelu_per_channel", "PReLU", {"num_parameters": 3}, [(3, 4, 4)], [(3, 4, 4)], 3, 0, 2 * 48, 0),
     ("softmax_last", "Softmax", {"dim": -1}, [(10,)], [(10,)], 0, 0, 30, 0),
+    # four-sided padding [top, left, bottom, right]: H (9 + 0 + 1 - 3) // 2 + 1 = 4, W (9 + 1 + 2 - 3) // 2 + 1 = 5.
+    ("conv_four_sided_padding", "Conv2d", {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": [0, 1, 1, 2], "bias": False},
+     [(2, 9, 9)], [(4, 4, 5)], 4 * 2 * 9, 4 * 20 * 18, 2 * 4 * 20 * 18, 4 * 20 * 18),
+    # LayerNorm: C weights + C biases; 7 flops per element with affine (5 without); fvcore's layer_norm 5 (4 without).
+    ("layer_norm_channels", "LayerNorm", {"eps": 1e-6}, [(8, 4, 4)], [(8, 4, 4)], 16, 0, 7 * 128, 5 * 128),
+    ("layer_norm_channels_last", "LayerNorm", {"channels_last": True}, [(4, 4, 8)], [(4, 4, 8)], 16, 0, 7 * 128, 5 * 128),
+    ("layer_norm_plain", "LayerNorm", {"elementwise_affine": False}, [(8, 4, 4)], [(8, 4, 4)], 0, 0, 5 * 128, 4 * 128),
+    ("permute_to_channels_last", "Permute", {"dims": [0, 2, 3, 1]}, [(8, 4, 5)], [(4, 5, 8)], 0, 0, 0, 0),
+    # Scale: one parameter per entry of `axis`, 1 multiply per element; fvcore does not count mul.
+    ("scale_channels", "Scale", {}, [(8, 4, 4)], [(8, 4, 4)], 8, 0, 128, 0),
+    ("scale_last", "Scale", {"axis": -1}, [(4, 5, 8)], [(4, 5, 8)], 8, 0, 160, 0),
+    ("stochastic_depth", "StochasticDepth", {"p": 0.1, "mode": "batch"}, [(8, 4, 4)], [(8, 4, 4)], 0, 0, 0, 0),
+    ("gelu_tanh", "GELU", {"approximate": "tanh"}, [(2, 3, 3)], [(2, 3, 3)], 0, 0, 8 * 18, 0),
 ]
 
 # Elementwise activations: per-element flop counts of our convention (docs/cost.md), fvcore counts 0.
@@ -159,6 +173,8 @@ def test_same_padding_resolves_like_pytorch():
     assert conv_pads(a) == ((1, 2), (3, 3))
     a = registry.get("Conv2d").resolve({"out_channels": 1, "kernel_size": 3, "padding": "valid"})
     assert conv_pads(a) == ((0, 0), (0, 0))
+    a = registry.get("Conv2d").resolve({"out_channels": 1, "kernel_size": 3, "padding": [0, 1, 2, 3]})
+    assert conv_pads(a) == ((0, 2), (1, 3))
 
 
 def test_multi_output_and_buffers():
@@ -214,6 +230,17 @@ BAD = [
     ("Upsample", {"scale_factor": 1e300}, [(3, 8, 8)], AttrError, "scale_factor is absurdly large", "attrs.scale_factor"),
     ("Upsample", {"scale_factor": 2**30}, [(3, 2**10, 8)], ShapeError, "absurdly large", "output"),
     ("Flatten", {"start_dim": 4}, [(3, 4, 4)], ShapeError, "do not fit", "attrs.start_dim"),
+    ("Conv2d", {"out_channels": 4, "kernel_size": 3, "padding": [1, 1, 1]}, [(3, 8, 8)], AttrError, "or [top, left, bottom, right]",
+     "attrs.padding"),
+    ("Conv2d", {"out_channels": 4, "kernel_size": 3, "padding": [0, 0, -1, 0]}, [(3, 8, 8)], AttrError, "padding must be >= 0",
+     "attrs.padding"),
+    ("Permute", {"dims": [1, 0, 2, 3]}, [(3, 4, 4)], AttrError, "keeps the batch (0) first", "attrs.dims"),
+    ("Permute", {"dims": [0, 1, 1, 2]}, [(3, 4, 4)], AttrError, "must be a permutation", "attrs.dims"),
+    ("Permute", {"dims": [0, 2, 1]}, [(3, 4, 4)], ShapeError, "do not fit a 4-d input", "attrs.dims"),
+    ("Scale", {"axis": 0}, [(3, 4, 4)], ShapeError, "is the batch", "attrs.axis"),
+    ("Scale", {"axis": 4}, [(3, 4, 4)], ShapeError, "out of range", "attrs.axis"),
+    ("StochasticDepth", {"mode": "column"}, [(3, 4, 4)], AttrError, "mode must be one of row, batch", "attrs.mode"),
+    ("LayerNorm", {"eps": -1.0}, [(3, 4, 4)], AttrError, "eps must be >= 0.0", "attrs.eps"),
 ]
 
 

@@ -15,13 +15,15 @@ from convstudio.ir.shapes import infer_shapes
 @dataclass(frozen=True)
 class Strategy:
     """A compression strategy: `applies(graph, node, **params)` gives None or the reason it does not apply;
-    `apply(graph, nodes=None, **params)` returns a new graph (None = everywhere it applies)."""
+    `apply(graph, nodes=None, **params)` returns a new graph (None = everywhere it applies); `keeps_weights`: the
+    rewritten layers start from the trained weights (sliced or decomposed), not from a fresh init."""
 
     name: str
     summary: str
     params: dict
     applies: Callable[..., str | None]
     apply: Callable[..., PassResult]
+    keeps_weights: bool = False
 
 
 def check_params(strategy: str, defaults: dict, given: dict) -> dict:
@@ -106,15 +108,21 @@ def place_after(graph: Graph, names: list[str], anchor: str) -> None:
     graph.reorder(order)
 
 
+def params_fit(graph: Graph, name: str, params: dict) -> bool:
+    """Whether `params` have every parameter and buffer node `name` needs, in the shapes it needs."""
+    node = graph.nodes[name]
+    ins = [shapes_of(graph, r) for r in node.inputs]
+    needed = {**node.opdef.params(node.resolved, ins), **node.opdef.buffers(node.resolved, ins)}
+    return all(k in params and tuple(params[k].shape) == tuple(s) for k, s in needed.items())
+
+
 def drop_stale_params(graph: Graph) -> list[str]:
     """Drop parameters whose shapes no longer match their node (they get a fresh init later)."""
     dropped = []
     for name, node in graph.nodes.items():
         if not node.params or node.meta.get("shapes") is None:
             continue
-        ins = [shapes_of(graph, r) for r in node.inputs]
-        needed = {**node.opdef.params(node.resolved, ins), **node.opdef.buffers(node.resolved, ins)}
-        if any(k not in node.params or tuple(node.params[k].shape) != tuple(s) for k, s in needed.items()):
+        if not params_fit(graph, name, node.params):
             node.params = {}
             dropped.append(name)
     return dropped
@@ -161,9 +169,9 @@ def per_node(name: str, ops: tuple[str, ...], defaults: dict, applies, rewrite, 
     return apply
 
 
-def conv_strategy(name: str, summary: str, defaults: dict, applies, rewrite, check=None) -> Strategy:
+def conv_strategy(name: str, summary: str, defaults: dict, applies, rewrite, check=None, keeps_weights: bool = False) -> Strategy:
     """A strategy that rewrites Conv2d nodes one at a time (see `per_node`)."""
-    return Strategy(name, summary, defaults, applies, per_node(name, ("Conv2d",), defaults, applies, rewrite, check))
+    return Strategy(name, summary, defaults, applies, per_node(name, ("Conv2d",), defaults, applies, rewrite, check), keeps_weights)
 
 
 def spatial_attrs(a: dict) -> dict:

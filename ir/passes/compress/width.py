@@ -5,7 +5,8 @@ channels pass their input's class on, Add/Mul join the classes of their inputs (
 widths), Concat adds them up, ChannelSplit divides them. A class is scaled to round(alpha·C) rounded
 to a multiple of the groups that divide it (grouped convs, channel shuffles, splits). Input channels
 and the final classifier (a conv or linear with no conv or linear after it) keep their width; a
-depthwise conv follows its input. Weights whose shapes change are dropped (fresh init later).
+depthwise conv follows its input. With trained weights, a narrowed dependency group (see channel_groups) keeps
+its most important channels (L1 of filters) and their weights; weights that still do not fit are dropped (fresh init later).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from fractions import Fraction
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, make_ref, parse_ref
 from convstudio.ir.passes.base import PassResult
-from convstudio.ir.passes.compress.common import Strategy, check_params, finish, in_shape, shapes_of
+from convstudio.ir.passes.compress.channel_groups import ChannelGraph
+from convstudio.ir.passes.compress.common import Strategy, check_params, finish, in_shape, params_fit, shapes_of
 from convstudio.ir.shapes import infer_shapes
 
 DEFAULTS = {"alpha": 0.5}
@@ -214,13 +216,43 @@ def apply(graph: Graph, nodes: list[str] | None = None, **given) -> PassResult:
     for name in changed:
         before, after = old[name][0], g.nodes[name].meta["shapes"][0]
         report.append(f"{name}: {before[0] if len(before) == 3 else before[-1]} -> {after[0] if len(after) == 3 else after[-1]} channels")
+    carried = _carry_important_channels(graph, g)
+    if carried:
+        report.append(f"kept the most important channels' weights (L1) for {', '.join(carried)}")
     return finish(g, changed, declined, report)
+
+
+def _carry_important_channels(original: Graph, scaled: Graph) -> list[str]:
+    """Give the layers of `scaled` whose weights no longer fit the slices of their trained weights that keep each
+    dependency group's most important channels (L1 of filters); returns the layers given them."""
+    if not any(node.params for node in original.nodes.values()):
+        return []
+    work = original.copy()
+    infer_shapes(work, strict=True)
+    channels = ChannelGraph(work, "l1")
+    removed: set[int] = set()
+    for group in channels.groups():
+        widths = {shapes_of(scaled, src)[0] for src in group.sources if work.nodes[src].op in LAYERS}
+        if group.reason or len(widths) != 1 or (k := widths.pop()) >= len(group.channels):
+            continue
+        removed.update(group.removed(k))
+    channels.remove(removed)
+    infer_shapes(work, strict=False)
+    carried = []
+    for name, node in scaled.nodes.items():
+        sliced = work.nodes[name].params if name in work.nodes else {}
+        if sliced and not (node.params and params_fit(scaled, name, node.params)) and params_fit(scaled, name, sliced):
+            node.params = dict(sliced)
+            carried.append(name)
+    return carried
 
 
 STRATEGY = Strategy(
     "width",
-    "channel multiplier alpha across the network (not the classifier), keeping residual and concat shapes consistent",
+    "channel multiplier alpha across the network (not the classifier), keeping residual and concat shapes consistent "
+    "and the weights of the most important channels",
     DEFAULTS,
     applies,
     apply,
+    keeps_weights=True,
 )
