@@ -6,14 +6,17 @@ group's first node. Both the torch and the ONNX backends read ``node.params`` fi
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from convstudio.ir.design import Design, write_atomic
+from convstudio.backends.weights_file import Header, encode, read_header, read_tensors
+from convstudio.ir.design import Design, dumps, write_atomic
 from convstudio.ir.errors import DesignError
-from convstudio.ir.graph import Graph, parse_ref
+from convstudio.ir.graph import Graph, parse_ref, verify
 from convstudio.ir.shapes import infer_shapes
 
 
@@ -50,9 +53,9 @@ def init_params(graph: Graph, seed: int = 0, only_missing: bool = True) -> list[
         params: dict[str, np.ndarray] = {}
         weight_shape = shapes.get("weight")
         for key, shape in shapes.items():
-            if node.op in ("BatchNorm2d", "BatchNorm1d"):
+            if node.op in ("BatchNorm2d", "BatchNorm1d", "LayerNorm"):
                 value = np.ones(shape) if key in ("weight", "running_var") else np.zeros(shape)
-            elif node.op == "PReLU":
+            elif node.op in ("PReLU", "Scale"):
                 value = np.full(shape, a["init"])
             else:
                 fan_in = _fan_in(node.op, weight_shape)
@@ -100,45 +103,138 @@ def weights_to_dict(graph: Graph) -> dict[str, np.ndarray]:
     return out
 
 
-def save_weights(graph: Graph, path: Path | str) -> None:
-    """Write the parameters as a safetensors file, atomically."""
-    from safetensors.numpy import save
-
-    write_atomic(path, save(weights_to_dict(graph), metadata={"format": "convstudio.weights", "design": graph.name}))
+def save_weights(graph: Graph, path: Path | str, metadata: dict[str, str] | None = None) -> None:
+    """Write the parameters as a safetensors file, atomically; the same weights give the same bytes."""
+    write_atomic(path, encode(weights_to_dict(graph), {"format": "convstudio.weights", "design": graph.name, **(metadata or {})}))
 
 
-def load_weights(graph: Graph, path: Path | str) -> None:
-    """Read a safetensors file into node.params; every needed tensor must be there with its shape."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+def load_weights(graph: Graph, path: Path | str) -> dict[str, str]:
+    """Read a safetensors file into node.params and return its metadata.
 
+    Names and shapes are checked against the design from the header, before any tensor data is read;
+    every needed tensor must be there, and NaN or infinite values are refused.
+    """
     path = Path(path)
-    if not path.exists():
-        raise DesignError("weights file not found", f"file '{path}'")
-    try:
-        tensors = load(path.read_bytes())
-    except (SafetensorError, ValueError, OSError) as e:
-        raise DesignError(f"not a readable safetensors file ({str(e).splitlines()[0]})", f"file '{path}'") from None
+    where = f"file '{path}'"
     shapes = param_shapes(graph)
-    for key in tensors:
-        node, _, param = key.partition(".")
-        if node not in shapes or param not in shapes[node]:
-            raise DesignError(f"tensor '{key}' matches no parameter of the design", f"file '{path}'")
+
+    def fits_design(header: Header) -> None:
+        for key in header.tensors:
+            node, _, param = key.partition(".")
+            if node not in shapes or param not in shapes[node]:
+                raise DesignError(f"tensor '{key}' matches no parameter of the design", where)
+        for name, needed in shapes.items():
+            for param, shape in needed.items():
+                entry = header.tensors.get(f"{name}.{param}")
+                if entry is None:
+                    raise DesignError(f"weights lack '{name}.{param}'", f"node '{name}' {where}")
+                if entry.shape != shape:
+                    raise DesignError(f"weight '{name}.{param}' has shape {list(entry.shape)}, the design needs {list(shape)}", f"node '{name}' {where}")
+
+    tensors, metadata = read_tensors(path, fits_design)
+    for key, array in tensors.items():
+        if not np.isfinite(array).all():
+            nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            raise DesignError(f"weight '{key}' holds {nan:,} NaN and {inf:,} infinite values (of {array.size:,})", where)
     for name, needed in shapes.items():
-        graph.nodes[name].params = {k: tensors[f"{name}.{k}"].astype(np.float32) for k in needed if f"{name}.{k}" in tensors}
+        graph.nodes[name].params = {k: tensors[f"{name}.{k}"] for k in needed}
     share_params(graph)
+    return metadata
+
+
+def trained_epochs(path: Path) -> int | None:
+    """How many epochs `convstudio train` had run when it wrote the weights in `path` (None: not written by train)."""
+    text = read_header(path).metadata.get("epochs", "")
+    return int(text) if text.isdigit() and len(text) < 12 else None
+
+
+def pending_path(weights: Path) -> Path:
+    """Where `save_design_and_weights` puts new weights until their design is in place."""
+    return weights.with_name(weights.name + ".pending")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _written_with(pending: Path, design_file: Path) -> bool:
+    """Whether `pending` was written together with the design file as it is now."""
     try:
-        check_params(graph)
-    except DesignError as e:
-        raise DesignError(e.what, f"{e.where} file '{path}'") from None
+        recorded = read_header(pending).metadata.get("design_sha256")
+        return recorded is not None and design_file.is_file() and recorded == _digest(design_file.read_bytes())
+    except (DesignError, OSError):
+        return False
 
 
-def load_design_weights(design: Design, required: bool = False) -> bool:
-    """Load the weights a design names; with `required`, a design without weights is an error."""
+def paired_weights(design: Design) -> Path | None:
+    """The weights file that goes with `design`, or None when it has none.
+
+    A design that names its weights gets that file (inside its folder, see Design.weights_path). Otherwise
+    it is `<stem>.safetensors` beside the design file, unless an interrupted `save_design_and_weights`
+    left a pending file written with this very design text, which is then the design's true pair.
+    """
     path = design.weights_path()
+    if path is None or design.weights:
+        return path
+    pending = pending_path(path)
+    if os.path.lexists(pending) and _written_with(pending, design.path):
+        return pending
+    return path if os.path.lexists(path) else None
+
+
+def load_design_weights(design: Design, weights: Path | str | None = None, required: bool = False) -> Path | None:
+    """Load `weights` (a file given on the command line) or the design's paired weights; returns the file read.
+
+    With `required`, a design without weights is an error; without it, None means there were none.
+    """
+    path = Path(weights) if weights is not None else paired_weights(design)
     if path is None:
         if required:
             raise DesignError("the design has no weights (train it or give --weights)", f"design '{design.name}'")
-        return False
+        return None
     load_weights(design.graph, path)
-    return True
+    return path
+
+
+def save_design_and_weights(design: Design, path: Path | str, weights: Graph | None = None, metadata: dict[str, str] | None = None) -> Path | None:
+    """Write `design` to `path` and the parameters of `weights` (a graph) to `<stem>.safetensors` beside it.
+
+    A crash between the writes never leaves a mismatched pair. The design is written without a `weights`
+    field (it pairs by stem) and the steps are: (1) the weights go to `<stem>.safetensors.pending`, their
+    metadata holding the sha256 of the new design text; (2) the design replaces `path`; (3) the pending
+    file is renamed over `<stem>.safetensors`. Each write is atomic. Stopped before (2), the old design is
+    still beside its old weights, and the pending file, whose digest does not match it, is ignored; stopped
+    between (2) and (3), `paired_weights` finds the pending file's digest equal to the design's and takes
+    it (a pending file that matches the old design is first renamed into place, so step (1) cannot orphan
+    the old design). Without `weights`, old weights beside `path` are removed before the design is written,
+    so a new design never meets the weights of the one it replaces. Returns the weights file written, if any.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        raise DesignError("the design file needs another suffix: its weights are written as .safetensors beside it", f"file '{path}'")
+    verify(design.graph)
+    design.weights = None
+    text = dumps(design).encode("utf-8")
+    stem = path.with_suffix(".safetensors")
+    pending = pending_path(stem)
+    if os.path.lexists(pending) and _written_with(pending, path):
+        os.replace(pending, stem)  # finish the interrupted write first, so the old design keeps its own weights
+    if weights is None:
+        for stale in (stem, pending):
+            if os.path.lexists(stale):
+                os.unlink(stale)
+        write_atomic(path, text)
+        design.path = path
+        return None
+    save_weights(weights, pending, {**(metadata or {}), "design_sha256": _digest(text)})
+    write_atomic(path, text)
+    design.path = path
+    os.replace(pending, stem)
+    return stem
+
+
+def retire_pending(weights: Path) -> None:
+    """After new weights are written at a design's paired path, an older pending file there no longer counts."""
+    pending = pending_path(weights)
+    if os.path.lexists(pending):
+        os.unlink(pending)

@@ -1,8 +1,12 @@
-"""Constant folding: evaluate an ONNX node whose inputs are all known arrays.
+"""Constant folding: evaluate an ONNX node whose inputs are all known arrays, with a bound on the work.
 
-Common shape-arithmetic ops run in numpy; any other deterministic op of the default domain runs in
-onnx's reference evaluator. Folded outputs are bounded in size (`MAX_FOLD_ELEMENTS`) so a hostile
-ConstantOfShape or Expand cannot exhaust memory.
+Common shape-arithmetic ops run in numpy; a listed set of other ops of the default domain
+(`REFERENCE_OPS`: elementwise, reductions, data movement, each costing time in proportion to its
+inputs and outputs) runs in onnx's reference evaluator on at most `MAX_REFERENCE_ELEMENTS` elements.
+Nothing else is evaluated: no control flow (Loop, If, Scan and every other node holding a subgraph),
+no random ops, no op whose cost is not bounded by its sizes. Output sizes are checked before they
+are allocated (`MAX_FOLD_ELEMENTS`), so a hostile ConstantOfShape, Expand or broadcast cannot
+exhaust memory.
 """
 
 from __future__ import annotations
@@ -14,8 +18,20 @@ import onnx
 from onnx import helper, numpy_helper
 
 MAX_FOLD_ELEMENTS = 2**28
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+MAX_REFERENCE_ELEMENTS = 2**20  # inputs plus outputs of one node run in the (partly pure-Python) reference evaluator
+REFERENCE_OPS = frozenset({
+    # elementwise
+    "Abs", "Acos", "Acosh", "And", "Asin", "Asinh", "Atan", "Atanh", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr",
+    "BitwiseXor", "Celu", "Clip", "Cos", "Cosh", "Elu", "Equal", "Erf", "Exp", "Gelu", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "IsInf", "IsNaN", "LeakyRelu", "Less", "LessOrEqual", "Log", "Max", "Mean", "Min", "Mod", "Not", "Or",
+    "Pow", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin", "Sinh", "Softplus", "Softsign", "Sum", "Tan",
+    "Tanh", "ThresholdedRelu", "Where", "Xor", "DequantizeLinear", "QuantizeLinear",
+    # reductions and scans
+    "ArgMax", "ArgMin", "CumSum", "LogSoftmax", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Softmax",
+    # data movement
+    "DepthToSpace", "EyeLike", "Flatten", "GatherElements", "Pad", "Range", "SpaceToDepth", "Split", "Tile", "Trilu",
+})
 
 
 class CannotFold(Exception):
@@ -114,15 +130,33 @@ def _expand(node, ins, a, opset):
 
 
 def _gather(node, ins, a, opset):
-    return [np.take(ins[0], ins[1].astype(np.int64), axis=a.get("axis", 0))]
+    data, indices, axis = ins[0], ins[1], a.get("axis", 0)
+    if not -data.ndim <= axis < data.ndim:
+        raise CannotFold(f"Gather axis {axis} of a {data.ndim}-d input")
+    axis %= data.ndim
+    _guard([*data.shape[:axis], *indices.shape, *data.shape[axis + 1:]])
+    return [np.take(data, indices.astype(np.int64), axis=axis)]
+
+
+def _broadcast(x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse a broadcast whose result would be too large, before computing it."""
+    try:
+        _guard(np.broadcast_shapes(x.shape, y.shape))
+    except ValueError as e:
+        raise CannotFold(f"broadcast: {e}") from None
 
 
 def _binary(fn):
-    return lambda node, ins, a, opset: [np.asarray(fn(ins[0], ins[1])).astype(np.result_type(ins[0], ins[1]))]
+    def fold(node, ins, a, opset):
+        _broadcast(ins[0], ins[1])
+        return [np.asarray(fn(ins[0], ins[1])).astype(np.result_type(ins[0], ins[1]))]
+
+    return fold
 
 
 def _div(node, ins, a, opset):
     x, y = ins
+    _broadcast(x, y)
     if np.issubdtype(x.dtype, np.integer):
         if np.any(y == 0):
             raise CannotFold("integer division by zero")
@@ -158,12 +192,16 @@ NUMPY_FOLDERS = {
 
 
 def foldable(node: onnx.NodeProto) -> bool:
-    """Deterministic ops of the default domain without subgraphs."""
-    return node.domain in ("", "ai.onnx") and node.op_type not in NONDETERMINISTIC | SUBGRAPH_OPS
+    """Ops of the default domain folded in numpy or, when listed, in the reference evaluator; never a node with a subgraph."""
+    if node.domain not in ("", "ai.onnx") or (node.op_type not in NUMPY_FOLDERS and node.op_type not in REFERENCE_OPS):
+        return False
+    return not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
     """Outputs of `node` for known `inputs` (None for an absent optional input); raises CannotFold."""
+    if not foldable(node):
+        raise CannotFold(f"{node.op_type} is not evaluated at import")
     a = attrs_of(node)
     folder = NUMPY_FOLDERS.get(node.op_type)
     try:
@@ -183,16 +221,18 @@ def evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int) 
 def _reference(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
+    too_many = CannotFold(f"{node.op_type} on more than {MAX_REFERENCE_ELEMENTS} elements is not evaluated at import")
+    budget = MAX_REFERENCE_ELEMENTS - sum(int(np.size(x)) for x in inputs if x is not None)
+    if budget < 0:
+        raise too_many
     names = [f"i{k}" if x is not None else "" for k, x in enumerate(inputs)]
     outputs = [f"o{k}" if o else "" for k, o in enumerate(node.output)]
     single = helper.make_node(node.op_type, names, outputs, domain=node.domain)
     single.attribute.extend(node.attribute)
-    graph_inputs = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape) for n, x in zip(names, inputs) if x is not None
-    ]
+    constants = [numpy_helper.from_array(np.asarray(x), n) for n, x in zip(names, inputs) if x is not None]
     graph_outputs = [helper.make_empty_tensor_value_info(o) for o in outputs if o]
     model = helper.make_model(
-        helper.make_graph([single], "fold", graph_inputs, graph_outputs), opset_imports=[helper.make_opsetid("", opset)]
+        helper.make_graph([single], "fold", [], graph_outputs, constants), opset_imports=[helper.make_opsetid("", opset)]
     )
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     for vi in inferred.graph.output:
@@ -200,5 +240,7 @@ def _reference(node: onnx.NodeProto, inputs: list, opset: int) -> list[np.ndarra
         if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
             raise CannotFold(f"the output size of {node.op_type} is not known before running it")
         _guard([d.dim_value for d in dims])
-    feeds = {n: x for n, x in zip(names, inputs) if x is not None}
-    return list(ReferenceEvaluator(model).run(None, feeds))
+        budget -= math.prod(d.dim_value for d in dims)
+    if budget < 0:
+        raise too_many
+    return list(ReferenceEvaluator(model).run(None, {}))

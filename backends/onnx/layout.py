@@ -2,10 +2,14 @@
 
 Rules:
 - a reshape keeping the batch first becomes nothing (same shape) or Flatten (one dimension per sample);
+- a Reshape of the whole batch into one vector waits for a Gather of consecutive positions giving the
+  samples back (torch's as_strided), and the pair is that reshape per sample;
 - Reshape to (g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape back to (C, H, W) is ChannelShuffle(g);
   the first two wait (deferred) for the third and become Opaque if it never comes;
 - Split, one-range Slice and SplitToSequence (read by SequenceAt) along channels are ChannelSplit;
-- a zero Pad on H and W waits for a Conv or count-including AvgPool to absorb it.
+- a zero Pad on H and W waits for a Conv or count-including AvgPool to absorb it;
+- any other Transpose keeping the batch first is Permute; Transpose to channels-last, LayerNorm over
+  the last dimension, Transpose back (each read only by the next) is one channels-first LayerNorm.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import numpy as np
 import onnx
 
 from convstudio.backends.onnx.fold import attrs_of
-from convstudio.backends.onnx.importer import FLOAT, Importer, Unmappable, Value, base_name
-from convstudio.backends.onnx.map_common import first_input, text
+from convstudio.backends.onnx.importer_core import FLOAT, Importer, Unmappable, Value, base_name
+from convstudio.backends.onnx.map_common import first_input, one_value, text
 from convstudio.ir.graph import make_ref
 
 
@@ -74,6 +78,28 @@ def reshape(imp: Importer, node: onnx.NodeProto) -> list[Value]:
             raise Unmappable(f"cannot reshape {list(full)} to {target}") from None
     if x.deferred is not None and tuple(outs[0][1:]) != x.info["shuffled"][1]:
         x = imp.runtime(node.input[0])
+    if all(o == (b * math.prod(x.shape),) for o, b in zip(outs, imp.batches)):
+        # the whole batch as one vector (dynamo's as_strided): waits for a Gather that takes the samples back
+        info = {"flat_of": node.input[0], "reason": "Reshape merging the batch into one dimension"}
+        return [Value(FLOAT, shape=x.shape, deferred=node, info=info)]
+    return _reshaped(imp, node, x, outs)
+
+
+def gather(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    """Gather of consecutive positions from a batch-merged vector: a reshape of the vector's source, sample by sample."""
+    flat = imp.peek(node.input[0])
+    if flat.deferred is None or "flat_of" not in flat.info or int(attrs_of(node).get("axis", 0)) != 0:
+        raise Unmappable("Gather other than the samples of a batch-merged vector")
+    indices = imp.value(node.input[1])
+    if not indices.is_const or np.issubdtype(indices.consts[0].dtype, np.floating):
+        raise Unmappable("Gather indices are computed at run time")
+    x = imp.runtime(flat.info["flat_of"])
+    outs = []
+    for k, b in enumerate(imp.batches):
+        idx = np.asarray(indices.consts[min(k, len(indices.consts) - 1)])
+        if idx.ndim < 1 or idx.shape[0] != b or idx.size != b * math.prod(x.shape) or not np.array_equal(idx.reshape(-1), np.arange(idx.size)):
+            raise Unmappable("Gather indices do not take the samples back in order")
+        outs.append(idx.shape)
     return _reshaped(imp, node, x, outs)
 
 
@@ -138,9 +164,34 @@ def transpose(imp: Importer, node: onnx.NodeProto) -> list[Value]:
             )
         ]
     x = imp.runtime(node.input[0])
-    if perm == list(range(len(x.shape) + 1)):
+    rank = len(x.shape) + 1
+    if perm == list(range(rank)):
         return [Value(FLOAT, ref=x.ref, shape=x.shape)]
-    raise Unmappable(f"transpose {perm} is not part of a channel shuffle")
+    if sorted(perm) != list(range(rank)) or perm[0] != 0:
+        raise Unmappable(f"transpose {perm} moves the batch")
+    folded = _channels_first_layer_norm(imp, x, perm)
+    if folded:
+        return folded
+    name = imp.add("Permute", [x.ref], base_name(node), {"dims": perm})
+    return [imp.out(name, permute=name, source=node.output[0])]
+
+
+def _channels_first_layer_norm(imp: Importer, x: Value, perm: list[int]) -> list[Value] | None:
+    """Permute to channels-last -> LayerNorm(channels_last) -> this transpose back: one LayerNorm over dim 1."""
+    rank = len(perm)
+    ln_name, before = x.info.get("layer_norm"), x.info.get("after_permute")
+    if perm != [0, rank - 1, *range(1, rank - 1)] or not before or imp.uses[x.info["source"]] != 1 or imp.uses[before[1]] != 1:
+        return None
+    permute = imp.graph.nodes[before[0]]
+    if list(permute.attrs["dims"]) != [0, *range(2, rank), 1]:
+        return None
+    ln = imp.graph.nodes[ln_name]
+    attrs = {k: v for k, v in ln.attrs.items() if k != "channels_last"}
+    source, params = permute.inputs[0], ln.params
+    imp.graph.erase(ln_name)
+    imp.graph.erase(permute.name)
+    imp.taken.discard(ln_name)
+    return [imp.out(imp.add("LayerNorm", [source], ln_name, attrs, params))]
 
 
 def _channel_split_input(imp: Importer, node: onnx.NodeProto) -> tuple[Value, dict]:
@@ -197,7 +248,7 @@ def sequence_at(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     if seq.deferred is None or "sequence" not in seq.info:
         raise Unmappable("the sequence is not a channel split")
     source, attrs, parts = seq.info["sequence"]
-    index = int(imp.const(node.input[1]))
+    index = int(one_value(imp.const(node.input[1])))
     index = index + parts if index < 0 else index
     if not 0 <= index < parts:
         raise Unmappable(f"position {index} is outside the {parts} parts")
@@ -245,7 +296,7 @@ def pad(imp: Importer, node: onnx.NodeProto) -> list[Value]:
     else:
         pads = [int(p) for p in imp.const(node.input[1])]
         cv = imp.const_or_none(node, 2)
-        value = float(cv) if cv is not None and cv.size else 0.0
+        value = float(one_value(cv)) if cv is not None and cv.size else 0.0
         if len(node.input) > 3 and node.input[3]:
             raise Unmappable("Pad with axes")
     if mode != "constant" or value != 0.0:
@@ -275,5 +326,6 @@ LAYOUT_MAPPERS = {
     "SplitToSequence": split_to_sequence,
     "SequenceAt": sequence_at,
     "Slice": slice_,
+    "Gather": gather,
     "Pad": pad,
 }

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
-from convstudio.backends.onnx.importer import Importer, Unmappable, Value
+from convstudio.backends.onnx.importer_core import Importer, Unmappable, Value
 
 
 def text(value):
     """A string attribute as str (onnx gives bytes); other values as they are."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def one_value(array) -> float:
+    """The value of a one-element constant of any shape (exporters write scalars as [1] tensors too)."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.size != 1:
+        raise Unmappable(f"expected one value, got shape {list(np.shape(array))}")
+    return flat[0].item()
 
 
 def first_input(imp: Importer, node: onnx.NodeProto, rank: int | None = None) -> Value:

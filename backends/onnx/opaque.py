@@ -1,8 +1,9 @@
 """Opaque nodes: ONNX nodes the IR keeps as they are.
 
 `opaque_to_onnx` re-emits one for the exporter; `output_types` finds the output shapes of an
-ONNX node with onnx shape inference, or by running it once in onnxruntime on zeros when shape
-inference cannot tell.
+ONNX node with onnx shape inference, else takes the shapes the model file declares for them.
+Nothing from the file is run to learn a shape: a Loop's trip count, a custom op or a shape that
+depends on the data are known only to a run, and a run of an untrusted model has no bound.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from onnx import helper, numpy_helper
 
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Node
-
-# Ops whose output size comes from input values: never run on guessed inputs to learn their shape.
-SIZE_FROM_DATA = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "Reshape", "Slice", "NonZero"}
-MAX_PROBE_ELEMENTS = 2**26
 
 
 def encode_proto(proto: onnx.NodeProto) -> str:
@@ -73,35 +70,67 @@ def output_types(
     proto: onnx.NodeProto,
     inputs: list[tuple[tuple, int] | np.ndarray | None],
     opsets: dict[str, int],
+    declared: list[tuple[tuple[int, ...], int] | None] | None = None,
 ) -> list[tuple[tuple[int, ...], int]]:
     """(full shape, ONNX element type) of each present output of `proto`.
 
     `inputs` gives, per ONNX input position, (full shape, element type) for a runtime value, the array
-    for a constant, or None when absent.
+    for a constant, or None when absent. `declared` gives, per present output, the full shape and type
+    the model file states for it (None: not stated); they count where shape inference cannot tell.
     """
-    model, feeds = _single_node_model(proto, inputs, opsets)
+    model = _single_node_model(proto, inputs, opsets)
+    problem = ""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        found = []
-        for vi in inferred.graph.output:
-            tt = vi.type.tensor_type
-            if not vi.type.HasField("tensor_type") or not tt.HasField("shape") or tt.elem_type == 0:
-                break
-            if any(not d.HasField("dim_value") for d in tt.shape.dim):
-                break
-            found.append((tuple(d.dim_value for d in tt.shape.dim), tt.elem_type))
-        else:
-            return found
-    except Exception:  # shape inference gave up: running the node below decides
-        pass
-    if proto.op_type in SIZE_FROM_DATA or sum(int(np.prod(x.shape)) for x in feeds.values()) > MAX_PROBE_ELEMENTS:
-        where = f"ONNX node '{proto.name or proto.op_type}'"
-        raise DesignError(f"the output shape of {proto.op_type} is unknown and running it to find out is not safe", where)
-    return _run_once(model, feeds, proto)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output
+    except Exception as e:  # shape inference gave up: the declared shapes decide
+        inferred, problem = [], f" (shape inference: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})"
+    found = {vi.name: _known(vi) for vi in inferred}
+    for vi, o in zip(inferred, [o for o in proto.output if o]):
+        kind = vi.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            raise DesignError(f"{proto.op_type} output '{o}' is a {kind.removesuffix('_type')}, not a tensor; designs hold tensors",
+                              f"ONNX node '{proto.name or proto.op_type}'")
+    result = [found.get(f"out{k}") for k, o in enumerate(proto.output) if o]
+    if declared is not None:
+        result = [r if r is not None else d for r, d in zip(result, declared)]
+    missing = [o for o, r in zip([o for o in proto.output if o], result) if r is None]
+    if missing:
+        raise DesignError(
+            f"the shape of {proto.op_type} output '{missing[0]}' is known only by running the node{problem}, and import runs nothing "
+            "from the file: declare the shape in the model's value_info",
+            f"ONNX node '{proto.name or proto.op_type}'",
+        )
+    return result
 
 
-def _single_node_model(proto, inputs, opsets):
-    names, graph_inputs, inits, feeds = [], [], [], {}
+def declared_types(model: onnx.ModelProto) -> dict[str, tuple[tuple[int | None, ...], int]]:
+    """value name -> (shape, element type) the model states (value_info, graph outputs) or ONNX shape inference
+    of the whole model derives; a dimension that is symbolic or unknown is None."""
+    try:
+        graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception:  # what the file itself states still counts
+        graph = model.graph
+    found = {}
+    for vi in [*graph.value_info, *graph.output]:
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape") and tt.elem_type:
+            found[vi.name] = (tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim), tt.elem_type)
+    return found
+
+
+def _known(vi: onnx.ValueInfoProto) -> tuple[tuple[int, ...], int] | None:
+    """(shape, element type) of a value whose type is a tensor with every dimension known, else None."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape") or tt.elem_type == 0:
+        return None
+    if any(not d.HasField("dim_value") for d in tt.shape.dim):
+        return None
+    return tuple(d.dim_value for d in tt.shape.dim), tt.elem_type
+
+
+def _single_node_model(proto: onnx.NodeProto, inputs: list, opsets: dict[str, int]) -> onnx.ModelProto:
+    """A model of `proto` alone: runtime inputs as graph inputs of their shapes, constants as initializers."""
+    names, graph_inputs, inits = [], [], []
     for k, item in enumerate(inputs):
         if item is None:
             names.append("")
@@ -113,7 +142,6 @@ def _single_node_model(proto, inputs, opsets):
         else:
             shape, elem = item
             graph_inputs.append(helper.make_tensor_value_info(name, elem, list(shape)))
-            feeds[name] = np.zeros(shape, dtype=helper.tensor_dtype_to_np_dtype(elem))
     outputs = [f"out{k}" if o else "" for k, o in enumerate(proto.output)]
     node = onnx.NodeProto()
     node.CopyFrom(proto)
@@ -124,26 +152,4 @@ def _single_node_model(proto, inputs, opsets):
     graph = helper.make_graph([node], "opaque", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outputs if o], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = min(model.ir_version, 10)
-    return model, feeds
-
-
-def _run_once(model: onnx.ModelProto, feeds: dict, proto: onnx.NodeProto) -> list[tuple[tuple[int, ...], int]]:
-    import onnxruntime as ort
-
-    where = f"ONNX node '{proto.name or proto.op_type}'"
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        results = session.run(None, feeds)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DesignError(
-            f"cannot determine the output shapes of {proto.domain + '.' if proto.domain else ''}{proto.op_type} ({first})", where
-        ) from None
-    out = []
-    for value in results:
-        if not isinstance(value, np.ndarray):
-            raise DesignError(f"{proto.op_type} produces a {type(value).__name__}, not a tensor", where)
-        out.append((tuple(value.shape), helper.np_dtype_to_tensor_dtype(value.dtype)))
-    return out
+    return model

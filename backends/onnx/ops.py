@@ -1,6 +1,6 @@
 """How each IR op becomes ONNX nodes: one table entry per op name, keyed like the IR registry.
 
-An entry has `emit(e, site)`, which appends nodes through the emitter `e` (backends/onnx/export.py),
+An entry has `emit(e, site)`, which appends nodes through the emitter `e` (backends/onnx/emitter.py),
 and `min_opset(attrs, in_shapes)`, the oldest opset its emitted form needs. Emitters read the
 exporter's opset (`e.opset`) where the ONNX spelling of an op changed between opsets.
 Value k of node X is named ``X`` (k = 0) or ``X:k``; helper values and nodes are ``X/<what>``.
@@ -22,7 +22,7 @@ from convstudio.ir.ops.pool import pool_out_size, pool_stride
 from convstudio.ir.passes.fuse import ACTIVATION_PARAM
 
 if TYPE_CHECKING:
-    from convstudio.backends.onnx.export import Emitter, Site
+    from convstudio.backends.onnx.emitter import Emitter, Site
 
 FLOOR_OPSET = 11  # the oldest opset this exporter writes (Clip bounds as inputs, Resize coordinate modes)
 SELU_ALPHA = 1.6732632423543772
@@ -280,6 +280,35 @@ def _batchnorm(e, s):
     e.node("Add", [scaled, shift_r], [s.outs[0]], name)
 
 
+def channels_last_perm(rank: int) -> list[int]:
+    """Transpose order moving the channels (dim 1) last: [0, 2, 3, 1] for NCHW."""
+    return [0, *range(2, rank), 1]
+
+
+def channels_first_perm(rank: int) -> list[int]:
+    """The inverse of `channels_last_perm`: [0, 3, 1, 2] for NHWC."""
+    return [0, rank - 1, *range(1, rank - 1)]
+
+
+def _layer_norm(e, s):
+    a, node, name = s.a, s.node, s.node.name
+    rank = len(s.in_shapes[0]) + 1
+    c = s.in_shapes[0][-1 if a["channels_last"] else 0]
+    if a["elementwise_affine"]:
+        affine = [e.param(node, "weight"), e.param(node, "bias")]
+    else:
+        affine = [e.const(name, "scale", np.ones(c, np.float32))]
+    # channels-first over more than one channel axis position: normalize channels-last between two transposes
+    around = not a["channels_last"] and rank > 2
+    x = s.ins[0]
+    if around:
+        x = e.node("Transpose", [x], [e.tmp(name, "channels_last")], name + "/channels_last", perm=channels_last_perm(rank))
+    y = e.tmp(name, "normalized") if around else s.outs[0]
+    e.node("LayerNormalization", [x, *affine], [y], name, axis=-1, epsilon=float(a["eps"]))
+    if around:
+        e.node("Transpose", [y], [s.outs[0]], name + "/channels_first", perm=channels_first_perm(rank))
+
+
 def _lrn(e, s):
     a, name = s.a, s.node.name
     attrs = {"size": int(a["size"]), "alpha": float(a["alpha"]), "beta": float(a["beta"]), "bias": float(a["k"])}
@@ -405,6 +434,15 @@ def _global(op_type: str) -> Lowering:
     return Lowering(lambda e, s: e.node(op_type, [s.ins[0]], [s.outs[0]], s.node.name))
 
 
+def _global_avg_pool(e, s):
+    if not s.a["mean"]:
+        e.node("GlobalAveragePool", [s.ins[0]], [s.outs[0]], s.node.name)
+    elif e.opset >= 18:
+        e.node("ReduceMean", [s.ins[0], e.const(s.node.name, "axes", np.array([2, 3], np.int64))], [s.outs[0]], s.node.name, keepdims=1)
+    else:
+        e.node("ReduceMean", [s.ins[0]], [s.outs[0]], s.node.name, axes=[2, 3], keepdims=1)
+
+
 def _upsample(e, s):
     a, name = s.a, s.node.name
     if a["mode"] == "nearest":
@@ -477,6 +515,20 @@ def _channel_split(e, s):
         e.node("Split", [s.ins[0]], list(s.outs), s.node.name, axis=1, split=sizes)
 
 
+def _permute(e, s):
+    e.node("Transpose", [s.ins[0]], [s.outs[0]], s.node.name, perm=[int(d) for d in s.a["dims"]])
+
+
+def _scale(e, s):
+    rank = len(s.in_shapes[0]) + 1
+    axis = s.a["axis"] % rank
+    weight = e.param(s.node, "weight")
+    if axis != rank - 1:
+        shape = e.const(s.node.name, "weight_shape", np.array([-1] + [1] * (rank - 1 - axis), dtype=np.int64))
+        weight = e.node("Reshape", [weight, shape], [e.tmp(s.node.name, "weight")], s.node.name + "/weight")
+    e.node("Mul", [s.ins[0], weight], [s.outs[0]], s.node.name)
+
+
 def _prelu(e, s):
     slope = e.param(s.node, "weight")
     n, rank = s.a["num_parameters"], len(s.in_shapes[0])
@@ -505,10 +557,11 @@ LOWERINGS: dict[str, Lowering] = {
     "PReLU": Lowering(_prelu),
     "BatchNorm2d": Lowering(_batchnorm),
     "BatchNorm1d": Lowering(_batchnorm),
+    "LayerNorm": Lowering(_layer_norm, _at_least(17)),
     "LRN": Lowering(_lrn),
     "MaxPool2d": Lowering(_maxpool),
     "AvgPool2d": Lowering(_avgpool),
-    "GlobalAvgPool": _global("GlobalAveragePool"),
+    "GlobalAvgPool": Lowering(_global_avg_pool),
     "GlobalMaxPool": _global("GlobalMaxPool"),
     "AdaptiveAvgPool2d": Lowering(_adaptive_avgpool),
     "Upsample": Lowering(_upsample),
@@ -520,5 +573,8 @@ LOWERINGS: dict[str, Lowering] = {
     "Concat": Lowering(_concat),
     "ChannelShuffle": Lowering(_channel_shuffle),
     "ChannelSplit": Lowering(_channel_split),
+    "Permute": Lowering(_permute),
+    "Scale": Lowering(_scale),
+    "StochasticDepth": Lowering(_identity),
     "Opaque": Lowering(_opaque, _opaque_min),
 }

@@ -42,9 +42,10 @@ def _external_location(tensor: onnx.TensorProto, folder: Path | None, where: str
         raise DesignError(f"{name} is stored externally but names no location", where)
     if folder is None:
         raise DesignError(f"{name} keeps its data in '{location}': load the model from its file so its folder is known", where)
+    if not location.isprintable():
+        raise DesignError(f"{name} names its external data file with a control character ('{location}')", where)
     if (
-        "\x00" in location
-        or PurePosixPath(location).is_absolute()
+        PurePosixPath(location).is_absolute()
         or PureWindowsPath(location).is_absolute()
         or PureWindowsPath(location).drive
     ):

@@ -16,13 +16,16 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from convstudio.backends.torch import deform
+from convstudio.backends.torch import deform, layers
 from convstudio.backends.torch.lower import CODE_GLOBALS, class_name_for, trace
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph
 
 INFIX = {operator.add: "+", operator.mul: "*"}
-HELPERS = {deform.DeformConv2d: (deform.deform_conv2d, deform.DeformConv2d)}
+HELPERS = {
+    deform.DeformConv2d: (deform.deform_conv2d, deform.DeformConv2d),
+    **{cls: (cls,) for cls in (layers.LayerNorm2d, layers.Scale, layers.StochasticDepth)},
+}
 HELPER_NAMES = {obj.__name__ for objs in HELPERS.values() for obj in objs}
 INDENT = "    "
 

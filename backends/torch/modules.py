@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convstudio.backends.torch.deform import DeformConv2d
+from convstudio.backends.torch.layers import LayerNorm2d, Scale, StochasticDepth
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,20 @@ def _conv(cls, arg_names=CONV_ARGS):
     return lambda a, ins: ModuleSpec(cls, (ins[0][0], a["out_channels"]), {k: a[k] for k in arg_names})
 
 
+CONV2D = module_op(_conv(nn.Conv2d), fused_activation=True)
+
+
+def _conv2d(emit, a, ins, args):
+    """Conv2d; four-sided padding that is not symmetric becomes F.pad before an unpadded convolution."""
+    pad = a["padding"]
+    if not isinstance(pad, str) and len(pad) == 4:
+        top, left, bottom, right = pad
+        if (top, left) != (bottom, right):
+            args = [emit.function(F.pad, (args[0], (left, right, top, bottom)), suffix="_pad")]
+        a = {**a, "padding": (top, left) if (top, left) == (bottom, right) else (0, 0)}
+    return CONV2D(emit, a, ins, args)
+
+
 def _linear(a, ins):
     return ModuleSpec(nn.Linear, (ins[0][-1], a["out_features"]), {"bias": a["bias"]})
 
@@ -164,6 +179,28 @@ def _upsample(a, ins):
     if a["mode"] == "bilinear":
         kwargs["align_corners"] = a["align_corners"]
     return ModuleSpec(nn.Upsample, (), kwargs)
+
+
+def _layer_norm(a, ins):
+    if a["channels_last"]:
+        return ModuleSpec(nn.LayerNorm, (ins[0][-1],), {"eps": a["eps"], "elementwise_affine": a["elementwise_affine"]})
+    return ModuleSpec(LayerNorm2d, (ins[0][0],), {"eps": a["eps"], "elementwise_affine": a["elementwise_affine"]})
+
+
+def _scale(a, ins):
+    rank = len(ins[0]) + 1
+    axis = a["axis"] % rank
+    return ModuleSpec(Scale, (ins[0][axis - 1],), {"axis": axis, "init": a["init"]})
+
+
+def _permute(emit, a, ins, args):
+    return [emit.method("permute", (args[0], *a["dims"]))]
+
+
+def _global_avg_pool(emit, a, ins, args):
+    if a["mean"]:
+        return [emit.method("mean", (args[0], (2, 3)), {"keepdim": True})]
+    return [emit.module(ModuleSpec(nn.AdaptiveAvgPool2d, (1,)), args)]
 
 
 def _input(emit, a, ins, args):
@@ -196,7 +233,7 @@ LOWERINGS = {
     "Input": _input,
     "Output": _output,
     # convolution
-    "Conv2d": module_op(_conv(nn.Conv2d), fused_activation=True),
+    "Conv2d": _conv2d,
     "ConvTranspose2d": module_op(_conv(nn.ConvTranspose2d, CONV_TRANSPOSE_ARGS), fused_activation=True),
     "DeformConv2d": module_op(_conv(DeformConv2d)),
     # activation
@@ -217,11 +254,12 @@ LOWERINGS = {
     # normalization
     "BatchNorm2d": _batch_norm(nn.BatchNorm2d),
     "BatchNorm1d": _batch_norm(nn.BatchNorm1d),
+    "LayerNorm": module_op(_layer_norm),
     "LRN": module_op(lambda a, ins: ModuleSpec(nn.LocalResponseNorm, (a["size"],), {"alpha": a["alpha"], "beta": a["beta"], "k": a["k"]})),
     # pooling and resampling
     "MaxPool2d": module_op(_max_pool),
     "AvgPool2d": module_op(_avg_pool),
-    "GlobalAvgPool": module_op(lambda a, ins: ModuleSpec(nn.AdaptiveAvgPool2d, (1,))),
+    "GlobalAvgPool": _global_avg_pool,
     "GlobalMaxPool": module_op(lambda a, ins: ModuleSpec(nn.AdaptiveMaxPool2d, (1,))),
     "AdaptiveAvgPool2d": module_op(lambda a, ins: ModuleSpec(nn.AdaptiveAvgPool2d, (a["output_size"],))),
     "Upsample": module_op(_upsample),
@@ -235,4 +273,7 @@ LOWERINGS = {
     "Concat": _concat,
     "ChannelShuffle": _channel_shuffle,
     "ChannelSplit": _channel_split,
+    "Permute": _permute,
+    "Scale": module_op(_scale),
+    "StochasticDepth": simple(StochasticDepth, "p", "mode"),
 }

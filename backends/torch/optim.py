@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules of the training section.
 
-Momentum applies to SGD and RMSprop; weight decay (L2) to all. Schedules step once per epoch, except
-`cyclic`, which steps once per batch; `plateau` watches the validation loss (the training loss when
-there is no validation split).
+Momentum applies to SGD and RMSprop (0 unless set, as in torch); weight decay (L2) to all. Schedules
+step once per epoch, except `cyclic`, which steps once per batch; `plateau` watches the validation
+loss (the training loss when there is no validation split).
 """
 
 from __future__ import annotations
@@ -14,23 +14,31 @@ from torch.optim import lr_scheduler
 
 from convstudio.ir.errors import DesignError
 
+# words of torch's ValueError messages -> the optimizer field they are about
+TORCH_FIELDS = (("learning rate", "lr"), ("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay"),
+                ("weight decay", "weight_decay"))
+
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], opt: dict) -> torch.optim.Optimizer:
-    """The torch optimizer for the training section's `optimizer` object."""
+    """The torch optimizer for the training section's `optimizer` object; torch's refusals become a DesignError."""
     name, lr, wd = opt["name"], float(opt["lr"]), float(opt["weight_decay"])
     momentum = float(opt["momentum"])
-    if name == "sgd":
-        if opt["nesterov"] and momentum <= 0:
-            raise DesignError("Nesterov momentum needs momentum > 0", "training.optimizer.nesterov")
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=bool(opt["nesterov"]), weight_decay=wd)
+    if name == "sgd" and opt["nesterov"] and momentum <= 0:
+        raise DesignError("Nesterov momentum needs momentum > 0 (set momentum, or turn nesterov off)", "training.optimizer.nesterov")
     table = {
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=bool(opt["nesterov"]), weight_decay=wd),
         "adagrad": lambda: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
         "adadelta": lambda: torch.optim.Adadelta(params, lr=lr, weight_decay=wd),
         "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd),
         "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=wd),
         "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
     }
-    return table[name]()
+    try:
+        return table[name]()
+    except ValueError as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        field = next((f for words, f in TORCH_FIELDS if words in reason.lower()), None)
+        raise DesignError(f"torch's {name} optimizer refuses it: {reason}", f"training.optimizer{'.' + field if field else ''}") from None
 
 
 class Schedule:
@@ -39,7 +47,11 @@ class Schedule:
     def __init__(self, optimizer: torch.optim.Optimizer, sched: dict, epochs: int):
         self.name = sched["name"]
         self.optimizer = optimizer
-        self.scheduler = self._build(sched, epochs)
+        try:
+            self.scheduler = self._build(sched, epochs)
+        except ValueError as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DesignError(f"torch's {self.name} scheduler refuses it: {reason}", "training.scheduler") from None
 
     def _build(self, s: dict, epochs: int):
         opt = self.optimizer
@@ -53,7 +65,7 @@ class Schedule:
             return lr_scheduler.ReduceLROnPlateau(opt, factor=float(s["factor"]), patience=int(s["patience"]))
         if self.name == "cyclic":
             if float(s["base_lr"]) > float(s["max_lr"]):
-                raise DesignError("base_lr must not exceed max_lr", "training.scheduler")
+                raise DesignError(f"base_lr {s['base_lr']:g} must not exceed max_lr {s['max_lr']:g}", "training.scheduler.base_lr")
             return lr_scheduler.CyclicLR(opt, base_lr=float(s["base_lr"]), max_lr=float(s["max_lr"]),
                                          step_size_up=max(1, int(s["step_size_up"])), cycle_momentum=False)
         if self.name == "cosine":

@@ -3,8 +3,9 @@
 The run lowers the graph, trains on the dataset (digits, .npz or image folder) with the configured
 loss, optimizer, schedule, L2 weight decay and L1 penalty, evaluates each epoch, and writes a
 checkpoint each epoch (model, optimizer, schedule, position and RNG state) so that a resumed run ends
-with the same weights as an uninterrupted one. Trained weights go back into `node.params` and a
-safetensors file beside the design, which the design's `weights` field then names. Launched by
+with the same weights as an uninterrupted one. Trained weights go back into `node.params` and the
+safetensors file paired with the design (`<design>.safetensors` beside it); the design file itself is
+never rewritten, and a design is written only where `design_out` asks, with its weights as one pair. Launched by
 torchrun, the same code trains with DistributedDataParallel; rank 0 writes every file.
 """
 
@@ -31,7 +32,15 @@ from convstudio.backends.torch.data import Samples, load_samples, mine_triplets,
 from convstudio.backends.torch.losses import class_accuracy, l1_penalty, make_loss, nearest_centroid_accuracy
 from convstudio.backends.torch.lower import lower, params_from_module
 from convstudio.backends.torch.optim import Schedule, make_optimizer
-from convstudio.backends.weights import has_params, load_design_weights, save_weights
+from convstudio.backends.weights import (
+    has_params,
+    load_design_weights,
+    retire_pending,
+    save_design_and_weights,
+    save_weights,
+    trained_epochs,
+)
+from convstudio.ir.budget import check_estimate, estimate_memory
 from convstudio.ir.design import Design, write_atomic
 from convstudio.ir.errors import DesignError
 from convstudio.ir.training import SCHEDULER_PARAMS, training_config, validate_training
@@ -42,7 +51,7 @@ LOG_FIELDS = ("epoch", "loss", "val_loss", "accuracy", "lr", "seconds")
 
 
 class TrainingDiverged(DesignError):
-    """The loss became NaN or infinite."""
+    """The training or validation loss became NaN or infinite."""
 
 
 @dataclass
@@ -50,13 +59,16 @@ class RunOptions:
     """How and where a run happens; what is trained lives in the training configuration."""
 
     device: str = "auto"  # auto | cpu | cuda
-    weights_out: Path | str | None = None  # default: the design's weights file, else <design>.safetensors beside it
+    weights_out: Path | str | None = None  # default: the design's paired weights file (<design>.safetensors beside it)
+    weights_in: Path | str | None = None  # start from these weights instead of the design's own
+    design_out: Path | str | None = None  # also write the trained design here, its weights beside it as one pair
     checkpoint: Path | str | None = None  # default: the weights path with suffix .ckpt
     resume: Path | str | None = None
     log: Path | str | None = None  # CSV, one row per epoch
     plot: Path | str | None = None  # PNG of the curves
     from_scratch: bool = False  # ignore the design's weights and initialize from the seed
     rank_weights: Path | str | None = None  # every rank writes rank<k>.safetensors here
+    max_memory: int | None = None  # bytes a training step or evaluation chunk may need (None: ir.budget's default limit)
 
 
 def merged_config(section: dict | None, overrides: dict | None) -> dict:
@@ -91,11 +103,8 @@ def choose_device(request: str, local_rank: int = 0) -> torch.device:
 
 
 def default_weights_path(design: Design) -> Path:
-    if design.weights:
-        return design.weights_path()
-    if design.path is not None:
-        return design.path.with_suffix(".safetensors")
-    return Path.cwd() / f"{design.name}.safetensors"
+    """Where a run writes its weights: the file paired with the design, else <name>.safetensors in the working folder."""
+    return design.weights_path() or Path.cwd() / f"{design.name}.safetensors"
 
 
 def read_checkpoint(path: Path | str) -> dict:
@@ -187,14 +196,15 @@ class Trainer:
             self.config = merged_config(design.training, overrides)
         cfg = self.config
         self.device = choose_device(options.device, int(os.environ.get("LOCAL_RANK", 0)))
+        self.check_memory(1, 1)  # the smallest run first: the dataset is fitted to the design's input shape next
         self.samples: Samples = load_samples(cfg["dataset"], design, cfg["loss"])
         self.ctx = dist_ctx.context(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         train_idx, val_idx = split_indices(len(self.samples), cfg["val_split"], cfg["seed"])
-        self.weights_path = Path(options.weights_out) if options.weights_out else default_weights_path(design)
+        self.weights_path = self.output_paths(design, options)
         self.checkpoint_path = Path(options.checkpoint) if options.checkpoint else self.weights_path.with_suffix(".ckpt")
-        for flag, target in (("--out", self.weights_path), ("--checkpoint", self.checkpoint_path), ("--log", options.log),
+        for flag, target in (("--out", self.weights_path), ("-o", options.design_out), ("--checkpoint", self.checkpoint_path), ("--log", options.log),
                              ("--plot", options.plot), ("--rank-weights", options.rank_weights and Path(options.rank_weights) / "x")):
             if target and not Path(target).parent.is_dir():
                 raise DesignError(f"folder '{Path(target).parent}' does not exist", flag)
@@ -202,14 +212,9 @@ class Trainer:
                 raise DesignError(f"'{target}' is a folder; give a file name", flag)
 
         graph = design.graph
-        if options.from_scratch:
-            for node in graph.nodes.values():
-                node.params = {}
-        elif design.weights and not has_params(graph) and resume is None:
-            try:
-                load_design_weights(design)
-            except DesignError as e:
-                raise DesignError(f"{e.what} (--from-scratch ignores the design's weights)", e.where) from None
+        self.check_memory(len(train_idx), len(val_idx) or len(train_idx))
+        self.start_epochs = int(resume.get("start_epochs", 0)) if resume is not None else 0
+        self.start = self.starting_weights(resume)
         torch.manual_seed(cfg["seed"])
         self.model = lower(graph, seed=cfg["seed"]).to(self.device)
         if resume is not None:
@@ -237,7 +242,9 @@ class Trainer:
 
         self.history: list[dict] = []
         self.epoch, self.step, self.partial = 0, 0, [0.0, 0.0]
+        self.saved: tuple[int, Path] | None = None  # (epoch, file) of the last checkpoint this run can go back to
         if resume is not None:
+            self.saved = (int(resume["epoch"]), Path(options.resume))
             self.optimizer.load_state_dict(resume["optimizer"])
             self.schedule.load_state_dict(resume["scheduler"])
             self.history = list(resume["history"])
@@ -245,6 +252,59 @@ class Trainer:
             torch.set_rng_state(resume["rng"])
             if self.device.type == "cuda" and "cuda_rng" in resume:
                 torch.cuda.set_rng_state(resume["cuda_rng"], self.device)
+
+    def check_memory(self, train_rows: int, eval_rows: int) -> None:
+        """Refuse a run whose training step (activations kept for backward, gradients, optimizer state) or evaluation
+        chunk needs more than `max_memory`, before any weights are read or the model is built."""
+        cfg, graph = self.config, self.design.graph
+        size = cfg["batch_size"]
+        batch = max(1, min(train_rows if size == "full" else size, train_rows))
+        estimates = [estimate_memory(graph, batch, training=True, optimizer=cfg["optimizer"]["name"]),
+                     estimate_memory(graph, max(1, min(EVAL_CHUNK, eval_rows)))]
+        where = f"file '{self.design.path}'" if self.design.path else f"design '{self.design.name}'"
+        check_estimate(max(estimates, key=lambda e: e.total), self.options.max_memory, where)
+
+    @staticmethod
+    def output_paths(design: Design, options: RunOptions) -> Path:
+        """The weights file the run writes: --out, else beside the design that -o asks for, else the design's own."""
+        if options.design_out is None:
+            return Path(options.weights_out) if options.weights_out else default_weights_path(design)
+        out = Path(options.design_out)
+        if options.weights_out:
+            raise DesignError("-o writes the weights beside the design it writes; drop --out", "--out")
+        if out.suffix == ".safetensors":
+            raise DesignError("the design file needs another suffix: its weights are written as .safetensors beside it", "-o")
+        if design.path is not None and out.resolve() == design.path.resolve():
+            raise DesignError("-o names the design being trained, which train never rewrites; without -o its weights go beside it", "-o")
+        return out.with_suffix(".safetensors")
+
+    def starting_weights(self, resume: dict | None) -> str:
+        """Load the weights the run starts from; returns the line that says which, and how to start fresh."""
+        design, options, seed = self.design, self.options, self.config["seed"]
+        if options.from_scratch:
+            for flag, value in (("--weights", options.weights_in), ("--resume", options.resume)):
+                if value:
+                    raise DesignError(f"--from-scratch ignores all weights; drop {flag}", flag)
+            for node in design.graph.nodes.values():
+                node.params = {}
+            return f"starting from fresh weights (seed {seed}), as --from-scratch asks"
+        if resume is not None:
+            if options.weights_in:
+                raise DesignError("a resumed run continues from its checkpoint's weights; drop --weights", "--weights")
+            return (f"resuming '{options.resume}' after epoch {int(resume['epoch'])} of {self.config['epochs']}; "
+                    "drop --resume and add --from-scratch to start from fresh weights")
+        if options.weights_in is None and has_params(design.graph):
+            return "starting from the weights the design holds; --from-scratch starts from fresh weights"
+        try:
+            source = load_design_weights(design, options.weights_in)
+        except DesignError as e:
+            raise DesignError(f"{e.what} (--from-scratch ignores the design's weights)", e.where) from None
+        if source is None:
+            return f"starting from fresh weights (seed {seed}): the design has no weights yet"
+        epochs = trained_epochs(source)
+        self.start_epochs = epochs or 0
+        after = f"after epoch {epochs}" if epochs is not None else "not trained by convstudio train"
+        return f"starting from the weights in '{source}' ({after}); --from-scratch starts from fresh weights (seed {seed})"
 
     # ----- batches -----
 
@@ -283,10 +343,14 @@ class Trainer:
             except ValueError as e:  # e.g. BatchNorm1d on a batch of one sample
                 reason = str(e).splitlines()[0]
                 raise DesignError(f"the design cannot train on batches of {len(rows)} ({reason})", "training.batch_size") from None
-            loss = self.criterion(outputs, self.targets[rows])
+            loss = self.objective(outputs, rows)
         if self.config["l1"] > 0:
             loss = loss + self.config["l1"] * l1_penalty(self.model)
         return loss, len(rows)
+
+    def objective(self, outputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch's outputs against its targets (distillation adds the teacher's term here)."""
+        return self.criterion(outputs, self.targets[rows])
 
     # ----- evaluation -----
 
@@ -339,6 +403,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "rng": torch.get_rng_state(),
+            "start_epochs": self.start_epochs,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -355,16 +420,19 @@ class Trainer:
         write_atomic(self.options.log, text.getvalue())
 
     def write_weights(self) -> None:
-        """Copy the trained tensors into node.params; rank 0 writes the safetensors file and names it in the design."""
+        """Copy the trained tensors into node.params; rank 0 writes the weights file (with -o, the design and its weights as one pair)."""
         graph = self.design.graph
         params_from_module(graph, self.model)
+        metadata = {"epochs": str(self.start_epochs + self.epoch)}
         if self.options.rank_weights:
-            save_weights(graph, Path(self.options.rank_weights) / f"rank{self.ctx.rank}.safetensors")
+            save_weights(graph, Path(self.options.rank_weights) / f"rank{self.ctx.rank}.safetensors", metadata)
         if not self.ctx.is_main:
             return
-        save_weights(graph, self.weights_path)
-        base = self.design.path.parent if self.design.path else Path.cwd()
-        self.design.weights = os.path.relpath(self.weights_path.resolve(), base.resolve()).replace(os.sep, "/")
+        if self.options.design_out:
+            save_design_and_weights(Design(graph, self.design.training), Path(self.options.design_out), graph, metadata)
+            return
+        save_weights(graph, self.weights_path, metadata)
+        retire_pending(self.weights_path)
 
     # ----- the loop -----
 
@@ -399,6 +467,7 @@ class Trainer:
             dist_ctx.shutdown()
         return {
             "history": self.history,
+            "start": self.start,
             "weights": str(self.weights_path),
             "checkpoint": str(self.checkpoint_path),
             "stopped_early": stopped or interrupted,
@@ -414,10 +483,7 @@ class Trainer:
         loss, count = self.batch_loss(positions, triplets)
         value = loss.detach().item()
         total, n = dist_ctx.all_sum([value * count, float(count)], self.ctx, self.device)
-        if not math.isfinite(total):
-            kind = "NaN" if math.isnan(total) else "infinite"
-            raise TrainingDiverged(f"loss became {kind} at epoch {self.epoch + 1} step {self.step + 1} (try a lower learning rate)",
-                                   "training")
+        self.check_finite("training", total, f" step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -425,15 +491,26 @@ class Trainer:
         self.partial[0] += total
         self.partial[1] += n
 
+    def check_finite(self, which: str, loss: float | None, step: str = "") -> None:
+        """Stop the run when a loss is NaN or infinite, saying where and what is kept (nothing is written now)."""
+        if loss is None or math.isfinite(loss):
+            return
+        kind = "NaN" if math.isnan(loss) else "infinite"
+        kept = f"no weights were written, the checkpoint after epoch {self.saved[0]} is in '{self.saved[1]}'" if self.saved else "nothing was written"
+        raise TrainingDiverged(f"{which} loss became {kind} at epoch {self.epoch + 1}{step} (try a lower learning rate); {kept}", "training")
+
     def finish_epoch(self, started: float, lr_used: float, on_epoch) -> None:
         train_loss = self.partial[0] / max(self.partial[1], 1.0)
+        self.check_finite("training", train_loss)
         val_loss, accuracy = self.evaluate()
+        self.check_finite("validation", val_loss)
         self.schedule.after_epoch(val_loss if val_loss is not None else train_loss)
         self.epoch += 1
         self.step, self.partial = 0, [0.0, 0.0]
         row = {"epoch": self.epoch, "loss": train_loss, "val_loss": val_loss, "accuracy": accuracy,
                "lr": lr_used, "seconds": round(time.perf_counter() - started, 4)}
         self.history.append(row)
+        self.saved = (self.epoch, self.checkpoint_path)  # rank 0 writes it; every rank reports it
         if self.ctx.is_main:
             self.save_checkpoint()
             if self.options.log:

@@ -75,8 +75,7 @@ def assert_same_function(graph, seed=0, batch=1):
 
 
 def small_input(name):
-    shape = TEMPLATES[name].input_shape
-    return (shape[0], 32, 32) if len(shape) == 3 and shape[-1] > 32 else None
+    return TEMPLATES[name].small_input(32)
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -180,3 +179,13 @@ def test_fuse_verb_verifies_shared_conv_and_bn(tmp_path, capsys):
     assert [f["into"] for f in data["fused"]] == ["a_conv", "b_conv"]
     for backend in ("torch", "onnxruntime"):
         assert data["verify"][backend]["max_rel_diff"] <= RTOL
+
+
+@pytest.mark.parametrize("limit,what", [("0.001", "verifying the fusion exceeded the time limit of 0.001 s"), ("0", "time limit must be a positive number"),
+                                        ("nan", "time limit must be a positive number")])
+def test_fuse_verify_is_bounded_by_its_time_limit(tmp_path, capsys, limit, what):
+    save(Design(build_template("lenet")), tmp_path / "l.json")
+    assert main(["fuse", str(tmp_path / "l.json"), "-o", str(tmp_path / "lf.json"), "--verify", "--time-limit", limit]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and what in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.json"]  # nothing written when the check fails

@@ -104,6 +104,35 @@ def efficientnet_style():
     return b.graph
 
 
+def convnext_style():
+    """ConvNeXt pieces: patchify stem + channels-first LayerNorm, blocks with a channels-last LayerNorm between
+    permutes, GELU, layer scale (Scale, along the last dim and along channels) and stochastic depth."""
+    b = Builder("convnext_style")
+    x = b.input("x", (3, 64, 64))
+    x = b.op("Conv2d", x, "stem", out_channels=16, kernel_size=4, stride=4)
+    x = b.op("LayerNorm", x, "stem_norm", eps=1e-6)
+    for i in range(2):
+        with b.scope(f"block{i}"):
+            y = b.op("Conv2d", x, "dw", out_channels=16, kernel_size=7, padding=3, groups=16)
+            y = b.op("Permute", y, "to_last", dims=[0, 2, 3, 1])
+            y = b.op("LayerNorm", y, "norm", eps=1e-6, channels_last=True)
+            y = b.op("Linear", y, "fc1", out_features=64)
+            y = b.op("GELU", y, "gelu", approximate="tanh" if i else "none")
+            y = b.op("Linear", y, "fc2", out_features=16)
+            y = b.op("Scale", y, "gamma_last", axis=-1) if i else y
+            y = b.op("Permute", y, "to_first", dims=[0, 3, 1, 2])
+            y = b.op("Scale", y, "gamma") if not i else y
+            y = b.op("StochasticDepth", y, "drop", p=0.1)
+            x = b.op("Add", [x, y], "add")
+    x = b.op("LayerNorm", x, "down_norm", elementwise_affine=False)
+    x = b.op("Conv2d", x, "down", out_channels=32, kernel_size=2, stride=2, padding=[0, 0, 1, 1])
+    x = b.op("GlobalAvgPool", x, "pool")
+    x = b.op("LayerNorm", x, "head_norm", eps=1e-6)
+    x = b.op("Flatten", x, "flatten")
+    b.output(b.op("Linear", x, "classifier", out_features=10), "logits")
+    return b.graph
+
+
 CASES = {
     "resnet18": lambda: build_template("resnet18", (3, 64, 64), 10),
     "resnet50": lambda: build_template("resnet50", (3, 64, 64), 10),
@@ -113,6 +142,7 @@ CASES = {
     "squeezenet1_1": lambda: build_template("squeezenet1_1", (3, 64, 64), 10),
     "densenet_style": densenet_style,
     "efficientnet_style": efficientnet_style,
+    "convnext_style": convnext_style,
 }
 
 

@@ -29,6 +29,7 @@ from convstudio.backends.onnx.export import export_model
 from convstudio.backends.onnx.importer import import_model
 from convstudio.ir.cost import analyze
 from convstudio.ir.errors import DesignError
+from tests.backends.onnx_checks import assert_validates
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 ATOL, RTOL = 1e-4, 1e-3
@@ -126,7 +127,7 @@ def check(source, model: onnx.ModelProto, cases, label: str, numerics: bool = Tr
     """('passed' | 'failed' | 'skipped' | 'counted', detail) for one model (`source`: its file or proto) and its data sets.
 
     `cases` are (inputs, expected outputs or None: onnxruntime's outputs of the original model).
-    A refused import must be one DesignError line. Models with opaque nodes are checked by the
+    A refused import must be one DesignError line; an imported design must validate. Models with opaque nodes are checked by the
     round trip: onnxruntime on the original and on the re-exported model agree.
     """
     try:
@@ -134,6 +135,10 @@ def check(source, model: onnx.ModelProto, cases, label: str, numerics: bool = Tr
     except DesignError as e:
         assert "\n" not in e.line() and e.what, label
         return "skipped", f"unsupported: {e.what}"
+    try:
+        assert_validates(design)
+    except DesignError as e:
+        return "failed", f"the imported design does not validate: {e.line()}"
     graph = design.graph
     opaque = sorted({n.attrs["onnx_op"] for n in graph if n.op == "Opaque"})
     if not numerics:

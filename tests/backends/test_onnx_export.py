@@ -10,7 +10,6 @@ import pytest
 from onnx import helper
 
 from convstudio.backends.onnx.export import MAX_OPSET, build, export_file, export_model, required_opset
-from convstudio.backends.onnx.importer import import_model
 from convstudio.backends.onnx.ops import FLOOR_OPSET, LOWERINGS
 from convstudio.backends.onnx.runtime import open_session, run
 from convstudio.backends.weights import init_params, save_weights
@@ -22,6 +21,7 @@ from convstudio.ir.graph import Graph
 from convstudio.ir.ops import registry
 from convstudio.ir.shapes import infer_shapes
 from convstudio.ir.templates import build_template
+from tests.backends.onnx_checks import import_checked
 
 TOLERANCE = 1e-4  # max abs difference between two onnxruntime runs that must agree
 
@@ -156,6 +156,12 @@ def test_shared_weights_give_one_initializer_used_by_both_nodes():
         (lambda: tiny("GELU"), FLOOR_OPSET),
         (lambda: tiny("Softmax", dim=-1), FLOOR_OPSET),
         (lambda: tiny("Softmax", dim=1), 13),
+        (lambda: tiny("LayerNorm"), 17),
+        (lambda: tiny("GELU", approximate="tanh"), FLOOR_OPSET),
+        (lambda: tiny("Permute", dims=[0, 2, 3, 1]), FLOOR_OPSET),
+        (lambda: tiny("Scale"), FLOOR_OPSET),
+        (lambda: tiny("StochasticDepth", p=0.2), FLOOR_OPSET),
+        (lambda: tiny("Conv2d", out_channels=2, kernel_size=2, padding=[0, 0, 1, 1]), FLOOR_OPSET),
     ],
 )
 def test_lowest_opset_that_covers_the_design(graph, opset):
@@ -338,7 +344,7 @@ def test_opaque_nodes_from_the_importer_export_again():
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 6, 6])], [weight, bias])
     original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     original.ir_version = 7
-    design, _ = import_model(original)
+    design, _ = import_checked(original)
     assert "Opaque" in {n.op for n in design.graph}
     exported = export_model(design.graph)
     assert "Cos" in {n.op_type for n in exported.graph.node} and exported.opset_import[0].version == 13
@@ -368,7 +374,7 @@ def test_opaque_outputs_keep_their_element_type_and_unbatched_shape():
     )
     original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
     original.ir_version = 8
-    design, _ = import_model(original)
+    design, _ = import_checked(original)
     exported = export_model(design.graph)
     onnx.checker.check_model(exported, full_check=True)
     types = {o.name: o.type.tensor_type for o in exported.graph.output}

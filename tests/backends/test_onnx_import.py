@@ -18,7 +18,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from convstudio.backends.onnx.export import export_model
-from convstudio.backends.onnx.importer import import_model, sanitize
+from convstudio.backends.onnx.importer_core import sanitize
 from convstudio.backends.onnx.opaque import opaque_to_onnx
 from convstudio.backends.torch.lower import lower
 from convstudio.backends.weights import init_params, load_design_weights
@@ -27,6 +27,7 @@ from convstudio.ir.cost import analyze
 from convstudio.ir.design import load
 from convstudio.ir.graph import verify
 from convstudio.ir.templates import build_template
+from tests.backends.onnx_checks import import_checked
 
 ATOL = RTOL = 1e-4
 
@@ -78,7 +79,7 @@ def test_torch_exported_template_imports_with_exact_counts_and_outputs(name, sha
     template = build_template(name, input_shape=shape)
     init_params(template, seed=0)
     original = torch_to_onnx(_Wrap(lower(template)), shape, dynamic=dynamic)
-    design, report = import_model(original)
+    design, report = import_checked(original)
     graph = design.graph
     verify(graph)
     assert report["counts"]["opaque"] == 0, report["opaque"]
@@ -129,7 +130,7 @@ class _Zoo(torch.nn.Module):
 def test_torch_export_of_many_ops_maps_every_node():
     torch.manual_seed(0)
     original = torch_to_onnx(_Zoo(), [3, 16, 16], opset=17)
-    design, report = import_model(original)
+    design, report = import_checked(original)
     ops = {n.op for n in design.graph}
     assert {
         "ReLU6",
@@ -206,7 +207,7 @@ def test_old_zoo_style_model_maps_and_matches():
         inits,
         opset=8,
     )
-    design, report = import_model(model)
+    design, report = import_checked(model)
     graph = design.graph
     assert report["counts"]["opaque"] == 0, report["opaque"]
     assert graph.inputs == ["x"]
@@ -245,7 +246,7 @@ def test_zero_pad_folds_into_conv_and_asymmetric_pad_stays_opaque():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 7, 9])],
         [w, pads_sym, pads_asym],
     )
-    design, report = import_model(model)
+    design, report = import_checked(model)
     conv = next(n for n in design.graph if n.op == "Conv2d")
     assert conv.attrs["padding"] == [1, 2]
     assert [e["op"] for e in report["opaque"]] == ["Pad"]
@@ -276,7 +277,7 @@ def test_opaque_node_keeps_shapes_weights_and_round_trips(tmp_path):
     path.write_bytes(model.SerializeToString())
     assert main(["import", str(path), "-o", str(tmp_path / "d.json"), "--json"]) == 0
     design = load(tmp_path / "d.json")
-    assert design.weights == "d.safetensors" and (tmp_path / "d.safetensors").is_file()
+    assert design.weights is None and design.weights_path() == tmp_path / "d.safetensors" and (tmp_path / "d.safetensors").is_file()
     load_design_weights(design, required=True)
     graph = design.graph
     opaque = [n for n in graph if n.op == "Opaque" and n.attrs.get("batched", True)]
@@ -313,7 +314,7 @@ def test_deform_conv_maps_with_offsets_and_mask():
         [w, b, off_w, mask_w],
         opset=19,
     )
-    design, report = import_model(model)
+    design, report = import_checked(model)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     assert "DeformConv2d" in {n.op for n in design.graph}
     x = _f32(2, 2, 7, 7, seed=5)
@@ -327,8 +328,8 @@ def test_names_are_sanitized_uniquely_and_deterministically():
         [helper.make_tensor_value_info("in:0", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("out.0", TensorProto.FLOAT, ["N", 4])],
     )
-    first, _ = import_model(model, name="my model")
-    second, _ = import_model(model, name="my model")
+    first, _ = import_checked(model, name="my model")
+    second, _ = import_checked(model, name="my model")
     names = list(first.graph.nodes)
     assert names == list(second.graph.nodes) == ["in_0", "relu_1", "relu_1_1", "out_0"]
     assert first.graph.name == "my_model"
@@ -369,7 +370,7 @@ def test_opset9_constant_of_shape_weights_and_upsample():
         [shape, scales],
         opset=9,
     )
-    design, report = import_model(model)
+    design, report = import_checked(model)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     assert [n.op for n in design.graph if n.op not in ("Input", "Output")] == ["Conv2d", "Upsample", "ReLU6"]
     assert [e["op"] for e in report["folded"]] == ["ConstantOfShape"]
@@ -397,7 +398,7 @@ def test_opset20_gelu_reductions_and_split():
         opset=20,
     )
     model.ir_version = 9
-    design, report = import_model(model)
+    design, report = import_checked(model)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     ops = [n.op for n in design.graph if n.op not in ("Input", "Output")]
     assert ops == ["GELU", "ChannelSplit", "GlobalMaxPool", "GlobalAvgPool", "Flatten", "Flatten", "Concat", "Softmax"]
@@ -427,7 +428,7 @@ def test_dynamic_shape_chains_fold_into_channel_split_and_shuffle():
     onnx_ops = {n.op_type for n in onnx.load_model_from_string(original).graph.node}
     assert {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Transpose"} <= onnx_ops
     assert onnx_ops & {"Split", "Slice"}
-    design, report = import_model(original)
+    design, report = import_checked(original)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     ops = [n.op for n in design.graph if n.op not in ("Input", "Output")]
     assert set(ops) == {"ChannelSplit", "Conv2d", "ReLU", "Concat", "ChannelShuffle"}, ops
@@ -449,7 +450,7 @@ def test_zero_pad_folds_into_an_average_pool_that_counts_padding():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, 3])],
         [pads],
     )
-    design, report = import_model(model)
+    design, report = import_checked(model)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     (pool,) = [n for n in design.graph if n.op not in ("Input", "Output")]
     assert pool.op == "AvgPool2d" and pool.attrs["padding"] == [1, 1] and pool.resolved["count_include_pad"]
@@ -514,7 +515,7 @@ def test_default_torch_exporter_output_imports_with_exact_counts():
                                     dynamic_shapes=({0: torch.export.Dim("N")},), optimize=False)
     original = program.model_proto
     assert {"SplitToSequence", "SequenceAt", "CastLike", "Expand", "Identity"} <= {n.op_type for n in original.graph.node}
-    design, report = import_model(original)
+    design, report = import_checked(original)
     assert report["counts"]["opaque"] == 0, report["opaque"]
     assert {n.op for n in design.graph} - {"Input", "Output"} == {"ChannelSplit", "Conv2d", "BatchNorm2d", "ReLU", "Concat", "ChannelShuffle"}
     total = analyze(design.graph, "torchvision").total

@@ -51,6 +51,15 @@ def multi(op: str, shapes, **attrs) -> Graph:
     return g
 
 
+def permuted(op: str, **attrs) -> Graph:
+    """`op` on a conv output moved to channels-last, then back (a ConvNeXt block's inner layout)."""
+    g = after_conv("Permute", dims=[0, 2, 3, 1])
+    g.add(op, ["node"], name="inner", attrs=attrs)
+    g.add("Permute", ["inner"], name="back", attrs={"dims": [0, 3, 1, 2]})
+    g.set_input("y", 0, "back")
+    return g
+
+
 def split_graph(**attrs) -> Graph:
     g = Graph("split")
     g.add("Input", name="x", attrs={"shape": [6, 4, 4]})
@@ -143,6 +152,7 @@ CASES = {
     "avgpool_ceil": lambda: single("AvgPool2d", (3, 8, 8), kernel_size=3, stride=2, padding=1, ceil_mode=True),
     "avgpool_ceil_exclude_pad": lambda: single("AvgPool2d", (3, 8, 8), kernel_size=3, stride=2, ceil_mode=True, count_include_pad=False),
     "global_avgpool": lambda: single("GlobalAvgPool", (3, 5, 6)),
+    "global_avgpool_mean": lambda: single("GlobalAvgPool", (3, 5, 6), mean=True),
     "global_maxpool": lambda: single("GlobalMaxPool", (3, 5, 6)),
     "adaptive_avgpool_global": lambda: single("AdaptiveAvgPool2d", (3, 5, 6), output_size=1),
     "adaptive_avgpool_uniform": lambda: single("AdaptiveAvgPool2d", (3, 8, 7), output_size=(4, 3)),
@@ -168,6 +178,17 @@ CASES = {
     "channel_split": lambda: split_graph(parts=2),
     "channel_split_sections": lambda: split_graph(sections=[1, 3, 2]),
     "shared_weights": shared_graph,
+    "conv_four_sided_padding": lambda: single("Conv2d", (3, 9, 8), out_channels=4, kernel_size=3, stride=2, padding=[0, 1, 1, 0]),
+    "conv_four_sided_symmetric": lambda: single("Conv2d", (3, 6, 6), out_channels=4, kernel_size=3, padding=[1, 2, 1, 2]),
+    "layer_norm_channels": lambda: after_conv("LayerNorm", eps=1e-6),
+    "layer_norm_channels_plain": lambda: after_conv("LayerNorm", elementwise_affine=False),
+    "layer_norm_vector": lambda: single("LayerNorm", (7,), channels_last=True),
+    "layer_norm_channels_last": lambda: permuted("LayerNorm", channels_last=True),
+    "permute": lambda: single("Permute", (3, 4, 5), dims=[0, 3, 1, 2]),
+    "scale_channels": lambda: after_conv("Scale"),
+    "scale_last": lambda: permuted("Scale", axis=-1),
+    "scale_height": lambda: after_conv("Scale", axis=2),
+    "stochastic_depth": lambda: after_conv("StochasticDepth", p=0.2),
 }
 
 
@@ -186,6 +207,8 @@ def randomize(graph: Graph, seed: int = 0) -> None:
                     node.params[key] = rng.normal(0, 0.5, value.shape).astype(np.float32) + (1 if key == "weight" else 0)
         if node.op == "PReLU":
             node.params["weight"] = rng.uniform(0.05, 0.5, node.params["weight"].shape).astype(np.float32)
+        if node.op in ("LayerNorm", "Scale"):
+            node.params = {k: rng.normal(0, 1, v.shape).astype(np.float32) for k, v in node.params.items()}
 
 
 def inputs_for(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -238,8 +261,7 @@ def test_every_op_has_a_parity_case():
 
 
 def _small_shape(template) -> tuple:
-    c, *spatial = template.input_shape
-    return (c, *(min(s, 64) for s in spatial))
+    return template.small_input(64)
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

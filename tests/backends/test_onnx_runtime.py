@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from argparse import Namespace
 
 import numpy as np
 import onnx
@@ -14,6 +15,7 @@ from onnx import helper
 from convstudio.backends.onnx.export import export_model
 from convstudio.backends.onnx.runtime import CPU, CUDA, open_session, run
 from convstudio.designer.cli.main import main
+from convstudio.designer.cli.verb_infer import TIME_LIMIT, run_args
 from convstudio.ir.errors import DesignError
 from convstudio.ir.templates import build_template
 
@@ -240,3 +242,24 @@ def test_cli_infer_hostile_models_exit_2_with_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
     assert "too large" in lines[2]
+
+
+def test_cli_infer_run_failure_is_our_one_line_without_onnxruntime_log(tmp_path, capfd):
+    """A model that fails inside ONNX Runtime's run: its coloured [E:onnxruntime:...] log line must not show."""
+    reshape = _tiny_model(tmp_path / "reshape.onnx", [helper.make_node("Reshape", ["x", "s"], ["y"])], [_vi("x", ["N", 3, 4, 4])],
+                          [_vi("y", [None, None])], [onnx.numpy_helper.from_array(np.array([1, 48], np.int64), "s")])
+    assert main(["infer", str(reshape), "--random", "--batch", "2", "--provider", "cpu"]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "onnxruntime:" not in captured.err and "\x1b" not in captured.err
+    assert captured.err.startswith("error: inference failed: The input tensor cannot be reshaped") and "Reshape node" in captured.err
+
+
+def test_run_args_reports_every_run_from_its_child_process(model_file):
+    ticks = []
+    args = Namespace(model=str(model_file), random=True, input=None, batch=1, seed=0, provider="cpu", runs=3, warmup=2,
+                     no_optimize=False, max_memory=None, time_limit=TIME_LIMIT)
+    result = run_args(args, lambda: ticks.append(1))
+    assert len(ticks) == 5 and result["runs"] == 3 and result["outputs"][0]["shape"] == [1, 10]
+    with pytest.raises(DesignError, match="runs must be at least 1") as err:
+        run_args(Namespace(**{**vars(args), "runs": 0}))
+    assert err.value.where == "--runs/--warmup"

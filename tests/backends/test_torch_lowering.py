@@ -67,6 +67,19 @@ def conv_ref(a, p, x):
     return FUSED[a["activation"]](y, a["activation_param"])
 
 
+def layer_norm_ref(a, p, x):
+    """Normalization written out over dim 1 (or the last dim), biased variance."""
+    dim = -1 if a["channels_last"] else 1
+    mean = x.mean(dim, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + a["eps"])
+    if not a["elementwise_affine"]:
+        return y
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    return y * p["weight"].view(shape) + p["bias"].view(shape)
+
+
 def conv_t_ref(a, p, x):
     y = F.conv_transpose2d(x, p["weight"], p.get("bias"), a["stride"], a["padding"], a["output_padding"], a["groups"], a["dilation"])
     return FUSED[a["activation"]](y, a["activation_param"])
@@ -158,6 +171,8 @@ CASES = [
     ("Conv2d", {"out_channels": 3, "kernel_size": 3, "activation": "sigmoid"}, [(4, 5, 5)], conv_ref),
     ("Conv2d", {"out_channels": 3, "kernel_size": 3, "activation": "tanh"}, [(4, 5, 5)], conv_ref),
     ("Conv2d", {"out_channels": 3, "kernel_size": 3, "activation": "relu"}, [(4, 5, 5)], conv_ref),
+    ("Conv2d", {"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": [0, 0, 1, 1]}, [(4, 8, 8)], conv_ref),
+    ("Conv2d", {"out_channels": 3, "kernel_size": [2, 3], "padding": [1, 1, 1, 1], "activation": "relu"}, [(4, 6, 6)], conv_ref),
     ("ConvTranspose2d", {"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}, [(4, 5, 5)], conv_t_ref),
     ("ConvTranspose2d", {"out_channels": 4, "kernel_size": [2, 3], "groups": 2, "dilation": 2, "bias": False, "activation": "tanh"},
      [(4, 4, 4)], conv_t_ref),
@@ -187,6 +202,10 @@ CASES = [
     ("BatchNorm2d", {"affine": False}, [(4, 3, 3)], bn_ref),
     ("BatchNorm2d", {"track_running_stats": False, "num_features": 4}, [(4, 3, 3)], bn_ref),
     ("BatchNorm1d", {}, [(6,)], bn_ref),
+    ("LayerNorm", {"eps": 1e-6}, [(6, 3, 3)], layer_norm_ref),
+    ("LayerNorm", {"channels_last": True}, [(3, 3, 6)], layer_norm_ref),
+    ("LayerNorm", {"elementwise_affine": False, "eps": 0.1}, [(6, 3, 3)], layer_norm_ref),
+    ("LayerNorm", {"channels_last": True}, [(6,)], layer_norm_ref),
     ("BatchNorm1d", {"eps": 0.1}, [(6, 5)], bn_ref),
     ("LRN", {"size": 3, "alpha": 0.01, "beta": 0.5, "k": 2.0}, [(6, 3, 3)],
      lambda a, p, x: x / (2.0 + 0.01 / 3 * F.pad(x**2, (0, 0, 0, 0, 1, 1)).unfold(1, 3, 1).sum(-1)) ** 0.5),
@@ -197,6 +216,7 @@ CASES = [
      lambda a, p, x: pool_ref(F.avg_pool2d, a, x, count_include_pad=False)),
     ("AvgPool2d", {"kernel_size": [2, 3]}, [(4, 8, 8)], lambda a, p, x: pool_ref(F.avg_pool2d, a, x)),
     ("GlobalAvgPool", {}, [(4, 5, 6)], lambda a, p, x: x.mean((2, 3), keepdim=True)),
+    ("GlobalAvgPool", {"mean": True}, [(4, 5, 6)], lambda a, p, x: x.mean((2, 3), keepdim=True)),
     ("GlobalMaxPool", {}, [(4, 5, 6)], lambda a, p, x: x.amax((2, 3), keepdim=True)),
     ("AdaptiveAvgPool2d", {"output_size": [3, 2]}, [(4, 6, 6)],
      lambda a, p, x: x.unflatten(2, (3, 2)).unflatten(4, (2, 3)).mean((3, 5))),
@@ -222,6 +242,10 @@ CASES = [
     ("ChannelShuffle", {"groups": 2}, [(6, 3, 3)], lambda a, p, x: torch.nn.ChannelShuffle(2)(x)),
     ("ChannelSplit", {}, [(6, 3, 3)], lambda a, p, x: (x[:, :3], x[:, 3:])),
     ("ChannelSplit", {"sections": [1, 3, 2]}, [(6, 3, 3)], lambda a, p, x: (x[:, :1], x[:, 1:4], x[:, 4:])),
+    ("Permute", {"dims": [0, 2, 3, 1]}, [(6, 3, 4)], lambda a, p, x: x.permute(0, 2, 3, 1)),
+    ("Scale", {}, [(6, 3, 3)], lambda a, p, x: x * p["weight"].view(1, 6, 1, 1)),
+    ("Scale", {"axis": -1, "init": 0.5}, [(3, 3, 6)], lambda a, p, x: x * p["weight"]),
+    ("StochasticDepth", {"p": 0.4}, [(6, 3, 3)], lambda a, p, x: x),
 ]
 
 
@@ -279,8 +303,7 @@ def test_op_without_lowering_names_the_node():
 
 
 def _template_input(template) -> tuple:
-    shape = template.input_shape
-    return (shape[0], 64, 64) if len(shape) == 3 and shape[1] > 64 else shape
+    return template.small_input(64)
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -524,3 +547,38 @@ def test_torch_compile_captures_templates_whole(name, shape):
     xs = [torch.randn(2, *graph.nodes[i].attrs["shape"]) for i in graph.inputs]
     with torch.no_grad():
         assert_outputs_close(compiled(*xs), module(*xs), atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_in_training_drops_whole_samples_or_the_batch(mode):
+    """torchvision's semantics: each sample (row) or the whole batch (batch) is zeroed with probability p,
+    the rest scaled by 1 / (1 - p); eval and p = 0 are the identity."""
+    graph = op_graph("StochasticDepth", {"p": 0.5, "mode": mode}, [(3, 2, 2)])
+    module = lower(graph).train()
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 2, 2) + 1.0
+    factors = set()
+    for _ in range(8):
+        ratio = module(x) / x
+        per_sample = ratio.flatten(1)
+        assert torch.equal(per_sample, per_sample[:, :1].expand_as(per_sample))
+        values = set(per_sample[:, 0].tolist())
+        assert values <= {0.0, 2.0}
+        if mode == "batch":
+            assert len(values) == 1
+        factors |= values
+    assert factors == {0.0, 2.0}
+    assert torch.equal(module.eval()(x), x)
+    keep = lower(op_graph("StochasticDepth", {"p": 0.0, "mode": mode}, [(3, 2, 2)])).train()
+    assert torch.equal(keep(x), x)
+
+
+def test_layer_scale_and_layer_norm_train_their_parameters():
+    graph = op_graph("LayerNorm", {}, [(4, 3, 3)])
+    graph.add("Scale", ["node"], name="gamma", attrs={"init": 0.25})
+    graph.set_input("out0", 0, "gamma")
+    module = lower(graph).train()
+    assert torch.equal(module.gamma.weight, torch.full((4,), 0.25))
+    module(torch.randn(2, 4, 3, 3)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert sorted(module.state_dict()) == ["gamma.weight", "node.bias", "node.weight"]

@@ -95,7 +95,7 @@ def test_bad_weights_files_name_the_tensor_and_file(weights_file, tmp_path):
 
 def test_design_without_weights_where_they_are_required(tmp_path):
     design = Design(siamese(), path=tmp_path / "net.json")
-    assert load_design_weights(design) is False
+    assert load_design_weights(design) is None
     with pytest.raises(DesignError) as err:
         load_design_weights(design, required=True)
     assert err.value.line() == "the design has no weights (train it or give --weights), design 'siamese'"

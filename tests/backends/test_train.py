@@ -183,16 +183,16 @@ def test_fit_runs_in_a_worker_thread_and_stops_on_request(tmp_path):
     assert [e["epoch"] for e in epochs] == [1, 2] and set(epochs[0]) == {"epoch", "loss", "val_loss", "accuracy", "lr", "seconds"}
 
 
-def test_weights_go_to_params_and_a_file_the_design_names(tmp_path):
+def test_weights_go_to_params_and_the_file_beside_the_design(tmp_path):
     design = Design(mlp(), path=tmp_path / "net.json")
     result = fit(design, {"epochs": 1})
-    assert result["weights"] == str(tmp_path / "net.safetensors") and design.weights == "net.safetensors"
+    assert result["weights"] == str(tmp_path / "net.safetensors") and design.weights is None
     trained = design.graph.nodes["fc1"].params["weight"].copy()
     fresh = mlp()
     load_weights(fresh, tmp_path / "net.safetensors")
     assert np.array_equal(fresh.nodes["fc1"].params["weight"], trained)
-    # a second run starts from the design's weights, not from the seed
-    again = Design(mlp(), path=tmp_path / "net.json", weights="net.safetensors")
+    # a second run starts from the weights paired with the design by its stem, not from the seed
+    again = Design(mlp(), path=tmp_path / "net.json")
     first_loss = fit(again, {"epochs": 1})["history"][0]["loss"]
     assert first_loss < result["history"][0]["loss"]
 

@@ -28,7 +28,7 @@ def test_two_processes_train_and_end_with_identical_weights(tmp_path, capfd):
         assert np.array_equal(first[key], second[key]), key  # exact: DDP keeps replicas bitwise in step
     rows = list(csv.DictReader(log.open()))
     assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"]) and float(rows[1]["accuracy"]) > 0.5
-    assert load(path).weights == "lenet.safetensors"
+    assert load(path).weights is None  # the design is not rewritten; its weights pair with it by stem
     written = load_file(tmp_path / "lenet.safetensors")
     assert all(np.array_equal(written[k], first[k]) for k in first)
     assert "2 processes" in capfd.readouterr().out
@@ -42,7 +42,7 @@ def test_a_failing_worker_gives_one_error_line(tmp_path, capfd):
     save(Design(b.graph, {"epochs": 2, "batch_size": 128, "loss": "mse", "optimizer": {"name": "sgd", "lr": 100.0}}), path)
     assert main(["train", str(path), "--nproc", "2", "--device", "cpu", "--no-progress"]) == 2
     err = capfd.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: loss became") and "at epoch 1 step" in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: training loss became") and "at epoch 1 step" in err, err
 
 
 def test_launcher_keeps_one_copy_of_the_workers_errors_and_hides_its_own_report():

@@ -1,0 +1,101 @@
+"""The latency model: a quick calibration fits every family, the stored file round-trips, `ir` predicts from the
+table alone (cost convention latency), and bad model files give one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convstudio.backends import latency_model as lm
+from convstudio.ir.cost import LATENCY, Analyzer, analyze
+from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import parse_ref
+from convstudio.ir.latency import LatencyTable, family, read_table
+from convstudio.ir.templates import build_template
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache))
+        table = lm.calibrate("ort", "cpu", threads=1, quick=True)
+        yield table, lm.model_path("ort", "cpu", 1)
+
+
+def test_quick_calibration_fits_and_stores_a_model(calibrated):
+    table, path = calibrated
+    assert path.is_file()
+    for fam in ("conv_dense", "conv_depthwise", "conv_pointwise", "conv_grouped", "conv_large", "linear", "pool", "global_pool",
+                "elementwise", "norm", "memory"):
+        assert fam in table.families, fam
+    assert all(len(c) == 3 and min(c) >= 0 for c in table.families.values())
+    assert table.baseline_ms_per_gmac > 0 and table.overhead_ms >= 0
+
+
+def test_model_file_round_trips(calibrated, tmp_path):
+    table, path = calibrated
+    again = read_table(path)
+    assert again == table
+    assert lm.load_model("ort", "cpu", 1, path=path).to_dict() == json.loads(path.read_text())
+    assert LatencyTable.from_dict(table.to_dict(), "x") == table
+
+
+def test_latency_convention_predicts_per_node_and_total(calibrated):
+    table, _ = calibrated
+    g = build_template("mobilenet_v2", input_shape=[3, 32, 32])
+    report = analyze(g, LATENCY, 4, latency=table)
+    data = report.as_dict()
+    assert "latency_ms" in data["total"] and all("latency_ms" in n for n in data["nodes"])
+    nodes = sum(n["latency_ms"] for n in data["nodes"])
+    assert data["total"]["latency_ms"] == pytest.approx(nodes + table.overhead_ms)
+    assert data["total"]["flops"] == analyze(g, "flops", 4).total.flops  # full FLOPs beside the prediction
+    per_node, total = lm.predict(g, 4, table)
+    assert total == pytest.approx(data["total"]["latency_ms"])
+    assert per_node == pytest.approx({n["name"]: n["latency_ms"] for n in data["nodes"]})
+    assert report.total.latency_ms > analyze(g, LATENCY, 1, latency=table).total.latency_ms  # a bigger batch takes longer
+    assert "latency_ms" not in analyze(g, "flops").as_dict()["total"]
+
+
+def test_incremental_analyzer_keeps_the_latency_total(calibrated):
+    table, _ = calibrated
+    g = build_template("resnet18", input_shape=[3, 32, 32])
+    analyzer = Analyzer(g, LATENCY, None, table)
+    before = analyzer.refresh().total.latency_ms
+    g.set_attr("x", "shape", [3, 48, 48])
+    after = analyzer.refresh().total.latency_ms
+    fresh = analyze(g.copy(), LATENCY, None, strict=False, latency=table).total.latency_ms
+    analyzer.close()
+    assert after == pytest.approx(fresh) and after > before
+
+
+def test_families_follow_what_runtimes_fuse():
+    g = build_template("mobilenet_v2", input_shape=[3, 32, 32])
+    analyze(g, "flops")
+
+    def fam(name):
+        node = g.nodes[name]
+        return family(g, node, [g.nodes[s].meta["shapes"][k] for s, k in map(parse_ref, node.inputs)])
+
+    assert fam("features_2_conv_1_0") == "conv_depthwise"
+    assert fam("features_2_conv_2") == "conv_pointwise"
+    assert fam("features_0_0") == "conv_dense"
+    assert fam("features_0_1") == "norm_fused" and fam("features_0_2") == "activation_fused"
+    assert fam("classifier_1") == "linear" and fam("logits") == "view"
+
+
+def test_latency_convention_needs_a_table_and_bad_files_give_one_line(tmp_path):
+    g = build_template("lenet")
+    with pytest.raises(DesignError) as e:
+        analyze(g, LATENCY)
+    assert e.value.where == "--convention latency"
+    cases = {"missing.json": None, "bad.json": "{not json", "format.json": json.dumps({"format": 99}),
+             "field.json": json.dumps({"format": 1, "runtime": "ort", "families": {"conv_dense": [1, -2, 0]}})}
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(DesignError) as e:
+            read_table(path)
+        assert e.value.where == f"file '{path}'" and "\n" not in e.value.what
