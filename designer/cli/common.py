@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+from convstudio.ir.budget import MemoryEstimate, check_memory, default_limit, parse_size, size_text
 from convstudio.ir.cost import CostReport, analyze
 from convstudio.ir.design import Design, load
 from convstudio.ir.errors import DesignError
@@ -17,14 +19,63 @@ def load_design(path: str) -> Design:
     return load(Path(path))
 
 
-def analyze_design(design: Design, convention: str = "flops", batch: int | None = None) -> CostReport:
-    """Strict shapes and cost of a loaded design; an error also names the design file."""
+def add_weights_argument(parser) -> None:
+    """`--weights FILE`: weights to use instead of the ones paired with the design."""
+    parser.add_argument("--weights", metavar="W.safetensors",
+                        help="weights to use (default: the design's own, <design>.safetensors beside it)")
+
+
+def load_weights_for(design: Design, args) -> Path | None:
+    """Load the `--weights` file, else the design's paired weights; returns the file read (None: the design has none)."""
+    from convstudio.backends.weights import load_design_weights
+
+    return load_design_weights(design, args.weights)
+
+
+def refuse_overwriting(out: Path, read: list[Path | None]) -> None:
+    """A design written to `out` (and its weights beside it) must not replace a file the verb reads."""
+    written = (out, out.with_suffix(".safetensors"))
+    for source in filter(None, read):
+        for target in written:
+            if target.resolve() == Path(source).resolve():
+                raise DesignError(f"would overwrite '{source}', which this command reads; write elsewhere", f"file '{out}'")
+
+
+def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None) -> CostReport:
+    """Strict shapes and cost of a loaded design (with predicted latency from the table `latency`); an error also names the design file."""
     try:
-        return analyze(design.graph, convention, batch, strict=True)
+        return analyze(design.graph, convention, batch, strict=True, latency=latency)
     except DesignError as e:
         if design.path is None:
             raise
         raise type(e)(e.what, f"{e.where} in '{design.path}'".strip()) from None
+
+
+def memory_size(text: str) -> int:
+    """The argparse type of --max-memory: '512M', '16G', '2GiB' or plain bytes."""
+    try:
+        return parse_size(text)
+    except DesignError as e:
+        raise argparse.ArgumentTypeError(e.what) from None
+
+
+def add_memory_argument(parser) -> None:
+    """`--max-memory SIZE`: the most memory a run may need (parameters and activations, estimated before allocating)."""
+    parser.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                        help=f"refuse designs whose parameters and activations need more than SIZE, e.g. 512M, 16G, 2GiB or bytes "
+                             f"(K/M/G are powers of 1024; default {size_text(default_limit())}: 8 GiB, or half the memory of a smaller machine)")
+
+
+def check_design_memory(design: Design, batch: int | None, limit: int | None, source: str | Path | None = None) -> MemoryEstimate:
+    """Refuse a design whose parameters and activations at `batch` need more than `limit` bytes (None: the default
+    limit), before anything is allocated; an error also names `source`, by default the design file."""
+    source = design.path if source is None else source
+    try:
+        return check_memory(design.graph, batch or 1, limit)
+    except DesignError as e:
+        if source is None:
+            raise
+        raise type(e)(e.what, f"{e.where} in '{source}'" if e.where else f"file '{source}'") from None
 
 
 def parse_shape(text: str, where: str = "--input") -> list[int]:
@@ -123,10 +174,58 @@ def human_bytes(n: float) -> str:
 
 # Rows of every before / after / side-by-side table: (total key, label, formatter).
 METRIC_ROWS = (
-    ("nodes", "nodes", str),
+    ("nodes", "layers", str),  # Graph.layer_count: Input and Output nodes are not counted
     ("params", "params", human),
     ("macs", "MACs", human),
     ("flops", "FLOPs", human),
     ("activation_bytes", "activation memory", human_bytes),
     ("peak_activation_bytes", "peak memory", human_bytes),
 )
+
+
+class Progress:
+    """A transient progress line on stderr for a long step: a bar with counts when the total is known, else a spinner.
+
+    It shows only when `show` is true and the console is a terminal (stderr when no console is given): never in
+    --json mode, never when stderr is redirected. `update` starts it; `finish` clears it, and a later `update`
+    starts it again (one bar per epoch). As a context manager it starts at once and always finishes.
+    """
+
+    def __init__(self, label: str, total: int | None = None, show: bool = True, console=None):
+        self.label, self.total, self.console = label, total, console
+        self.enabled = show and (console.is_terminal if console is not None else sys.stderr.isatty())
+        self.bar = None
+        self.task = None
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        total = self.total if total is None else total
+        if self.bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            label = TextColumn("{task.description}", markup=False)  # the label itself may hold braces
+            columns = [label, BarColumn(), MofNCompleteColumn()] if total else [SpinnerColumn(), label]
+            self.bar = Bar(*columns, TimeElapsedColumn(), console=self.console or Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def advance(self) -> None:
+        """One more step done."""
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __enter__(self) -> "Progress":
+        self.update(0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()

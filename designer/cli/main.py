@@ -8,7 +8,7 @@ import pkgutil
 import sys
 
 import convstudio.designer.cli as cli_package
-from convstudio.ir.errors import DesignError
+from convstudio.ir.errors import DesignError, printable
 
 
 def verb_names() -> list[str]:
@@ -30,7 +30,7 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line `error: <what>, <command>` with exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message}, command '{self.prog}' (see {self.prog} --help)\n")
+        self.exit(2, f"error: {printable(message)}, command '{printable(self.prog)}' (see {self.prog} --help)\n")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, BrokenPipeError):
             return 0
         where = f", file '{e.filename}'" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"error: {printable(f'{e.strerror or e}{where}')}", file=sys.stderr)
+        return 2
+    except MemoryError:  # the size checks before allocating should prevent it; if not, one line rather than a traceback
+        print(f"error: ran out of memory (use a smaller batch or input), command 'convstudio {args.verb}'",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convstudio.designer.cli.common import METRIC_ROWS, human, load_design, print_json
+from convstudio.designer.cli.latency import add_latency_arguments, compare_latency, render_compare_latency
 from convstudio.designer.cli.verb_compress import percent
 from convstudio.ir.cost import CONVENTIONS
 from convstudio.ir.design import write_atomic
@@ -27,6 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--variants", help="comma-separated: fused and/or strategy names, added for each design")
     parser.add_argument("--convention", choices=CONVENTIONS, default="flops", help="how FLOPs are counted")
     parser.add_argument("--plot", metavar="PNG", help="write a grouped bar chart of the category breakdown")
+    add_latency_arguments(parser, "--latency", "measure each design and variant on ONNX Runtime CPU: latency ratios beside MAC ratios")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
@@ -127,6 +129,9 @@ def run(args) -> int:
         check_variant(v)
     graphs, notes = collect(args.files, variants)
     data = {**compare(graphs, args.convention), "notes": notes}
+    latency = compare_latency(graphs, data["totals"], args)
+    if latency is not None:
+        data["latency_ms"] = latency
     if args.plot:
         plot(data, args.plot)
     if args.json:
@@ -134,6 +139,8 @@ def run(args) -> int:
         return 0
     console = Console(highlight=False, width=max(100, 26 + sum(max(len(label), 10) + 3 for label in data["labels"])))
     render(data, console)
+    if latency is not None:
+        render_compare_latency(latency, console)
     for note in notes:
         console.print(f"note: {note}", markup=False)
     if args.plot:

@@ -7,9 +7,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from convstudio.backends.weights import init_params, load_design_weights, param_shapes, save_weights
-from convstudio.designer.cli.common import METRIC_ROWS, load_design, print_json, signed
-from convstudio.ir.design import Design, save
+from convstudio.backends.weights import init_params, param_shapes, save_design_and_weights
+from convstudio.designer.cli.common import (
+    METRIC_ROWS,
+    add_memory_argument,
+    add_weights_argument,
+    check_design_memory,
+    load_design,
+    load_weights_for,
+    print_json,
+    refuse_overwriting,
+    signed,
+)
+from convstudio.designer.cli.latency import add_latency_arguments, latency_delta, render_latency
+from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
 from convstudio.ir.passes.compare import before_after
 from convstudio.ir.passes.compress import STRATEGIES, parse_param_text
@@ -25,7 +36,10 @@ def add_arguments(parser) -> None:
     where.add_argument("--all", action="store_true", help="rewrite everywhere the strategy applies (the default)")
     parser.add_argument("--param", action="append", default=[], metavar="K=V", help="strategy parameter, e.g. groups=4")
     parser.add_argument("-o", "--output", required=True, help="where to write the compressed design (weights go beside it)")
+    add_weights_argument(parser)
+    add_memory_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for the fresh weights of rewritten layers (designs with weights)")
+    add_latency_arguments(parser, "--measure", "also measure both designs on ONNX Runtime CPU and print the latency change")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -72,7 +86,9 @@ def run(args) -> int:
         for name in nodes:
             if name not in graph.nodes:
                 raise DesignError(f"no node named '{name}'", "--nodes")
-    has_weights = load_design_weights(design)
+    weights = load_weights_for(design, args)
+    has_weights = weights is not None
+    refuse_overwriting(Path(args.output), [Path(args.file), weights])
     result = strategy.apply(graph, nodes, **params)
     declined = result.data["declined"]
     if nodes is not None and declined:
@@ -81,20 +97,21 @@ def run(args) -> int:
         example = f" ({len(declined)} declined, e.g. {declined[0]['node']}: {declined[0]['reason']})" if declined else ""
         raise DesignError(f"{strategy.name} applies nowhere in the design{example}", f"file '{args.file}'")
     out = Path(args.output)
-    weights_name, fresh = None, []
-    if has_weights:
-        fresh = init_params(result.graph, args.seed)
-        weights_name = out.with_suffix(".safetensors").name
-    save(Design(result.graph, design.training, weights_name), out)
-    if weights_name:
-        save_weights(result.graph, out.with_name(weights_name))
+    if has_weights:  # the rewritten layers get fresh weights: check what the result needs first
+        check_design_memory(Design(result.graph), 1, args.max_memory, args.file)
+    fresh = init_params(result.graph, args.seed) if has_weights else []
+    written = save_design_and_weights(Design(result.graph, design.training), out, result.graph if has_weights else None)
+    weights_name = written.name if written else None
     data = before_after(graph, result.graph)
+    latency = latency_delta(graph, result.graph, args)
     if args.json:
         print_json({"strategy": strategy.name, "params": {**strategy.params, **params}, "output": str(out), "weights": weights_name,
-                    "fresh_weights": fresh, "changed": result.data["changed"], "declined": declined, "report": result.report, **data})
+                    "fresh_weights": fresh, "changed": result.data["changed"], "declined": declined, "report": result.report, **data,
+                    "latency_ms": latency})
         return 0
     console = Console(highlight=False, soft_wrap=True)
     render_before_after(data, console, f"{strategy.name} on {design.name}")
+    render_latency(latency, console)
     for line in result.report:
         console.print(line, markup=False)
     console.print(f"changed: {', '.join(result.data['changed'])}", markup=False)

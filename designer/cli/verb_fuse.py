@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-from convstudio.backends.weights import has_params, init_params, load_design_weights, save_weights, share_params
-from convstudio.designer.cli.common import load_design, print_json
+from convstudio.backends.onnx.runtime import call_with_time_limit
+from convstudio.backends.weights import has_params, init_params, save_design_and_weights, share_params
+from convstudio.designer.cli.common import (
+    Progress,
+    add_memory_argument,
+    add_weights_argument,
+    check_design_memory,
+    load_design,
+    load_weights_for,
+    print_json,
+    refuse_overwriting,
+)
+from convstudio.designer.cli.latency import add_latency_arguments, latency_delta, render_latency
 from convstudio.designer.cli.verb_compress import render_before_after
-from convstudio.ir.design import Design, save
+from convstudio.ir.design import Design
+from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph
 from convstudio.ir.passes.compare import before_after
 from convstudio.ir.passes.fuse import fuse
@@ -18,13 +31,20 @@ from convstudio.ir.shapes import infer_shapes
 
 VERB = "fuse"
 HELP = "fuse conv + BatchNorm (+ activation) for inference and show the before / after cost"
+VERIFY_BATCH = 2  # samples of the random input --verify runs
+VERIFY_TIME_LIMIT = 300.0  # seconds the four --verify runs may take together
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="design file")
     parser.add_argument("-o", "--output", required=True, help="where to write the fused design (weights go beside it)")
+    add_weights_argument(parser)
     parser.add_argument("--verify", action="store_true", help="run both graphs in PyTorch and ONNX Runtime and print the max difference")
+    parser.add_argument("--time-limit", type=float, default=VERIFY_TIME_LIMIT, metavar="SECONDS",
+                        help=f"stop --verify after SECONDS (default {VERIFY_TIME_LIMIT:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random input (and weights when the design has none)")
+    add_memory_argument(parser)
+    add_latency_arguments(parser, "--measure", "also measure both designs on ONNX Runtime CPU and print the latency change")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -41,7 +61,7 @@ def randomize_bn(graph: Graph, seed: int) -> None:
     share_params(graph)
 
 
-def random_inputs(graph: Graph, seed: int, batch: int = 2) -> dict[str, np.ndarray]:
+def random_inputs(graph: Graph, seed: int, batch: int = VERIFY_BATCH) -> dict[str, np.ndarray]:
     """Standard-normal float32 arrays for every input of `graph`, with a batch dimension."""
     infer_shapes(graph, strict=True)
     rng = np.random.default_rng(seed)
@@ -73,27 +93,34 @@ def _difference(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
     return {"max_abs_diff": worst, "max_rel_diff": worst / scale if scale else worst}
 
 
-def verify_fusion(original: Graph, fused: Graph, seed: int) -> dict:
-    """Max difference between the unfused and fused graphs in PyTorch and ONNX Runtime on random input."""
+def verify_fusion(original: Graph, fused: Graph, seed: int, on_run=None) -> dict:
+    """Max difference between the unfused and fused graphs in PyTorch and ONNX Runtime on random input (4 runs, `on_run()` after each)."""
     inputs = random_inputs(original, seed)
-    return {
-        "torch": _difference(_outputs_torch(original, inputs), _outputs_torch(fused, inputs)),
-        "onnxruntime": _difference(_outputs_onnx(original, inputs), _outputs_onnx(fused, inputs)),
-    }
+    found = {}
+    for backend, outputs in (("torch", _outputs_torch), ("onnxruntime", _outputs_onnx)):
+        pair = []
+        for graph in (original, fused):
+            pair.append(outputs(graph, inputs))
+            if on_run:
+                on_run()
+        found[backend] = _difference(*pair)
+    return found
 
 
 def run(args) -> int:
     design = load_design(args.file)
     graph = design.graph
-    has_weights = load_design_weights(design)
+    if not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        raise DesignError(f"time limit must be a positive number of seconds, got {args.time_limit:g}", "--time-limit")
+    check_design_memory(design, VERIFY_BATCH if args.verify else 1, args.max_memory)  # before weights are read or initialized
+    weights = load_weights_for(design, args)
+    has_weights = weights is not None
+    refuse_overwriting(Path(args.output), [Path(args.file), weights])
     result = fuse(graph)
     costs = before_after(graph, result.graph)
     out = Path(args.output)
-    weights_name = out.with_suffix(".safetensors").name if has_weights and has_params(result.graph) else None
-    save(Design(result.graph, design.training, weights_name), out)
-    if weights_name:
-        save_weights(result.graph, out.with_name(weights_name))
-    data = {"output": str(out), "weights": weights_name, **costs, "fused": result.data["fused"], "declined": result.data["declined"]}
+    data = {"output": str(out), "weights": None, **costs, "fused": result.data["fused"], "declined": result.data["declined"],
+            "latency_ms": latency_delta(graph, result.graph, args)}
     if args.verify:
         checked, checked_fused = graph, result.graph
         if not has_weights:
@@ -101,13 +128,19 @@ def run(args) -> int:
             init_params(checked, args.seed)
             randomize_bn(checked, args.seed)
             checked_fused = fuse(checked).graph
-        data["verify"] = verify_fusion(checked, checked_fused, args.seed)
+        with Progress("verifying: unfused and fused in torch and ONNX Runtime", total=4, show=not args.json) as progress:
+            # in a child process stopped at the limit: an imported opaque node may run without end
+            data["verify"] = call_with_time_limit(verify_fusion, (checked, checked_fused, args.seed), args.time_limit,
+                                                  "verifying the fusion", f"file '{args.file}'", progress.advance)
         data["verify"]["weights"] = "the design's" if has_weights else f"random (seed {args.seed}) with random BN statistics"
+    written = save_design_and_weights(Design(result.graph, design.training), out, result.graph if has_weights and has_params(result.graph) else None)
+    data["weights"] = written.name if written else None  # written once verified: a failed check leaves no output
     if args.json:
         print_json(data)
         return 0
     console = Console(highlight=False, soft_wrap=True)
     render_before_after(data, console, f"fusion of {design.name}")
+    render_latency(data["latency_ms"], console)
     console.print(f"fused {len(result.data['fused'])} patterns:", markup=False)
     for f in result.data["fused"]:
         console.print(f"  {' + '.join(f['nodes'])} -> {f['into']} ({f['pattern']})", markup=False)
@@ -121,5 +154,5 @@ def run(args) -> int:
         for backend in ("torch", "onnxruntime"):
             d = v[backend]
             console.print(f"  {backend}: max abs diff {d['max_abs_diff']:.3g} (relative {d['max_rel_diff']:.3g})", markup=False)
-    console.print(f"wrote {out}" + (f" and {weights_name}" if weights_name else ""), markup=False)
+    console.print(f"wrote {out}" + (f" and {data['weights']}" if data["weights"] else ""), markup=False)
     return 0

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convstudio.designer.cli.common import human, parse_shape, print_json
-from convstudio.ir.design import dumps, write_atomic
+from convstudio.designer.cli.common import Progress, add_memory_argument, check_design_memory, human, parse_shape, print_json
 from convstudio.ir.errors import DesignError
-from convstudio.ir.graph import verify
 
 VERB = "import"
 HELP = "import an ONNX model as a design (design.json plus design.safetensors beside it)"
@@ -19,21 +17,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", help="design name (default: the model file's name)")
     parser.add_argument("--input", action="append", metavar="[NAME=]SHAPE",
                         help="fix an input's symbolic dimensions, e.g. 3x224x224 (repeat with NAME= for several inputs)")
+    add_memory_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the import report as JSON")
 
 
 def write_design(design, path: Path) -> Path:
-    """Write the weights and then the design, each atomically; returns the weights path."""
-    from convstudio.backends.weights import save_weights
+    """Write the design and its weights beside it as one pair (see save_design_and_weights); returns the weights path."""
+    from convstudio.backends.weights import save_design_and_weights
 
-    weights = path.with_suffix(".safetensors")
-    design.weights = weights.name
-    verify(design.graph)
-    text = dumps(design)
-    save_weights(design.graph, weights)
-    write_atomic(path, text)
-    design.path = path
-    return weights
+    return save_design_and_weights(design, path, design.graph)
 
 
 def run(args) -> int:
@@ -52,8 +44,10 @@ def run(args) -> int:
     for spec in args.input or []:
         key, _, text = spec.rpartition("=")
         shapes[key] = parse_shape(text)
-    design, report = import_model(args.model, name=args.name, input_shapes=shapes)
-    weights = write_design(design, out)
+    with Progress(f"importing {Path(args.model).name}", show=not args.json):
+        design, report = import_model(args.model, name=args.name, input_shapes=shapes)
+        check_design_memory(design, 1, args.max_memory, args.model)  # before the weights are serialized
+        weights = write_design(design, out)
     total = analyze(design.graph, "torchvision").total
     report = {**report, "design": str(out), "weights": str(weights), "params": total.params, "macs": total.macs}
     if args.json:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 
 from convstudio.backends.onnx import runtime
+from convstudio.backends.onnx.memory import check_model_memory, read_structure
 from convstudio.backends.onnx.runtime import MAX_INPUT_ELEMENTS, PROVIDERS, open_session
-from convstudio.designer.cli.common import choose_input, print_json
+from convstudio.designer.cli.common import Progress, add_memory_argument, check_batch, choose_input, print_json
 from convstudio.ir.errors import DesignError
 
 VERB = "infer"
 HELP = "run an ONNX model in ONNX Runtime (CUDA when usable, else CPU): output summary and latency"
+TIME_LIMIT = 60.0  # seconds a whole infer run (session, warmup, timed runs) may take unless --time-limit says otherwise
 
 ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -33,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--no-optimize", action="store_true", help="turn ONNX Runtime's graph optimizations off")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, metavar="SECONDS",
+                        help=f"stop the run after SECONDS, all runs together (default {TIME_LIMIT:g})")
+    add_memory_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -74,7 +81,7 @@ def _check(meta, array: np.ndarray, where: str) -> None:
         raise DesignError(f"input '{meta.name}' is empty", where)
 
 
-def _random(meta, batch: int, rng: np.random.Generator) -> np.ndarray:
+def _random_shape(meta, batch: int) -> list[int]:
     shape = []
     for k, d in enumerate(_dims(meta.shape)):
         if d is None and k > 0:
@@ -82,6 +89,10 @@ def _random(meta, batch: int, rng: np.random.Generator) -> np.ndarray:
         shape.append(batch if d is None else d)
     if any(d < 1 for d in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_ELEMENTS:
         raise DesignError(f"input '{meta.name}' of shape {shape} is empty or too large to generate", "--random")
+    return shape
+
+
+def _random(meta, shape: list[int], rng: np.random.Generator) -> np.ndarray:
     dtype = _dtype(meta)
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
@@ -90,14 +101,19 @@ def _random(meta, batch: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 10, shape).astype(dtype)
 
 
-def feeds(session, args) -> dict[str, np.ndarray]:
-    """The input arrays, checked against the model's input names, shapes and element types."""
+def feeds(session, args, check_shapes=None) -> dict[str, np.ndarray]:
+    """The input arrays, checked against the model's input names, shapes and element types.
+
+    `check_shapes({name: shape})` runs once the shapes are known, before random input is generated.
+    """
     metas = session.get_inputs()
     if args.random:
-        if args.batch < 1:
-            raise DesignError(f"batch must be at least 1, got {args.batch}", "--batch")
+        check_batch(args.batch, "--batch")
+        shapes = {m.name: _random_shape(m, args.batch) for m in metas}
+        if check_shapes:
+            check_shapes(shapes)
         rng = np.random.default_rng(args.seed)
-        return {m.name: _random(m, args.batch, rng) for m in metas}
+        return {m.name: _random(m, shapes[m.name], rng) for m in metas}
     out = {}
     for text in args.input:
         name, array = _load_npy(text, metas)
@@ -106,6 +122,8 @@ def feeds(session, args) -> dict[str, np.ndarray]:
     missing = [m.name for m in metas if m.name not in out]
     if missing:
         raise DesignError(f"no array given for input {', '.join(missing)}", "--input")
+    if check_shapes:
+        check_shapes({name: array.shape for name, array in out.items()})
     return out
 
 
@@ -120,18 +138,38 @@ def summarize(name: str, value: np.ndarray) -> dict:
     return entry
 
 
-def run_args(args) -> dict:
+def run_args(args, on_run=None) -> dict:
+    """`measure(args, on_run)` in a child process stopped after `args.time_limit` seconds: a model may run without end."""
+    limit = args.time_limit
+    if not (math.isfinite(limit) and limit > 0):
+        raise DesignError(f"time limit must be a positive number of seconds, got {limit:g}", "--time-limit")
+    plain = Namespace(**{k: v for k, v in vars(args).items() if not k.startswith("_")})
+    return runtime.call_with_time_limit(measure, (plain,), limit, "running the model in ONNX Runtime", f"file '{args.model}'", on_run)
+
+
+def measure(args, on_run=None) -> dict:
+    """Open the model, feed it, run it warmup + runs times (`on_run()` after each run) and summarize."""
     if args.runs < 1 or args.warmup < 0:
         raise DesignError("runs must be at least 1 and warmup at least 0", "--runs/--warmup")
     session, provider, note = open_session(args.model, args.provider, optimize=not args.no_optimize)
-    inputs = feeds(session, args)
+    structure = read_structure(args.model)  # a regular, readable model file: open_session checked it
+
+    def check_shapes(shapes: dict) -> None:  # before ONNX Runtime allocates a single activation
+        batch = next(iter(shapes.values()))[0] if shapes else 1
+        check_model_memory(structure, {k: tuple(v) for k, v in shapes.items()}, batch, args.max_memory, f"file '{args.model}'")
+
+    inputs = feeds(session, args, check_shapes)
     for _ in range(args.warmup):
         runtime.run(session, inputs)
+        if on_run:
+            on_run()
     times = []
     for _ in range(args.runs):
         start = time.perf_counter()
         outputs = runtime.run(session, inputs)
         times.append((time.perf_counter() - start) * 1000)
+        if on_run:
+            on_run()
     names = [o.name for o in session.get_outputs()]
     return {
         "model": str(args.model),
@@ -155,7 +193,8 @@ def output_line(o: dict, digits: int = 6) -> str:
 
 
 def run(args) -> int:
-    result = run_args(args)
+    with Progress(f"running {Path(args.model).name}", total=args.warmup + args.runs, show=not args.json) as progress:
+        result = run_args(args, progress.advance)
     if args.json:
         print_json(result)
         return 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convstudio.backends.weights import save_design_and_weights
 from convstudio.designer.cli.common import format_shape, named_shapes, parse_shape
-from convstudio.ir.design import Design, save
+from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
 from convstudio.ir.shapes import infer_shapes
 from convstudio.ir.templates import TEMPLATES, build_template
@@ -20,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", metavar="SHAPE", help="input shape, e.g. 1x3x224x224 (batch first) or 3x224x224")
     parser.add_argument("--classes", type=int, metavar="N", help="number of output classes")
     parser.add_argument("--width", type=float, metavar="X", help="width multiplier, for templates that have one")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file (and remove the weights beside it)")
 
 
 def template_input_shape(name: str, text: str | None) -> list[int] | None:
@@ -45,14 +46,18 @@ def run(args) -> int:
         raise DesignError("is a folder, not a design file", f"file '{path}'")
     if path.exists() and not args.force:
         raise DesignError("file exists (use --force to overwrite)", f"file '{path}'")
+    stale = path.with_suffix(".safetensors")
+    if stale.exists() and not args.force:
+        raise DesignError(f"weights '{stale.name}' beside it would pair with the new design (use --force to replace both)", f"file '{path}'")
     if args.width is not None and not args.width > 0:
         raise DesignError(f"width multiplier must be positive, got {args.width}", "--width")
     shape = template_input_shape(args.template, args.input)
     graph = build_template(args.template, shape, args.classes, args.width)
     infer_shapes(graph, strict=True)
-    save(Design(graph), path)
+    save_design_and_weights(Design(graph), path)  # without weights: old weights beside `path` go, so none pair with the new design
+
     def shapes(names: list[str]) -> str:
         return named_shapes({name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in names})
 
-    print(f"wrote {path}: {args.template}, {len(graph)} nodes, inputs {shapes(graph.inputs)}, outputs {shapes(graph.outputs)}")
+    print(f"wrote {path}: {args.template}, {graph.layer_count()} layers, inputs {shapes(graph.inputs)}, outputs {shapes(graph.outputs)}")
     return 0

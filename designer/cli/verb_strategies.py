@@ -1,4 +1,4 @@
-"""`convstudio strategies`: the compression strategies, one line each, with their parameters."""
+"""`convstudio strategies`: the compression strategies, one line each, with their parameters and whether they keep the trained weights."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.json:
-        print_json([{"name": s.name, "summary": s.summary, "params": dict(s.params)} for s in STRATEGIES.values()])
+        print_json([{"name": s.name, "summary": s.summary, "params": dict(s.params), "keeps_weights": s.keeps_weights} for s in STRATEGIES.values()])
         return 0
     width = max(len(name) for name in STRATEGIES)
     for s in STRATEGIES.values():
         params = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in s.params.items())
-        print(f"{s.name:<{width}}  {s.summary}" + (f"  [{params}]" if params else ""))
+        keeps = "keeps weights" if s.keeps_weights else "fresh weights"
+        print(f"{s.name:<{width}}  {keeps:<13}  {s.summary}" + (f"  [{params}]" if params else ""))
     return 0

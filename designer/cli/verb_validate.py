@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convstudio.backends.weights import load_design_weights
-from convstudio.designer.cli.common import analyze_design, human, load_design, named_shapes, print_json
+from convstudio.designer.cli.common import add_weights_argument, analyze_design, human, load_design, named_shapes, print_json
 
 VERB = "validate"
 HELP = "check a design file (fields, graph, shapes, weights) and summarize it"
@@ -11,35 +11,36 @@ HELP = "check a design file (fields, graph, shapes, weights) and summarize it"
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="design file")
+    add_weights_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-def summary(design) -> dict:
-    """What a valid design holds: node count, input and output shapes, parameters, weights."""
+def summary(design, weights_file: str | None = None) -> dict:
+    """What a valid design holds: layer count (`nodes`, Input and Output not counted), input and output shapes, parameters,
+    weights (`weights_file`, else its own)."""
     graph = design.graph
     report = analyze_design(design)
-    weights = None
-    if design.weights:
-        load_design_weights(design, required=True)
-        weights = design.weights
+    weights = load_design_weights(design, weights_file)
+    if weights is not None and design.path is not None and weights.parent == design.path.parent:
+        weights = weights.name
     return {
         "valid": True,
         "name": graph.name,
-        "nodes": len(graph),
+        "nodes": graph.layer_count(),
         "inputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.inputs},
         "outputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.outputs},
         "params": report.total.params,
-        "weights": weights,
+        "weights": None if weights is None else str(weights),
     }
 
 
 def run(args) -> int:
-    data = summary(load_design(args.file))
+    data = summary(load_design(args.file), args.weights)
     if args.json:
         print_json(data)
         return 0
     ins, outs = named_shapes(data["inputs"]), named_shapes(data["outputs"])
     weights = f", weights {data['weights']} ok" if data["weights"] else ""
-    print(f"{args.file}: valid design '{data['name']}': {data['nodes']} nodes, inputs {ins}, outputs {outs}, "
+    print(f"{args.file}: valid design '{data['name']}': {data['nodes']} layers, inputs {ins}, outputs {outs}, "
           f"{data['params']:,} params ({human(data['params'])}){weights}")
     return 0

@@ -100,7 +100,7 @@ def test_new_writes_a_loadable_design(tmp_path, capsys):
     path = tmp_path / "lenet.json"
     code, out, _ = cli(capsys, "new", "lenet", "-o", path, "--input", "1x1x8x8", "--classes", "5")
     assert code == 0
-    assert out == f"wrote {path}: lenet, 14 nodes, inputs x Nx1x8x8, outputs logits Nx5\n"
+    assert out == f"wrote {path}: lenet, 12 layers, inputs x Nx1x8x8, outputs logits Nx5\n"
     design = load(path)
     assert design.graph["x"].attrs["shape"] == [1, 8, 8]
     assert design.graph["fc3"].attrs["out_features"] == 5
@@ -126,6 +126,17 @@ def test_new_refuses_to_overwrite_without_force(tmp_path, capsys):
     code, _, _ = cli(capsys, "new", "lenet", "-o", path, "--force")
     assert code == 0 and load(path).graph.name == "lenet"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json"]
+
+
+def test_new_never_pairs_a_fresh_design_with_weights_left_beside_it(tmp_path, capsys):
+    path, stale = tmp_path / "d.json", tmp_path / "d.safetensors"
+    stale.write_bytes(b"old trained weights")
+    before = snapshot(tmp_path)
+    code, _, err = cli(capsys, "new", "lenet", "-o", path)
+    assert_one_error_line(code, err, "weights 'd.safetensors' beside it would pair with the new design", str(path))
+    assert snapshot(tmp_path) == before
+    code, _, _ = cli(capsys, "new", "lenet", "-o", path, "--force")
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["d.json"]
 
 
 @pytest.mark.parametrize(
@@ -162,9 +173,9 @@ def test_validate_summarizes(tmp_path, capsys):
     path = write(tmp_path, GOOD)
     code, out, _ = cli(capsys, "validate", path)
     assert code == 0
-    assert "valid design 'tiny'" in out and "4 nodes" in out and "x Nx3x8x8" in out and "y Nx4x6x6" in out and "112 params" in out
+    assert "valid design 'tiny'" in out and "2 layers" in out and "x Nx3x8x8" in out and "y Nx4x6x6" in out and "112 params" in out
     code, out, _ = cli(capsys, "validate", path, "--json")
-    assert json.loads(out) == {"valid": True, "name": "tiny", "nodes": 4, "inputs": {"x": ["N", 3, 8, 8]},
+    assert json.loads(out) == {"valid": True, "name": "tiny", "nodes": 2, "inputs": {"x": ["N", 3, 8, 8]},
                                "outputs": {"y": ["N", 4, 6, 6]}, "params": 4 * 27 + 4, "weights": None}
 
 
@@ -268,7 +279,7 @@ def test_cost_bad_options(lenet_file, capsys, args, names):
 def test_cost_with_several_inputs_and_shared_weights(tmp_path, capsys):
     path = tmp_path / "triplet.json"
     assert cli(capsys, "new", "triplet_net", "-o", path)[0] == 0
-    code, out, _ = cli(capsys, "cost", path, "--json", "--input", "anchor=1x16x16", "positive=1x16x16", "--input", "negative=1x16x16")
+    code, out, _ = cli(capsys, "cost", path, "--json", "--input", "anchor=1x16x16", "--input", "positive=1x16x16", "--input", "negative=1x16x16")
     assert code == 0
     data = json.loads(out)
     assert data["input_shapes"] == {name: ["N", 1, 16, 16] for name in ("anchor", "positive", "negative")}
