@@ -1,23 +1,31 @@
-"""How fast shapes + cost are: resnet50, synthetic 1k/10k-node graphs, incremental vs full, and fvcore.
+"""How fast shapes + cost are: resnet50, synthetic graphs up to 600k nodes, incremental vs full, and fvcore.
 
-Run: python bench/cost_speed.py [--repeat N]
+Run: python bench/cost_speed.py [--repeat N] [--sizes 10000,100000,600000] [--skip-fvcore]
 Prints one table of medians measured in this run. Targets: resnet50 under 20 ms, 10k nodes under 1 s
 with linear growth (10k/1k about 10), at least 20x faster than fvcore's FlopCountAnalysis on the same
 network as a torch module, incremental refresh at least 10x cheaper than a full re-analysis.
+Scale: building a chain or branchy design with the graph API, saving it, then `convstudio validate` and
+`convstudio cost` on the file (the CLI's own code, run in this process) grow linearly (10x nodes, about
+10x time), 100k nodes take under 3 s in all, and one edit + refresh costs the same at 1k, 10k and 100k nodes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from convstudio.designer.cli.main import main as cli_main  # noqa: E402
 from convstudio.ir.cost import Analyzer, analyze  # noqa: E402
+from convstudio.ir.design import Design, save  # noqa: E402
 from convstudio.ir.graph import Graph  # noqa: E402
 from convstudio.ir.templates import build_template  # noqa: E402
 
@@ -78,7 +86,7 @@ def branchy(n: int) -> Graph:
 
 
 def full_analysis(graph: Graph, repeat: int) -> tuple[float, float]:
-    """Cold `analyze` on fresh copies (no cached order or resolved attributes)."""
+    """Cold `analyze` on fresh copies (no stored shapes or costs; a copy keeps the cached schedule)."""
     return timed(lambda g: analyze(g), repeat, setup=graph.copy)
 
 
@@ -145,6 +153,90 @@ def incremental_vs_full(graph: Graph, edit: tuple[str, str, object, object], rep
     return {"cold": med(cold) * 1e3, "warm": med(warm) * 1e3, "incremental": med(inc) * 1e3, "recomputed": recomputed}
 
 
+def cli(argv: list[str]) -> float:
+    """Seconds `convstudio ARGV...` takes, run in this process; its output is discarded, a failure stops the bench."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(argv)
+    if code != 0:
+        raise SystemExit(f"convstudio {' '.join(argv)} exited {code}")
+    return time.perf_counter() - start
+
+
+def scale_steps(factory, n: int, folder: Path) -> dict[str, float]:
+    """Seconds to build an n-node design with the graph API (generated names), then to `validate` and `cost`
+    its saved file through the CLI; saving (a disk write and fsync) is timed on its own, outside the total.
+    `cpu` is the process time of the three, which other load on the machine inflates less than the wall clock."""
+    cpu = time.process_time()
+    start = time.perf_counter()
+    graph = factory(n)
+    built = time.perf_counter() - start
+    cpu -= time.process_time()
+    path = folder / f"{graph.name}_{n}.json"
+    start = time.perf_counter()
+    save(Design(graph), path)
+    saved = time.perf_counter() - start
+    cpu += time.process_time()
+    nodes = len(graph)
+    del graph
+    times = {"build": built, "validate": cli(["validate", str(path)]), "cost": cli(["cost", str(path)])}
+    times["total"] = sum(times.values())
+    times["cpu"] = time.process_time() - cpu
+    times["save"] = saved
+    times["nodes"] = nodes
+    path.unlink()
+    return times
+
+
+def scale_rows(sizes: list[int], repeat: int) -> list[tuple[str, str, str]]:
+    """Build + validate + cost at each size for the chain and the branchy design, and the growth per size step."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scale_steps(chain, 100, Path(tmp))  # loads the verbs' modules, which the first run would otherwise pay for
+        for kind, factory in (("chain", chain), ("branchy", branchy)):
+            found = {}
+            for n in sizes:
+                runs = [scale_steps(factory, n, Path(tmp)) for _ in range(repeat if n <= 10_000 else 1)]
+                found[n] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                t = found[n]
+                rows.append((f"{kind} {t['nodes']:,.0f} nodes: build + validate + cost",
+                             f"{t['total']:.2f} s", f"build {t['build']:.2f} + validate {t['validate']:.2f} + cost {t['cost']:.2f}"
+                             f" (save {t['save']:.2f}), cpu {t['cpu']:.2f}" + ("  target < 3 s" if n == 100_000 else "")))
+            for small, large in zip(sizes, sizes[1:]):
+                ratio = found[large]["total"] / found[small]["total"]
+                rows.append((f"  {kind} growth {large // 1000}k/{small // 1000}k", f"{ratio:.1f}x", f"linear = {large / small:g}x"))
+    return rows
+
+
+def refresh_rows(repeat: int) -> list[tuple[str, str, str]]:
+    """One attribute edit + incremental refresh on chains of 1k, 10k and 100k nodes: the time should not grow."""
+    rows = []
+    medians = {}
+    for n in (1_000, 10_000, 100_000):
+        graph = chain(n)
+        convs = [name for name, node in graph.nodes.items() if node.op == "Conv2d"]
+        target = convs[len(convs) // 2]
+        analyzer = Analyzer(graph)
+        analyzer.refresh()
+        times = {"same shapes": [], "shapes change": []}
+        touched = {}
+        for i in range(20 * repeat):
+            for label, key, values in (("same shapes", "bias", (True, False)), ("shapes change", "out_channels", (24, 16))):
+                graph.set_attr(target, key, values[i % 2])
+                start = time.perf_counter()
+                analyzer.refresh()
+                times[label].append(time.perf_counter() - start)
+                touched[label] = max(touched.get(label, 0), len(analyzer.recomputed))
+        analyzer.close()
+        for label, values in times.items():
+            medians[(label, n)] = statistics.median(values) * 1e3
+            rows.append((f"edit + refresh, {label}, chain {len(graph):,} nodes", f"{medians[(label, n)]:.3f} ms", f"{touched[label]} nodes recomputed"))
+    for label in ("same shapes", "shapes change"):
+        ratio = medians[(label, 100_000)] / medians[(label, 1_000)]
+        rows.append((f"  refresh growth 100k/1k, {label}", f"{ratio:.1f}x", "flat = 1x (full re-analysis: 100x)"))
+    return rows
+
+
 def fvcore_time(graph: Graph, repeat: int) -> tuple[float, float, int] | str:
     """Median/min ms of fvcore's FlopCountAnalysis(module, input).total() and its total, or why it was skipped."""
     try:
@@ -171,8 +263,11 @@ def fvcore_time(graph: Graph, repeat: int) -> tuple[float, float, int] | str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=21, help="runs per measurement (median reported)")
+    parser.add_argument("--sizes", default="10000,100000,600000", help="node counts of the scale rows, comma separated")
+    parser.add_argument("--skip-fvcore", action="store_true", help="leave out the fvcore comparison")
     args = parser.parse_args()
     repeat = args.repeat
+    sizes = sorted(int(s) for s in args.sizes.split(","))
     rows: list[tuple[str, str, str]] = []
 
     resnet50 = build_template("resnet50")
@@ -199,7 +294,10 @@ def main() -> None:
         rows.append(("  cold analyze / incremental", f"{m['cold'] / m['incremental']:.1f}x ({m['cold']:.2f} ms)", "target >= 10x"))
         rows.append(("  warm full refresh / incremental", f"{m['warm'] / m['incremental']:.1f}x ({m['warm']:.2f} ms)", ""))
 
-    fv = fvcore_time(resnet50, max(3, repeat // 7))
+    rows += refresh_rows(max(1, repeat // 7))
+    rows += scale_rows(sizes, max(1, repeat // 7))
+
+    fv = "skipped (--skip-fvcore)" if args.skip_fvcore else fvcore_time(resnet50, max(3, repeat // 7))
     if isinstance(fv, str):
         rows.append(("fvcore FlopCountAnalysis resnet50", fv, ""))
     else:

@@ -11,16 +11,24 @@ recomputes only what an edit affects.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import operator
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from convstudio.ir.errors import DesignError
-from convstudio.ir.graph import Graph, parse_ref
-from convstudio.ir.ops.registry import numel
-from convstudio.ir.shapes import infer_one, input_shapes_of
+from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
+from convstudio.ir.latency import LatencyTable
+from convstudio.ir.ops.registry import OpCost, numel
+from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
+LATENCY = "latency"  # full FLOPs plus latency_ms predicted from a calibrated table (ir.latency); needs that table
 BYTES_PER_ELEMENT = 4  # float32 activations
+MEMO_SIZE = 65536  # distinct node signatures the analyzer remembers before it starts over
 
 
 @dataclass
@@ -36,6 +44,7 @@ class NodeCost:
     activation_bytes: int = 0
     formula: str = ""
     error: str | None = None
+    latency_ms: float | None = None  # predicted at the report's batch (latency convention only)
 
     def as_dict(self, batch: int | None) -> dict:
         shape = None
@@ -51,6 +60,7 @@ class NodeCost:
             "flops": self.flops,
             "activation_bytes": self.activation_bytes,
             "formula": self.formula,
+            **({"latency_ms": self.latency_ms} if self.latency_ms is not None else {}),
         }
 
 
@@ -61,6 +71,7 @@ class Totals:
     flops: int = 0
     activation_bytes: int = 0
     peak_activation_bytes: int = 0
+    latency_ms: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -69,51 +80,169 @@ class Totals:
             "flops": self.flops,
             "activation_bytes": self.activation_bytes,
             "peak_activation_bytes": self.peak_activation_bytes,
+            **({"latency_ms": self.latency_ms} if self.latency_ms is not None else {}),
         }
+
+
+class NodeCosts(Sequence):
+    """The per-node costs of one refresh in schedule order, scaled by the batch as they are read.
+
+    A view of the analyzer's results, not a copy: a refresh costs the same whatever the graph's size.
+    It stays valid until the analyzer refreshes again; reading it after that raises RuntimeError. It holds
+    its analyzer weakly (the analyzer keeps its latest report, and a cycle would keep a whole analysis alive
+    until a full garbage collection); once the analyzer is gone the view can no longer go out of date.
+    """
+
+    def __init__(self, analyzer: Analyzer, scale: int):
+        self._analyzer = weakref.ref(analyzer)
+        self._generation = analyzer.generation
+        self._order = analyzer._order
+        self._costs = analyzer.costs
+        self._scale = scale
+
+    def _check_current(self) -> None:
+        analyzer = self._analyzer()
+        if analyzer is not None and analyzer.generation != self._generation:
+            raise RuntimeError("this cost report is out of date: its analyzer has refreshed since; use the latest report")
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, index):
+        self._check_current()
+        if isinstance(index, slice):
+            return [_scaled(self._costs[name], self._scale) for name in self._order[index]]
+        return _scaled(self._costs[self._order[index]], self._scale)
+
+    def __iter__(self):
+        self._check_current()
+        costs = map(self._costs.__getitem__, self._order)
+        return costs if self._scale == 1 else (_scaled(c, self._scale) for c in costs)
+
+    def get(self, name: str) -> NodeCost | None:
+        """The cost of node `name`, or None when the graph has no such node."""
+        self._check_current()
+        cost = self._costs.get(name)
+        return None if cost is None else _scaled(cost, self._scale)
+
+
+def _scaled(cost: NodeCost, scale: int) -> NodeCost:
+    """`cost` for `scale` samples (parameters do not scale)."""
+    if scale == 1:
+        return cost
+    c = cost
+    formula = f"{scale}·({c.formula})" if c.flops else c.formula
+    return NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale, formula, c.error, c.latency_ms)
 
 
 @dataclass
 class CostReport:
+    """Totals, per-node costs in schedule order (`nodes`, a sequence) and the error lines of one analysis."""
+
     convention: str
     batch: int | None
     input_shapes: dict[str, list]
-    nodes: list[NodeCost]
+    nodes: Sequence[NodeCost]
     total: Totals
     errors: list[str] = field(default_factory=list)
 
     def by_name(self) -> dict[str, NodeCost]:
         return {n.name: n for n in self.nodes}
 
-    def as_dict(self) -> dict:
+    def as_dict(self, top: int | None = None) -> dict:
+        """The report as JSON data: every node in schedule order, or with `top` the `top` nodes with the most
+        FLOPs (then MACs, then parameters; ties in schedule order)."""
         lead = self.batch if self.batch is not None else "N"
+        nodes = self.nodes if top is None else heapq.nsmallest(top, self.nodes, key=lambda n: (-n.flops, -n.macs, -n.params))
         return {
             "convention": self.convention,
             "input_shapes": {k: [lead, *v] for k, v in self.input_shapes.items()},
             "total": self.total.as_dict(),
-            "nodes": [n.as_dict(self.batch) for n in self.nodes],
+            "nodes": [n.as_dict(self.batch) for n in nodes],
         }
 
 
-def node_cost(graph: Graph, name: str, shapes: dict, convention: str, owner: bool) -> NodeCost:
-    """Per-sample cost of one node whose input and output shapes are known."""
+def node_cost(graph: Graph, name: str, shapes: dict, convention: str, owner: bool, ins: list | None = None) -> NodeCost:
+    """Per-sample cost of one node whose input and output shapes are known (`ins`: its input shapes, when at hand)."""
     node = graph.nodes[name]
     outs = shapes.get(name)
     if outs is None:
         return NodeCost(name, node.op, None, error=node.meta.get("error"))
-    ins = input_shapes_of(graph, node, shapes)
+    if ins is None:
+        ins = input_shapes_of(graph, node, shapes)
+    return _priced(node, outs, *cost_terms(node, ins, outs), convention, owner)
+
+
+def cost_terms(node: Node, ins: list, outs: list) -> tuple[OpCost, int]:
+    """A node's cost terms and parameter count: all of its cost that its op, attributes and input shapes decide."""
     opdef = node.opdef
     a = node.resolved
-    terms = opdef.cost(a, ins, outs)
-    params = sum(numel(s) for s in opdef.params(a, ins).values()) if owner else 0
-    act = 0 if opdef.alias else sum(_bytes(s) for s in outs)
-    key = "macs" if convention == "torchvision" else convention
-    value = {"torchvision": terms.macs, "fvcore": terms.fvcore, "flops": terms.flops}[convention]
-    return NodeCost(name, node.op, outs, params, terms.macs, value, act, terms.formulas.get(key, ""))
+    return opdef.cost(a, ins, outs), sum(map(numel, opdef.params(a, ins).values()))
+
+
+def _priced(node: Node, outs: list, terms: OpCost, params: int, convention: str, owner: bool) -> NodeCost:
+    """The NodeCost of `node` from its cost terms, under `convention`; parameters count for the owner of a sharing group only."""
+    act = 0 if node.opdef.alias else sum(map(numel, outs)) * BYTES_PER_ELEMENT
+    if convention in ("flops", LATENCY):
+        value, key = terms.flops, "flops"
+    elif convention == "fvcore":
+        value, key = terms.fvcore, "fvcore"
+    else:
+        value, key = terms.macs, "macs"
+    return NodeCost(node.name, node.op, outs, params if owner else 0, terms.macs, value, act, terms.formulas.get(key, ""))
 
 
 def _bytes(shape) -> int:
     """Size of one float32 activation of `shape`."""
     return numel(shape) * BYTES_PER_ELEMENT
+
+
+class LiveBytes:
+    """Bytes live at each step of a schedule, kept as a max segment tree.
+
+    Adding to a range of steps and reading the peak are O(log steps): tree[i] is the maximum over the steps
+    below node i, including the additions pending at i and below it. Live bytes are never negative, so the
+    padding steps up to a power of two hold 0.
+    """
+
+    def __init__(self, live: list[int]):
+        size = 1
+        while size < len(live):
+            size *= 2
+        self.size = size
+        tree = [0] * size + live + [0] * (size - len(live))
+        half = size // 2
+        while half:
+            tree[half:2 * half] = map(max, tree[2 * half:4 * half:2], tree[2 * half + 1:4 * half:2])
+            half //= 2
+        self.tree = tree
+        self.pending = [0] * size
+
+    def add(self, first: int, last: int, delta: int) -> None:
+        """Add `delta` bytes to steps `first`..`last` (inclusive)."""
+        tree, pending, size = self.tree, self.pending, self.size
+        left, right = first + size, last + size + 1
+        while left < right:
+            if left & 1:
+                tree[left] += delta
+                if left < size:
+                    pending[left] += delta
+                left += 1
+            if right & 1:
+                right -= 1
+                tree[right] += delta
+                if right < size:
+                    pending[right] += delta
+            left >>= 1
+            right >>= 1
+        for leaf in (first + size, last + size):
+            node = leaf >> 1
+            while node:
+                tree[node] = max(tree[2 * node], tree[2 * node + 1]) + pending[node]
+                node >>= 1
+
+    def peak(self) -> int:
+        return self.tree[1]
 
 
 @dataclass
@@ -125,31 +254,27 @@ class Buffers:
     born: list[int]
     last_use: list[int]
     steps: int
-    live: list[int] = field(default_factory=list)  # bytes live at each step, after its allocations
+    live: LiveBytes | None = None  # bytes live at each step, after its allocations
 
     def tally(self) -> None:
-        allocs = [0] * (self.steps + 1)
-        frees = [0] * (self.steps + 1)
+        steps = self.steps
+        allocs = [0] * (steps + 1)
+        frees = [0] * (steps + 1)
         for size, start, stop in zip(self.sizes, self.born, self.last_use):
             allocs[start] += size
             frees[stop] += size
-        self.live = []
-        running = 0
-        for step in range(self.steps):
-            running += allocs[step]
-            self.live.append(running)
-            running -= frees[step]
+        freed_before = accumulate(frees[:steps - 1], initial=0) if steps else ()
+        self.live = LiveBytes(list(map(operator.sub, accumulate(allocs[:steps]), freed_before)))
 
     def resize(self, sid: int, size: int) -> None:
         """Change one buffer's size, updating the steps where it is live."""
         delta = size - self.sizes[sid]
         self.sizes[sid] = size
-        live = self.live
-        for step in range(self.born[sid], min(self.last_use[sid], self.steps - 1) + 1):
-            live[step] += delta
+        if delta:
+            self.live.add(self.born[sid], min(self.last_use[sid], self.steps - 1), delta)
 
     def peak(self) -> int:
-        return max(self.live, default=0)
+        return self.live.peak()
 
 
 def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
@@ -161,7 +286,11 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     nodes = graph.nodes
     end = len(order)
     values: dict[str, list[int]] = {}  # node -> buffer id of each output
-    buffers = Buffers({}, [], [], [], end)
+    owner: dict[str, list[int]] = {}
+    sizes: list[int] = []
+    born: list[int] = []
+    last_use: list[int] = []
+    alias: dict[str, bool] = {}  # op -> whether it is a view
     for step, name in enumerate(order):
         c = costs.get(name)
         if c is None or c.shapes is None:
@@ -172,25 +301,33 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
         for ref in node.inputs:
             if ref is None:
                 continue
-            src, idx = parse_ref(ref)
+            src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
             ids = values.get(src)
             if ids is None or idx >= len(ids):
                 continue
             sid = ids[idx]
             if first is None:
                 first = sid
-            if buffers.last_use[sid] < keep:
-                buffers.last_use[sid] = keep
-        if first is not None and node.opdef.alias:
-            values[name] = [first] * len(c.shapes)
+            if last_use[sid] < keep:
+                last_use[sid] = keep
+        is_view = alias.get(node.op)
+        if is_view is None:
+            is_view = alias[node.op] = node.opdef.alias
+        shapes = c.shapes
+        if first is not None and is_view:
+            values[name] = [first] * len(shapes)
             continue
-        ids = []
-        for shape in c.shapes:
-            ids.append(len(buffers.sizes))
-            buffers.sizes.append(_bytes(shape))
-            buffers.born.append(step)
-            buffers.last_use.append(step)
-        values[name] = buffers.owner[name] = ids
+        if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
+            values[name] = owner[name] = [len(sizes)]
+            sizes.append(_bytes(shapes[0]) if is_view else c.activation_bytes)
+            born.append(step)
+            last_use.append(step)
+            continue
+        values[name] = owner[name] = list(range(len(sizes), len(sizes) + len(shapes)))
+        sizes.extend(map(_bytes, shapes))
+        born.extend([step] * len(shapes))
+        last_use.extend([step] * len(shapes))
+    buffers = Buffers(owner, sizes, born, last_use, end)
     buffers.tally()
     return buffers
 
@@ -204,30 +341,44 @@ class Analyzer:
     """Shapes and cost of a graph, kept up to date incrementally.
 
     It listens to the graph's edit events; `refresh()` recomputes only the nodes whose attributes or
-    inputs changed and the consumers whose input shapes changed as a result. Totals are kept as running
-    sums, and the buffer schedule for peak memory is rebuilt only when the structure changes or a node
-    gains or loses its shapes; otherwise only the resized buffers are updated.
+    inputs changed and the consumers whose input shapes changed as a result. An edit that keeps the
+    graph's structure costs what it touches, not the graph's size: totals are running sums updated by
+    deltas, resized buffers update the peak-memory tree, a sharing-group change re-elects that group's
+    owner only, and the report is a view of the results rather than a copy. Structural edits (add, erase,
+    connect, rename, reorder) rebuild the schedule and the buffer plan, but recompute only the nodes
+    they touch.
     """
 
-    def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None):
-        if convention not in CONVENTIONS:
-            raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None, latency: LatencyTable | None = None):
+        if convention not in (*CONVENTIONS, LATENCY):
+            raise ValueError(f"unknown convention {convention!r}; choose from {', '.join((*CONVENTIONS, LATENCY))}")
+        if convention == LATENCY and latency is None:
+            raise DesignError("the latency convention needs a latency model (run `convstudio profile --calibrate`)", "--convention latency")
+        self.latency = latency
         self.graph = graph
         self.convention = convention
         self.batch = batch
         self.shapes: dict[str, list | None] = {}
         self.costs: dict[str, NodeCost] = {}
         self.errors: dict[str, DesignError] = {}
+        self.generation = 0  # counts refreshes; a report is current while this is unchanged
         self._dirty: set[str] = set()
+        self._regroup: set[str] = set()  # nodes whose sharing group changed
+        self._pending: list[tuple[str, ...]] = []  # erasures and renames since the last refresh, in order
         self._full = True
         self._structure = True
         self._order: list[str] = []
         self._position: dict[str, int] = {}
+        self._inserted: dict[str, int] = {}
+        self._groups: dict[str, list[str]] = {}  # sharing group -> members in insertion order (the first owns)
+        self._share_of: dict[str, str] = {}
         self._owner_map: dict[str, bool] = {}
         self._inputs: list[str] = []
-        self._sums = [0, 0, 0, 0]  # per-sample params, macs, flops, activation bytes
+        self._sums = [0, 0, 0, 0, 0.0]  # per-sample params, macs, flops, activation bytes; latency ms at the batch
         self._buffers: Buffers | None = None
         self._peak = 0
+        self._memo: dict[tuple, tuple] = {}  # signature -> (output shapes, cost terms, parameter count)
+        self._plain_ops: dict[str, bool] = {}  # op -> whether its nodes' signatures are memo keys
         self.report: CostReport | None = None
         self.recomputed: list[str] = []
         graph.subscribe(self._on_event)
@@ -236,19 +387,28 @@ class Analyzer:
         self.graph.unsubscribe(self._on_event)
 
     def _on_event(self, event: str, info: dict) -> None:
-        if event in ("attr", "add"):
+        if event == "attr":
             self._dirty.add(info["name"])
-            self._structure = self._structure or event == "add" or info.get("key") == "share"
-        elif event == "input":
+            if info.get("key") == "share":
+                self._regroup.add(info["name"])
+        elif event in ("add", "input"):
             self._dirty.add(info["name"])
             self._structure = True
         elif event == "erase":
-            self.shapes.pop(info["name"], None)
-            self._count(self.costs.pop(info["name"], None), -1)
-            self.errors.pop(info["name"], None)
+            self._dirty.discard(info["name"])
+            self._regroup.discard(info["name"])
+            self._pending.append(("erase", info["name"]))
             self._structure = True
         elif event == "rename":
-            self._full = True
+            old, new = info["old"], info["new"]
+            for names in (self._dirty, self._regroup):
+                if old in names:
+                    names.discard(old)
+                    names.add(new)
+            self._dirty.add(new)  # its results and error lines name it, as may its consumers' lines
+            self._dirty.update(c for c, _ in self.graph.users(new))
+            self._pending.append(("rename", old, new))
+            self._structure = True
         elif event == "reorder":
             self._structure = True
 
@@ -261,16 +421,21 @@ class Analyzer:
     def invalidate(self) -> None:
         self._full = True
 
+    @paused_gc()
     def refresh(self) -> CostReport:
         """Bring shapes and costs up to date and return the report."""
         graph = self.graph
+        self._replay()
         structure = self._structure or self._full
         if structure:
             self._order = graph.topo_order()
-            self._position = {n: i for i, n in enumerate(self._order)}
-            self._owner_map = self._owners()
+            self._position = dict(zip(self._order, range(len(self._order))))
             self._inputs = graph.inputs
+            self._elect_all()
             self._structure = False
+        elif self._regroup:
+            self._elect(self._regroup)
+        self._regroup.clear()
         owners = self._owner_map
         recomputed = []
         resized: list[str] = []
@@ -278,7 +443,7 @@ class Analyzer:
             self.shapes.clear()
             self.costs.clear()
             self.errors.clear()
-            self._sums = [0, 0, 0, 0]
+            self._sums = [0, 0, 0, 0, 0.0]
             for name in self._order:
                 self._compute(name, owners)
             recomputed = list(self._order)
@@ -289,6 +454,7 @@ class Analyzer:
             seen = {n for _, n in heap}
             while heap:
                 _, name = heapq.heappop(heap)
+                known = name in self.shapes
                 old = self.shapes.get(name)
                 old_error = graph.nodes[name].meta.get("error")
                 self._compute(name, owners)
@@ -297,26 +463,39 @@ class Analyzer:
                 if new != old:
                     resized.append(name)
                     structure = structure or old is None or new is None or len(old) != len(new)
-                if new != old or graph.nodes[name].meta.get("error") != old_error or old is None:
+                if new != old or graph.nodes[name].meta.get("error") != old_error or not known:
                     for consumer, _ in graph.users(name):
                         if consumer not in seen:
                             seen.add(consumer)
                             heapq.heappush(heap, (position[consumer], consumer))
-            for members in graph.share_groups().values() if structure else ():
-                for m in members:
-                    if m not in seen and self.costs.get(m) and (self.costs[m].params != 0) != (owners[m]):
-                        self._compute(m, owners)
         self._full = False
         self._dirty.clear()
         self.recomputed = recomputed
         if structure or self._buffers is None:
             self._buffers = schedule_buffers(graph, self._order, self.costs)
-            self._peak = self._buffers.peak()
-        elif resized:
+        else:
             self._resize(resized)
-            self._peak = self._buffers.peak()
+        self._peak = self._buffers.peak()
+        self.generation += 1
         self.report = self._report()
         return self.report
+
+    def _replay(self) -> None:
+        """Apply the erasures and renames since the last refresh to the stored results, in order."""
+        if self._full:
+            self._pending.clear()
+        for event, *names in self._pending:
+            if event == "erase":
+                name = names[0]
+                self.shapes.pop(name, None)
+                self._count(self.costs.pop(name, None), -1)
+                self.errors.pop(name, None)
+            else:
+                old, new = names
+                for table in (self.shapes, self.costs, self.errors):
+                    if old in table:
+                        table[new] = table.pop(old)
+        self._pending.clear()
 
     def _resize(self, names: list[str]) -> None:
         """Update the sizes of the buffers that `names` allocate (their shapes changed, the schedule did not)."""
@@ -325,12 +504,59 @@ class Analyzer:
             for sid, shape in zip(buffers.owner.get(name, ()), self.shapes[name]):
                 buffers.resize(sid, _bytes(shape))
 
-    def _owners(self) -> dict[str, bool]:
-        """Whether each node counts its parameters: all but the later members of a sharing group."""
-        owners = dict.fromkeys(self.graph.nodes, True)
-        for members in self.graph.share_groups().values():
+    def _elect_all(self) -> None:
+        """Sharing groups and owners from scratch: each node counts its parameters unless an earlier member
+        of its group does. Nodes whose role changed are recomputed."""
+        graph = self.graph
+        before = self._owner_map
+        self._inserted = dict(zip(graph.nodes, range(len(graph.nodes))))
+        self._groups = graph.share_groups()
+        self._share_of = {m: group for group, members in self._groups.items() for m in members}
+        owners = dict.fromkeys(graph.nodes, True)
+        for members in self._groups.values():
             owners.update(dict.fromkeys(members[1:], False))
-        return owners
+        self._dirty.update(n for n, owns in before.items() if not owns and owners.get(n) is True)
+        self._dirty.update(n for n in self._share_of if not owners[n] and before.get(n, True))
+        self._owner_map = owners
+
+    def _elect(self, names: set[str]) -> None:
+        """Move `names` to their new sharing groups and re-elect the owners of the groups they left or joined."""
+        nodes, groups, owners = self.graph.nodes, self._groups, self._owner_map
+        touched = set()
+        for name in names:
+            old = self._share_of.pop(name, None)
+            if old is not None:
+                groups[old].remove(name)
+                touched.add(old)
+            new = nodes[name].share
+            if new:
+                bisect.insort(groups.setdefault(new, []), name, key=self._inserted.__getitem__)
+                self._share_of[name] = new
+                touched.add(new)
+            elif not owners[name]:
+                owners[name] = True
+                self._dirty.add(name)
+        for group in touched:
+            members = groups.get(group, [])
+            for i, member in enumerate(members):
+                if owners[member] != (i == 0):
+                    owners[member] = i == 0
+                    self._dirty.add(member)
+            if not members:
+                del groups[group]
+
+    def _signature(self, node: Node, ins: list | None) -> tuple | None:
+        """What a node's shapes and cost terms depend on (op, resolved attributes, input shapes), as a memo key.
+
+        Designs repeat blocks, so most nodes of a large graph share one with an earlier node. None when the
+        inputs have no shapes yet or the op has JSON attributes (lists are no keys, and 1 == True would mix).
+        """
+        if ins is None:
+            return None
+        plain = self._plain_ops.get(node.op)
+        if plain is None:
+            plain = self._plain_ops[node.op] = all(a.kind != "json" for a in node.opdef.attrs)
+        return (node.op, *node.resolved.values(), *ins) if plain else None
 
     def _count(self, cost: NodeCost | None, sign: int) -> None:
         if cost is not None:
@@ -339,10 +565,24 @@ class Analyzer:
             sums[1] += sign * cost.macs
             sums[2] += sign * cost.flops
             sums[3] += sign * cost.activation_bytes
+            sums[4] += sign * (cost.latency_ms or 0.0)
 
     def _compute(self, name: str, owners: dict[str, bool]) -> None:
-        node = self.graph.nodes[name]
-        result, error = infer_one(self.graph, node, self.shapes)
+        graph = self.graph
+        node = graph.nodes[name]
+        ins = input_shapes_of(graph, node, self.shapes)
+        key = self._signature(node, ins)
+        known = self._memo.get(key) if key is not None else None
+        if known is not None:
+            result, error, (terms, params) = list(known[0]), None, known[1:]
+        else:
+            ins, result, error = infer_with_inputs(graph, node, self.shapes)
+            if result is not None:
+                terms, params = cost_terms(node, ins, result)
+                if key is not None:
+                    if len(self._memo) >= MEMO_SIZE:
+                        self._memo.clear()
+                    self._memo[key] = (tuple(result), terms, params)
         self.shapes[name] = result
         node.meta["shapes"] = result
         node.meta["error"] = error.line() if error else None
@@ -350,33 +590,36 @@ class Analyzer:
             self.errors.pop(name, None)
         else:
             self.errors[name] = error
-        cost = node_cost(self.graph, name, self.shapes, self.convention, owners[name])
+        if result is None:
+            cost = NodeCost(name, node.op, None, error=node.meta["error"])
+        else:
+            cost = _priced(node, result, terms, params, self.convention, owners[name])
+        if self.latency is not None and result is not None and error is None:
+            cost.latency_ms = self.latency.node_ms(self.graph, node, ins, result, self.batch or 1)
         node.meta["cost"] = cost
-        self._count(self.costs.get(name), -1)
+        old = self.costs.get(name)
+        if old is not None:
+            self._count(old, -1)
         self._count(cost, 1)
         self.costs[name] = cost
 
     def _report(self) -> CostReport:
+        """The report of this refresh: totals from the running sums, the nodes as a view, errors in schedule order."""
         scale = self.batch or 1
-        costs = self.costs
-        if scale == 1:
-            nodes = [costs[name] for name in self._order]
-        else:
-            nodes = [
-                NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale,
-                         f"{scale}·({c.formula})" if c.flops else c.formula, c.error)
-                for c in (costs[name] for name in self._order)
-            ]
-        params, macs, flops, act = self._sums
+        params, macs, flops, act, latency = self._sums
         total = Totals(params, macs * scale, flops * scale, act * scale, self._peak * scale)
-        errors = [costs[name].error for name in self._order if name in self.errors] if self.errors else []
+        if self.latency is not None:
+            total.latency_ms = latency + self.latency.overhead_ms
+        position = self._position
+        errors = [self.costs[name].error for name in sorted(self.errors, key=position.__getitem__)]
         inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}
-        return CostReport(self.convention, self.batch, inputs, nodes, total, errors)
+        return CostReport(self.convention, self.batch, inputs, NodeCosts(self, scale), total, errors)
 
 
-def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True) -> CostReport:
-    """Shapes and cost of every node. Strict mode raises the first shape error in schedule order."""
-    analyzer = Analyzer(graph, convention, batch)
+def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None) -> CostReport:
+    """Shapes and cost of every node. Strict mode raises the first shape error in schedule order, then
+    the first sharing group whose members need parameters of different shapes."""
+    analyzer = Analyzer(graph, convention, batch, latency)
     try:
         report = analyzer.refresh()
     finally:
@@ -384,4 +627,7 @@ def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, s
     if strict and analyzer.errors:
         first = next(n for n in analyzer._order if n in analyzer.errors)
         raise analyzer.errors[first]
+    shared = shared_param_errors(graph, analyzer.shapes) if strict else []
+    if shared:
+        raise shared[0][1]
     return report

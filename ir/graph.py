@@ -8,8 +8,11 @@ or the user lists.
 
 from __future__ import annotations
 
+import functools
+import gc
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import networkx as nx
@@ -18,7 +21,31 @@ import numpy as np
 from convstudio.ir.errors import AttrError, GraphError
 from convstudio.ir.ops import registry
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building or analysing many nodes at once.
+
+    Its full collections rescan every live object, which makes bulk work on a large graph grow faster
+    than the graph; what the paused stretch leaves unreachable is collected after it.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_base(text: str) -> str:
+    """`text` made a valid node name: other characters become '_', and a leading digit gets 'n_' before it."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", text) or "node"
+    return base if NAME_RE.match(base) else "n_" + base
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
@@ -77,6 +104,7 @@ class Graph:
         self._users: dict[str, list[tuple[str, int]]] = {}
         self._listeners: list[Callable[[str, dict], None]] = []
         self._order_cache: list[str] | None = None
+        self._suffix_floor: dict[str, int] = {}  # base -> k such that every base_j with j < k is taken
         self.layout: dict[str, tuple[float, float]] = {}
 
     # ---- queries -------------------------------------------------------------------------
@@ -91,6 +119,10 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def layer_count(self) -> int:
+        """The design's layers: every node but Input and Output (the count every command and dialog reports)."""
+        return sum(1 for n in self.nodes.values() if n.op not in ("Input", "Output"))
 
     def __iter__(self):
         return iter(self.nodes.values())
@@ -131,15 +163,21 @@ class Graph:
         return name
 
     def fresh_name(self, base: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", base) or "node"
-        if not NAME_RE.match(base):
-            base = "n_" + base
+        """`base` as a valid node name if it is free, else `base_k` with the smallest free k >= 1."""
+        base = _name_base(base)
         if base not in self.nodes:
             return base
-        i = 1
+        i = self._suffix_floor.get(base, 1)
         while f"{base}_{i}" in self.nodes:
             i += 1
+        self._suffix_floor[base] = i
         return f"{base}_{i}"
+
+    def _name_freed(self, name: str) -> None:
+        """A name left the graph: `fresh_name` may hand it out again."""
+        base, _, suffix = name.rpartition("_")
+        if suffix.isdigit() and len(suffix) < 19 and int(suffix) < self._suffix_floor.get(base, 0):
+            self._suffix_floor[base] = max(int(suffix), 1)
 
     # ---- events --------------------------------------------------------------------------
     def subscribe(self, listener: Callable[[str, dict], None]) -> None:
@@ -174,29 +212,32 @@ class Graph:
             raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
         if name in self.nodes:
             raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
-        attrs = opdef.validate({} if attrs is None else attrs, where=f"node '{name}'")
+        attrs, resolved = opdef.validate_resolved({} if attrs is None else attrs, where=f"node '{name}'")
         inputs = list(inputs)
         for i, ref in enumerate(inputs):
             if ref is not None:
-                self._check_ref(ref, f"node '{name}' input {i}")
+                self._check_ref(ref, name, i)
         node = Node(name, op, attrs, inputs, dict(params or {}), share)
+        node._resolved = resolved
         self.nodes[name] = node
         self._users[name] = []
         for i, ref in enumerate(inputs):
             if ref is not None:
                 self._users[parse_ref(ref)[0]].append((name, i))
-        self._structure_changed()
+        if self._order_cache is not None:  # the newest node comes last in the stable topological order
+            self._order_cache.append(name)
         self._emit("add", name=name)
         return node
 
-    def _check_ref(self, ref: str, where: str) -> None:
+    def _check_ref(self, ref: str, name: str, index: int) -> None:
+        """Refuse a reference that input `index` of node `name` cannot take."""
         if not isinstance(ref, str):
-            raise GraphError(f"input reference must be a string, got {ref!r}", where)
-        src, _ = parse_ref(ref)
-        if src not in self.nodes:
-            raise GraphError(f"input '{ref}' refers to no node", where)
-        if self.nodes[src].op == "Output":
-            raise GraphError(f"input '{ref}' is an Output node, which has no consumers", where)
+            raise GraphError(f"input reference must be a string, got {ref!r}", f"node '{name}' input {index}")
+        producer = self.nodes.get(parse_ref(ref)[0])
+        if producer is None:
+            raise GraphError(f"input '{ref}' refers to no node", f"node '{name}' input {index}")
+        if producer.op == "Output":
+            raise GraphError(f"input '{ref}' is an Output node, which has no consumers", f"node '{name}' input {index}")
 
     def set_input(self, name: str, index: int, ref: str | None) -> None:
         """Point input `index` of `name` at `ref` (None disconnects). Appends when index == len(inputs)."""
@@ -204,7 +245,7 @@ class Graph:
         if not 0 <= index <= len(node.inputs):
             raise GraphError(f"input index {index} is out of range (the node has {len(node.inputs)} inputs)", f"node '{name}'")
         if ref is not None:
-            self._check_ref(ref, f"node '{name}' input {index}")
+            self._check_ref(ref, name, index)
         if index == len(node.inputs):
             node.inputs.append(None)
         old = node.inputs[index]
@@ -224,8 +265,8 @@ class Graph:
         old = node.inputs[index]
         self.set_input(name, index, None)
         del node.inputs[index]
-        users = self._users
-        for src_users in users.values():
+        for src in {parse_ref(ref)[0] for ref in node.inputs[index:] if ref is not None}:
+            src_users = self._users[src]
             for k, (c, i) in enumerate(src_users):
                 if c == name and i > index:
                     src_users[k] = (c, i - 1)
@@ -238,7 +279,7 @@ class Graph:
         refs = list(refs)
         for i, ref in enumerate(refs):
             if ref is not None:
-                self._check_ref(ref, f"node '{name}' input {i}")
+                self._check_ref(ref, name, i)
         while len(node.inputs) > len(refs):
             self.remove_input(name, len(node.inputs) - 1)
         for i, ref in enumerate(refs):
@@ -256,14 +297,12 @@ class Graph:
             attrs.pop(key, None)
         else:
             attrs[key] = value
-        node.attrs = node.opdef.validate(attrs, where=f"node '{name}'")
-        node._resolved = None
+        node.attrs, node._resolved = node.opdef.validate_resolved(attrs, where=f"node '{name}'")
         self._emit("attr", name=name, key=key)
 
     def set_attrs(self, name: str, attrs: dict) -> None:
         node = self[name]
-        node.attrs = node.opdef.validate(dict(attrs), where=f"node '{name}'")
-        node._resolved = None
+        node.attrs, node._resolved = node.opdef.validate_resolved(dict(attrs), where=f"node '{name}'")
         self._emit("attr", name=name, key=None)
 
     def set_share(self, name: str, group: str | None) -> None:
@@ -282,7 +321,9 @@ class Graph:
         del self.nodes[name]
         del self._users[name]
         self.layout.pop(name, None)
-        self._structure_changed()
+        if self._order_cache is not None:  # dropping a node nothing consumes leaves the others' order as it was
+            self._order_cache.remove(name)
+        self._name_freed(name)
         self._emit("erase", name=name)
         return node
 
@@ -310,17 +351,20 @@ class Graph:
         self.nodes = {(new if k == old else k): v for k, v in self.nodes.items()}
         node.name = new
         self._users[new] = users
+        for src in {parse_ref(ref)[0] for ref in node.inputs if ref is not None}:
+            src_users = self._users[new if src == old else src]
+            for k, (c, i) in enumerate(src_users):
+                if c == old:
+                    src_users[k] = (new, i)
         for consumer, index in users:
             c = self.nodes[consumer]
             _, idx = parse_ref(c.inputs[index])
             c.inputs[index] = make_ref(new, idx)
-        for src_users in self._users.values():
-            for k, (c, i) in enumerate(src_users):
-                if c == old:
-                    src_users[k] = (new, i)
         if old in self.layout:
             self.layout = {(new if k == old else k): v for k, v in self.layout.items()}
-        self._structure_changed()
+        if self._order_cache is not None:
+            self._order_cache[self._order_cache.index(old)] = new
+        self._name_freed(old)
         self._emit("rename", old=old, new=new)
 
     def reorder(self, names: list[str]) -> None:
@@ -386,6 +430,7 @@ class Graph:
                     stack.append(consumer)
         return seen
 
+    @paused_gc()
     def copy(self) -> "Graph":
         """Deep copy of structure and attributes; parameter arrays are shared (copy-on-write by passes)."""
         g = Graph(self.name)
@@ -393,34 +438,44 @@ class Graph:
             n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node.params), node.share)
             g.nodes[n.name] = n
         g._users = {k: list(v) for k, v in self._users.items()}
+        g._suffix_floor = dict(self._suffix_floor)
+        g._order_cache = None if self._order_cache is None else list(self._order_cache)
         g.layout = dict(self.layout)
         return g
 
 
-def verify(graph: Graph) -> None:
-    """Check names, references, edge consistency, acyclicity, registered ops, attributes and arity."""
-    users: dict[str, list[tuple[str, int]]] = {name: [] for name in graph.nodes}
-    for name, node in graph.nodes.items():
+@paused_gc()
+def verify(graph: Graph, check_attrs: bool = True) -> None:
+    """Check names, references, edge consistency, acyclicity, registered ops, attributes and arity.
+
+    `check_attrs=False` skips validating attributes again, for a graph just built through `add`, which validated them.
+    """
+    nodes = graph.nodes
+    users: dict[str, list[tuple[str, int]]] = {name: [] for name in nodes}
+    for name, node in nodes.items():
         where = f"node '{name}'"
         if not NAME_RE.match(name) or node.name != name:
             raise GraphError(f"invalid node name {name!r}", where)
         opdef = registry.get(node.op, where)
-        opdef.validate(dict(node.attrs), where=where)
+        if check_attrs:
+            opdef.validate(node.attrs, where=where)
         opdef.check_arity(len(node.inputs), where)
         for i, ref in enumerate(node.inputs):
             if ref is None:
                 raise GraphError(f"input {i} is not connected", where)
             src, idx = parse_ref(ref)
-            if src not in graph.nodes:
+            producer = nodes.get(src)
+            if producer is None:
                 raise GraphError(f"input '{ref}' refers to no node", f"{where} input {i}")
-            nout = graph.nodes[src].opdef.num_outputs(graph.nodes[src].resolved)
+            nout = producer.opdef.num_outputs(producer.resolved)
             if idx >= nout:
                 raise GraphError(f"input '{ref}' asks for output {idx} of a node with {nout}", f"{where} input {i}")
-            if graph.nodes[src].op == "Output":
+            if producer.op == "Output":
                 raise GraphError(f"input '{ref}' is an Output node", f"{where} input {i}")
             users[src].append((name, i))
-    for name in graph.nodes:
-        if sorted(users[name]) != sorted(graph._users.get(name, [])):
+    for name, found in users.items():
+        kept = graph._users.get(name, [])
+        if found != kept and sorted(found) != sorted(kept):
             raise GraphError("consumer index out of step with inputs", f"node '{name}'")
     if not graph.inputs:
         raise GraphError("design has no inputs", f"graph '{graph.name}'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convstudio.ir.errors import DesignError, GraphError
+from convstudio.ir.errors import DesignError, GraphError, ShapeError
 from convstudio.ir.graph import Graph, Node, parse_ref
 from convstudio.ir.ops.registry import check_param_sizes
 from convstudio.ir.passes.base import PassResult
@@ -16,7 +16,7 @@ def input_shapes_of(graph: Graph, node: Node, shapes: dict[str, list[Shape] | No
     for ref in node.inputs:
         if ref is None:
             return None
-        src, idx = parse_ref(ref)
+        src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
         produced = shapes.get(src)
         if produced is None or idx >= len(produced):
             return None
@@ -27,34 +27,78 @@ def input_shapes_of(graph: Graph, node: Node, shapes: dict[str, list[Shape] | No
 def infer_node(node: Node, ins: list[Shape]) -> list[Shape]:
     """Output shapes of one node given its input shapes; errors name the node and field."""
     opdef = node.opdef
-    where = f"node '{node.name}'"
-    opdef.check_arity(len(ins), where)
+    lo, hi = opdef.arity
+    if not lo <= len(ins) or (hi is not None and len(ins) > hi):
+        opdef.check_arity(len(ins), f"node '{node.name}'")
     try:
-        outs = [tuple(map(int, s)) for s in opdef.infer(node.resolved, ins)]
-        check_param_sizes(opdef.params(node.resolved, ins))
+        a = node.resolved
+        outs = [tuple(map(int, s)) for s in opdef.infer(a, ins)]
+        check_param_sizes(opdef.params(a, ins))
         return outs
     except DesignError as e:
-        raise e.at(where) from None
+        raise e.at(f"node '{node.name}'") from None
 
 
 def infer_one(graph: Graph, node: Node, shapes: dict) -> tuple[list[Shape] | None, DesignError | None]:
     """(shapes, error) for a node given the shapes computed so far; never raises for bad shapes."""
-    for i, ref in enumerate(node.inputs):
-        if ref is None:
-            return None, GraphError(f"input {i} is not connected", f"node '{node.name}'")
+    _, outs, error = infer_with_inputs(graph, node, shapes)
+    return outs, error
+
+
+def infer_with_inputs(graph: Graph, node: Node, shapes: dict) -> tuple[list[Shape] | None, list[Shape] | None, DesignError | None]:
+    """(input shapes, output shapes, error) for a node given the shapes computed so far; never raises for bad shapes."""
     ins = input_shapes_of(graph, node, shapes)
     if ins is None:
-        return None, None
+        for i, ref in enumerate(node.inputs):
+            if ref is None:
+                return None, None, GraphError(f"input {i} is not connected", f"node '{node.name}'")
+        return None, None, None
     try:
-        return infer_node(node, ins), None
+        return ins, infer_node(node, ins), None
     except DesignError as e:
-        return None, e
+        return ins, None, e
+
+
+def param_shapes_of(node: Node, ins: list[Shape]) -> dict[str, Shape]:
+    """Shapes of a node's parameters and buffers given its input shapes."""
+    a = node.resolved
+    return {k: tuple(v) for k, v in {**node.opdef.params(a, ins), **node.opdef.buffers(a, ins)}.items()}
+
+
+def shared_param_errors(graph: Graph, shapes: dict[str, list[Shape] | None]) -> list[tuple[str, ShapeError]]:
+    """(member, error) for the members of a sharing group whose parameter shapes differ from the group owner's (its first node).
+
+    One set of parameters cannot serve both: a Linear fed 256 features and one fed 400 in one group pass
+    the attribute check but need weights of different shapes.
+    """
+    errors = []
+    for group, members in graph.share_groups().items():
+        owner = graph.nodes[members[0]]
+        owner_ins = input_shapes_of(graph, owner, shapes)
+        if owner_ins is None:
+            continue
+        expected = param_shapes_of(owner, owner_ins)
+        for member in members[1:]:
+            node = graph.nodes[member]
+            ins = input_shapes_of(graph, node, shapes)
+            if ins is None or node.op != owner.op:
+                continue
+            got = param_shapes_of(node, ins)
+            if got != expected:
+                key = next(k for k in sorted(set(got) | set(expected)) if got.get(k) != expected.get(k))
+                errors.append((member, ShapeError(
+                    f"shares parameters with '{owner.name}' (group '{group}') but its input makes {key} {list(got.get(key, ()))}, "
+                    f"not {list(expected.get(key, ()))} as in '{owner.name}'",
+                    f"node '{member}' share",
+                )))
+    return errors
 
 
 def infer_shapes(graph: Graph, strict: bool = True) -> PassResult:
     """Write meta['shapes'] (list of per-sample shapes, or None) and meta['error'] on every node.
 
     Strict mode raises the first error; otherwise errors are recorded and downstream nodes get no shape.
+    Sharing groups whose members would need parameters of different shapes are errors too.
     """
     shapes: dict[str, list[Shape] | None] = {}
     errors = []
@@ -68,4 +112,9 @@ def infer_shapes(graph: Graph, strict: bool = True) -> PassResult:
         node.meta["error"] = error.line() if error else None
         if error:
             errors.append(error.line())
+    for member, error in shared_param_errors(graph, shapes):
+        if strict:
+            raise error
+        graph.nodes[member].meta["error"] = error.line()
+        errors.append(error.line())
     return PassResult(graph, False, errors)

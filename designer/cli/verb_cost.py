@@ -21,6 +21,7 @@ from convstudio.designer.cli.common import (
 )
 from convstudio.ir.cost import CONVENTIONS, LATENCY, CostReport
 from convstudio.ir.errors import DesignError
+from convstudio.ir.graph import paused_gc
 
 VERB = "cost"
 HELP = "per-layer cost table (params, MACs, FLOPs, activation memory) and totals"
@@ -152,6 +153,7 @@ def render(report: CostReport, top: int | None, formulas: bool, console: Console
     return left_out
 
 
+@paused_gc()  # a short run that builds no reference cycles: the collector would only rescan the design's nodes
 def run(args) -> int:
     report = report_for(args)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convstudio.backends.weights import load_design_weights
 from convstudio.designer.cli.common import add_weights_argument, analyze_design, human, load_design, named_shapes, print_json
+from convstudio.ir.graph import paused_gc
 
 VERB = "validate"
 HELP = "check a design file (fields, graph, shapes, weights) and summarize it"
@@ -34,6 +35,7 @@ def summary(design, weights_file: str | None = None) -> dict:
     }
 
 
+@paused_gc()  # a short run that builds no reference cycles: the collector would only rescan the design's nodes
 def run(args) -> int:
     data = summary(load_design(args.file), args.weights)
     if args.json:

@@ -13,6 +13,7 @@ from pathlib import Path
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtGui import QUndoStack
 
+from convstudio.backends.weights import has_params, save_design_and_weights
 from convstudio.designer.gui import commands
 from convstudio.designer.gui.fragments import extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
 from convstudio.designer.gui.layout import ROW, layered_layout
@@ -119,6 +120,10 @@ class Controller(QObject):
         self.graph.unsubscribe(self._on_graph_event)
         self.analyzer.close()
 
+    def close(self) -> None:
+        """Stop listening to the design's graph (its window closed): later edits of that graph reach no view."""
+        self._unwatch()
+
     def _watch(self, graph: Graph) -> None:
         """Place, subscribe to and analyse `graph` (the design's graph); the views redraw it all."""
         self._place_unplaced(graph)
@@ -193,13 +198,27 @@ class Controller(QObject):
         if target is None:
             return "no file name yet, use Save As"
         try:
-            save(self.design, target)
+            weights = self._trained_copy() if Path(target) != self.design.path else None
+            if weights is not None:
+                save_design_and_weights(self.design, target, weights)  # Save As: the trained weights go beside the new file
+            else:
+                save(self.design, target)
         except DesignError as e:
             return e.line()
         except OSError as e:
             return f"cannot write: {e.strerror or e}, file '{target}'"
         self.undo_stack.setClean()
         return None
+
+    def _trained_copy(self) -> Graph | None:
+        """A copy of the graph when every layer holds its parameters (after a training run in the designer), else None."""
+        if not any(node.params for node in self.graph.nodes.values()):
+            return None
+        copy = self.graph.copy()  # the shape pass below must not touch the live graph's analysis
+        try:
+            return copy if has_params(copy) else None
+        except DesignError:
+            return None
 
     def dumps(self) -> str:
         return dumps(self.design)

@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
 )
 
 from convstudio.designer.cli.common import human, human_bytes
+from convstudio.designer.gui.charts import close_chart
 from convstudio.designer.gui.controller import HEATMAP_METRICS
 from convstudio.designer.gui.node_item import shapes_text
 from convstudio.ir.cost import CONVENTIONS
@@ -176,6 +177,12 @@ class CostPanel(QWidget):
         controller.selection_changed.connect(self.select_rows)
         if controller.report is not None:
             self.show_report(controller.report)
+
+    def shut_down(self) -> None:
+        """Stop following the controller and take the chart down (the window is closing)."""
+        self.ctl.report_changed.disconnect(self.show_report)
+        self.ctl.selection_changed.disconnect(self.select_rows)
+        close_chart(self.chart)
 
     def _on_convention(self, *_args) -> None:
         self.ctl.set_convention(self.convention.currentText(), self.batch.value() or None)

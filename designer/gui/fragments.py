@@ -20,6 +20,7 @@ STARTER_ATTRS = {
     "AdaptiveAvgPool2d": {"output_size": 1},
     "Upsample": {"scale_factor": 2},
     "ChannelShuffle": {"groups": 2},
+    "Permute": {"dims": [0, 2, 3, 1]},
 }
 
 

@@ -161,7 +161,7 @@ class Inspector(QWidget):
             hint = QLabel("Select a node to see and edit its attributes.")
             hint.setWordWrap(True)
             form.addRow(hint)
-            self.scroll.setWidget(page)
+            self._show_page(page)
             return
         node = self.ctl.graph.nodes[self.node_name]
         form.addRow("Op", QLabel(f"<b>{node.op}</b> ({node.opdef.category})"))
@@ -178,9 +178,17 @@ class Inspector(QWidget):
             self._add_row(form, attr.name, attr.name, self._editor_for(attr))
         form.addRow(self.error_label)
         form.addRow(self.info_label)
-        self.scroll.setWidget(page)
+        self._show_page(page)
         self._show_values()
         self._show_info()
+
+    def _show_page(self, page: QWidget) -> None:
+        """Show the new form. The old one is deleted at the event loop's next turn, not now: one of its editors may be
+        inside an event (focus leaving a field finishes an edit, and the edit rebuilds the form)."""
+        old = self.scroll.takeWidget()
+        self.scroll.setWidget(page)
+        if old is not None:
+            old.deleteLater()
 
     def _add_row(self, form: QFormLayout, key: str, label: str, editor: QWidget) -> None:
         reason = QLabel()

@@ -64,6 +64,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, design: Design | None = None, recovery_folder: Path | None = None, autosave_ms: int = 60_000, autosave: bool = True):
         super().__init__()
+        self.is_shut_down = False
         self.ctl = Controller(design, self)
         self.ctl.commit()
         self.scene = GraphScene(self.ctl, self)
@@ -269,11 +270,30 @@ class MainWindow(QMainWindow):
         return True
 
     def closeEvent(self, event) -> None:
+        focus = self.focusWidget()
+        if focus is not None:
+            focus.clearFocus()  # a field being edited applies its value now, before the unsaved-changes question
         if not self._may_discard_changes():
             event.ignore()
             return
         self._discard_recovery_file()
+        self.shut_down()
         event.accept()
+
+    def shut_down(self) -> None:
+        """End what would outlive the window: its dialogs (a run is waited for) and menus, the autosave timer,
+        the cost chart and the controller's watch on the graph. Whoever owns the window deletes it."""
+        if self.is_shut_down:
+            return
+        self.is_shut_down = True
+        for child in self.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            if child.isWindow():  # a dialog, the node menu: closed even when never shown, so each shuts down
+                child.close()
+        if self.autosaver is not None:
+            self.autosaver.stop()
+        self.statusBar().clearMessage()  # and its timeout timer
+        self.cost_panel.shut_down()
+        self.ctl.close()
 
     # ---- recovery --------------------------------------------------------------------------
     def _discard_recovery_file(self) -> None:

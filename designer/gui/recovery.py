@@ -119,6 +119,10 @@ class Autosaver(QObject):
         self.timer.start()
         self._saved_index = None
 
+    def stop(self) -> None:
+        """No more autosaves (the window is closing)."""
+        self.timer.stop()
+
     def path(self) -> Path:
         return recovery_path(self.folder, self.ctl.design.path)
 

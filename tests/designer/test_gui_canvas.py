@@ -50,6 +50,17 @@ def test_palette_lists_every_op_template_and_block(window):
     assert "Conv2d" in shown and "ReLU" not in shown
 
 
+def test_every_palette_op_starts_with_valid_attributes(window):
+    """Ops with required attributes (Permute's dims, Conv2d's kernel) start with working values."""
+    from convstudio.ir.ops import registry
+
+    for op in sorted(op for category, ops in registry.CATEGORIES.items() if category != "opaque" for op in ops):
+        name = window.ctl.add_node(op, (0.0, 0.0))
+        node = window.ctl.graph.nodes[name]
+        assert registry.get(op).validate(node.attrs, name) == node.attrs
+    assert window.ctl.graph.nodes["permute"].attrs == {"dims": [0, 2, 3, 1]}
+
+
 def test_drop_from_palette_creates_node_at_drop_position(window):
     item = window.palette.item_for("op", "Conv2d")
     mime = window.palette.tree.mimeData([item])

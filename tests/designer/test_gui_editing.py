@@ -5,7 +5,6 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QComboBox, QLineEdit, QSpinBox
 
-from convstudio.designer.gui.mainwindow import MainWindow
 from convstudio.ir.cost import analyze
 from convstudio.ir.design import Design, load
 from convstudio.ir.templates import build_template
@@ -118,7 +117,7 @@ def test_undo_everything_restores_exact_json_and_redo_replays(window):
     assert ctl.dumps() == end
 
 
-def test_save_and_load_round_trip(window, tmp_path):
+def test_save_and_load_round_trip(window, qtbot, tmp_path):
     ctl = window.ctl
     ctl.set_attr("fc1", "out_features", 64)
     ctl.move({"fc1": (250.0, 800.0)})
@@ -127,15 +126,11 @@ def test_save_and_load_round_trip(window, tmp_path):
     assert not ctl.modified and not window.isWindowModified()
     text = path.read_text()
     assert text == ctl.dumps()
-    other = MainWindow(load(path), recovery_folder=tmp_path / "recovery")
-    try:
-        assert other.ctl.dumps() == text
-        assert other.ctl.graph.layout["fc1"] == (250.0, 800.0)
-        assert other.save_file()
-        assert path.read_text() == text
-    finally:
-        other.close_prompt = lambda: "discard"
-        other.close()
+    other = make_window(qtbot, load(path), tmp_path / "recovery")
+    assert other.ctl.dumps() == text
+    assert other.ctl.graph.layout["fc1"] == (250.0, 800.0)
+    assert other.save_file()
+    assert path.read_text() == text
 
 
 def test_convention_and_batch_change_the_totals(window):

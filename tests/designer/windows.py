@@ -10,6 +10,6 @@ def make_window(qtbot, design, folder, size: tuple[int, int] | None = None, **kw
     qtbot.addWidget(win)
     if size is not None:
         win.resize(*size)
-        win.show()
-        qtbot.waitExposed(win)
+        with qtbot.waitExposed(win, timeout=60_000):
+            win.show()
     return win

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convstudio.ir.cost import Analyzer, analyze, peak_activation_bytes
-from convstudio.ir.errors import ShapeError
+from convstudio.ir.cost import Analyzer, LiveBytes, analyze, peak_activation_bytes, schedule_buffers
+from convstudio.ir.errors import DesignError, ShapeError
 from convstudio.ir.graph import Graph
 from convstudio.ir.templates import build_template
 
@@ -235,6 +238,16 @@ def test_incremental_follows_structure_edits_and_sharing():
     analyzer.close()
 
 
+def detour(g: Graph) -> None:
+    """Put a ReLU between the output 'y' and its producer, or take the one there out again."""
+    if "detour" in g.nodes:
+        g.set_input("y", 0, g.nodes["detour"].inputs[0])
+        g.erase("detour")
+    else:
+        g.add("ReLU", [g.nodes["y"].inputs[0]], name="detour")
+        g.set_input("y", 0, "detour")
+
+
 EDITS = st.one_of(
     st.tuples(st.sampled_from(["a", "c", "s1"]), st.just("out_channels"), st.sampled_from([4, 8, 16])),
     st.tuples(st.sampled_from(["a", "c", "s1"]), st.just("stride"), st.sampled_from([1, 2, None])),
@@ -244,6 +257,8 @@ EDITS = st.one_of(
     st.tuples(st.sampled_from(["fc", "s4"]), st.just("share"), st.sampled_from(["head", None])),
     st.tuples(st.just("e"), st.just("input 1"), st.sampled_from(["b", "a", "x", "d"])),
     st.tuples(st.just("x"), st.just("shape"), st.sampled_from([[3, 16, 16], [3, 9, 12], [3, 2, 2]])),
+    st.tuples(st.sampled_from(["b", "fc", "s4", "renamed"]), st.just("rename"), st.sampled_from(["renamed", "b", "fc", "s4"])),
+    st.tuples(st.just("y"), st.just("detour"), st.none()),
 )
 
 
@@ -255,14 +270,28 @@ def test_incremental_equals_full_after_random_edits(edits, batch):
     analyzer = Analyzer(g, "flops", batch)
     analyzer.refresh()
     for name, key, value in edits:
+        if name not in g.nodes or (key == "input 1" and value not in g.nodes):
+            continue
         if key == "share":
             g.set_share(name, value)
         elif key == "input 1":
             g.set_input(name, 1, value)
+        elif key == "rename":
+            if value in g.nodes:
+                continue
+            g.rename(name, value)
+            name = value
+        elif key == "detour":
+            detour(g)
         else:
             g.set_attr(name, key, value)
         report = analyzer.refresh()
-        assert set(analyzer.recomputed) <= {name} | g.descendants(name)
+        if key == "share":  # the group's other members may change owner
+            assert set(analyzer.recomputed) <= {name, "fc", "s4"} | g.descendants(name)
+        elif key == "detour":
+            assert set(analyzer.recomputed) <= {"detour", "y"}
+        else:
+            assert set(analyzer.recomputed) <= {name} | g.descendants(name)
         assert report.as_dict() == fresh(g, "flops", batch)
         assert report.errors == fresh_errors(g)
     analyzer.close()
@@ -270,3 +299,127 @@ def test_incremental_equals_full_after_random_edits(edits, batch):
 
 def fresh_errors(graph: Graph) -> list[str]:
     return analyze(graph.copy(), strict=False).errors
+
+
+def test_sharing_group_reelects_its_owner_without_recomputing_the_rest():
+    g = Graph("three")
+    for side in ("a", "b", "c"):
+        g.add("Input", name=side, attrs={"shape": [32]})
+        g.add("Linear", [side], name=f"emb_{side}", attrs={"out_features": 8}, share="emb")
+        g.add("Output", [f"emb_{side}"], name=f"out_{side}")
+    analyzer = Analyzer(g)
+    assert analyzer.refresh().total.params == 264
+    g.set_share("emb_a", None)  # emb_b now owns the group's parameters
+    report = analyzer.refresh()
+    assert sorted(analyzer.recomputed) == ["emb_a", "emb_b"]
+    assert report.nodes.get("emb_b").params == 264 and report.nodes.get("emb_c").params == 0
+    assert report.total.params == 2 * 264 and report.as_dict() == fresh(g)
+    g.set_share("emb_a", "emb")  # back first in insertion order: it owns again
+    report = analyzer.refresh()
+    assert sorted(analyzer.recomputed) == ["emb_a", "emb_b"]
+    assert report.total.params == 264 and report.as_dict() == fresh(g)
+    analyzer.close()
+
+
+def test_report_is_a_view_of_the_latest_refresh():
+    g = small_cnn()
+    analyzer = Analyzer(g, batch=2)
+    first = analyzer.refresh()
+    assert len(first.nodes) == len(g) and first.nodes[1].name == "conv"
+    assert first.nodes.get("conv").macs == 2 * 6912 and first.nodes.get("absent") is None
+    assert [c.name for c in first.nodes[-2:]] == ["fc", "y"]
+    assert [c.macs for c in first.nodes] == [c.macs for c in analyze(g.copy(), batch=2).nodes]
+    g.set_attr("conv", "bias", False)
+    second = analyzer.refresh()
+    with pytest.raises(RuntimeError, match="out of date"):
+        list(first.nodes)
+    with pytest.raises(RuntimeError, match="out of date"):
+        first.nodes.get("conv")
+    assert second.nodes.get("conv").flops == second.by_name()["conv"].flops == 2 * (14080 - 256)
+    analyzer.close()
+
+
+def test_a_report_does_not_keep_its_analysis_alive():
+    """No reference cycle: dropping the analyzer frees it at once (not at the next full garbage collection),
+    and its last report stays readable."""
+    g = small_cnn()
+    analyzer = Analyzer(g)
+    report = analyzer.refresh()
+    analyzer.close()
+    gone = weakref.ref(analyzer)
+    gc.disable()
+    try:
+        del analyzer
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert [c.name for c in report.nodes][:2] == ["x", "conv"] and report.nodes.get("fc").macs == 40
+
+
+def test_top_nodes_are_the_ones_with_the_most_flops():
+    report = analyze(small_cnn())
+    expected = sorted(report.nodes, key=lambda n: (-n.flops, -n.macs, -n.params))[:3]
+    assert [n["name"] for n in report.as_dict(3)["nodes"]] == [n.name for n in expected] == ["conv", "bn", "gap"]
+    assert report.as_dict(100)["nodes"] == sorted(report.as_dict()["nodes"], key=lambda n: (-n["flops"], -n["macs"], -n["params"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(live=st.lists(st.integers(0, 10**6), max_size=40),
+       adds=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39), st.integers(-10**5, 10**5)), max_size=30))
+def test_live_bytes_tree_matches_a_plain_list(live, adds):
+    tree = LiveBytes(list(live))
+    plain = list(live)
+    assert tree.peak() == max(plain, default=0)
+    for a, b, delta in adds if live else ():
+        first, last = sorted((a % len(live), b % len(live)))
+        delta = max(delta, -min(plain[first:last + 1]))  # a resize never makes live bytes negative
+        tree.add(first, last, delta)
+        for step in range(first, last + 1):
+            plain[step] += delta
+        assert tree.peak() == max(plain)
+
+
+def long_chain(blocks: int) -> Graph:
+    """conv -> bn -> relu blocks with generated names, a skip Add every fourth block, then a classifier."""
+    g = Graph("long")
+    x = g.add("Input", name="x", attrs={"shape": [8, 12, 12]}).name
+    for i in range(blocks):
+        y = g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}).name
+        y = g.add("ReLU", [g.add("BatchNorm2d", [y]).name]).name
+        x = g.add("Add", [y, x]).name if i % 4 == 3 else y
+    x = g.add("Flatten", [g.add("GlobalAvgPool", [x]).name]).name
+    g.add("Output", [g.add("Linear", [x], attrs={"out_features": 10}).name], name="y")
+    return g
+
+
+@settings(max_examples=15, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["out_channels", "bias", "kernel_size", "stride"]),
+                                st.sampled_from([1, 2, 3, 8, 16])), min_size=1, max_size=12))
+def test_incremental_totals_equal_a_cold_analysis_on_a_long_graph(edits):
+    """Running sums, the peak-memory tree and the report view of many small edits on a 1,600-node graph
+    equal a cold analysis; an edit recomputes only the nodes its shapes reach."""
+    g = long_chain(400)
+    convs = [name for name, node in g.nodes.items() if node.op == "Conv2d"]
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    for pick, key, value in edits:
+        name = convs[pick % len(convs)]
+        if key == "bias":
+            value = bool(value % 2)
+        elif key == "stride":
+            value = 1 + value % 2
+        elif key == "kernel_size":
+            value = (1, 3)[value % 2]
+        try:
+            g.set_attr(name, key, value)
+        except DesignError:
+            continue
+        report = analyzer.refresh()
+        assert set(analyzer.recomputed) <= {name} | g.descendants(name)
+        if key == "bias":
+            assert analyzer.recomputed == [name]
+    cold = analyze(g.copy(), strict=False)
+    assert report.total == cold.total
+    assert report.as_dict() == cold.as_dict() and report.errors == cold.errors
+    assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak()
+    analyzer.close()

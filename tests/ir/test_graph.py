@@ -1,6 +1,9 @@
 """Graph edit primitives keep both edge directions consistent; verify catches broken graphs."""
 
+import networkx as nx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convstudio.ir.errors import AttrError, DesignError, GraphError
 from convstudio.ir.graph import Graph, make_ref, parse_ref, verify
@@ -58,6 +61,89 @@ def test_fresh_name_is_unique_and_valid():
     assert g.fresh_name("relu") == "relu_1"
     assert g.fresh_name("3x3 conv") == "n_3x3_conv"
     assert g.add("ReLU", ["relu"]).name == "relu_1"
+
+
+def test_fresh_name_takes_the_smallest_free_suffix_after_erase_and_rename():
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4]})
+    assert [g.add("ReLU", ["x"]).name for _ in range(5)] == ["relu", "relu_1", "relu_2", "relu_3", "relu_4"]
+    g.erase("relu_2")
+    g.rename("relu_1", "kept")
+    assert g.fresh_name("relu") == "relu_1"
+    assert [g.add("ReLU", ["x"]).name for _ in range(3)] == ["relu_1", "relu_2", "relu_5"]
+    assert g.copy().fresh_name("relu") == g.fresh_name("relu") == "relu_6"
+    g.add("ReLU", ["x"], name="relu_" + "9" * 30)
+    g.erase("relu_" + "9" * 30)
+    assert g.fresh_name("relu") == "relu_6"
+
+
+def reference_fresh_name(g: Graph, base: str) -> str:
+    """The name `fresh_name` must give: `base`, else `base_k` with the smallest free k."""
+    if base not in g.nodes:
+        return base
+    k = 1
+    while f"{base}_{k}" in g.nodes:
+        k += 1
+    return f"{base}_{k}"
+
+
+def reference_topo_order(g: Graph) -> list[str]:
+    position = {name: i for i, name in enumerate(g.nodes)}
+    return list(nx.lexicographical_topological_sort(g.to_networkx(), key=position.__getitem__))
+
+
+GRAPH_EDITS = st.lists(
+    st.tuples(st.sampled_from(["add", "add", "add", "erase", "rename", "connect"]), st.integers(0, 50), st.integers(0, 50),
+              st.sampled_from(["relu", "relu_1", "relu_3", "sigmoid_2", "other"])),
+    min_size=1, max_size=40,
+)
+
+
+def apply_edit(g: Graph, edit: tuple) -> str | None:
+    """Apply one generated edit where it is legal; returns the name of an added node."""
+    kind, i, j, text = edit
+    names = list(g.nodes)
+    if kind == "add":
+        return g.add("ReLU" if i % 2 else "Sigmoid", [names[j % len(names)]]).name
+    if kind == "erase":
+        sinks = [n for n in names if n != "x" and not g.users(n)]
+        if sinks:
+            g.erase(sinks[i % len(sinks)])
+    elif kind == "rename":
+        if text not in g.nodes and names[i % len(names)] != "x":
+            g.rename(names[i % len(names)], text)
+    else:
+        consumer, producer = names[i % len(names)], names[j % len(names)]
+        if consumer != "x" and producer != consumer and producer not in g.descendants(consumer):
+            g.set_input(consumer, 0, producer)
+    return None
+
+
+def start() -> Graph:
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4]})
+    return g
+
+
+@settings(max_examples=60, deadline=None)
+@given(edits=GRAPH_EDITS)
+def test_names_order_and_consumers_stay_right_after_random_edits(edits):
+    """fresh_name gives the smallest free suffix, the cached topological order equals a fresh sort, verify
+    passes, and the same edits give the same names and order again."""
+    g = start()
+    added = []
+    for edit in edits:
+        added.append(apply_edit(g, edit))
+        for base in ("relu", "sigmoid", "relu_1"):
+            assert g.fresh_name(base) == reference_fresh_name(g, base)
+        assert g.topo_order() == reference_topo_order(g)
+        assert g.copy().topo_order() == g.topo_order()
+        g.add("Output", [list(g.nodes)[-1]], name="out")
+        verify(g)
+        g.erase("out")
+    again = start()
+    assert [apply_edit(again, edit) for edit in edits] == added
+    assert list(again.nodes) == list(g.nodes) and again.topo_order() == g.topo_order()
 
 
 def test_set_input_moves_the_consumer_entry():

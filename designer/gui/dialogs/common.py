@@ -1,13 +1,16 @@
-"""What the dialogs share: the before / after / delta table, the one-line error label and a worker thread."""
+"""What the dialogs share: the before / after / delta table, the one-line error label, a worker thread, and how a dialog
+that holds a run or a chart shuts down."""
 
 from __future__ import annotations
 
+import pyqtgraph as pg
 from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QColor
-from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
+from PyQt6.QtWidgets import QAbstractItemView, QDialog, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from convstudio.designer.cli.common import METRIC_ROWS, signed
-from convstudio.ir.errors import DesignError
+from convstudio.designer.gui.charts import close_chart
+from convstudio.ir.errors import DesignError, printable
 
 GAIN = "#1b7f3b"
 LOSS = "#b42318"
@@ -17,7 +20,7 @@ def error_line(err: Exception) -> str:
     """One line for any failure: a DesignError's 'what, where', else the exception's type and first line."""
     if isinstance(err, DesignError):
         return f"error: {err.line()}"
-    first = (str(err).strip().splitlines() or [""])[0][:200]
+    first = printable((str(err).strip().splitlines() or [""])[0][:200])
     return f"error: {type(err).__name__}: {first}" if first else f"error: {type(err).__name__}"
 
 
@@ -118,3 +121,40 @@ class Job(QThread):
             self.failed.emit(self.error)
             return
         self.done.emit(self.result)
+
+    def detach(self) -> None:
+        """Wait for the run to end and drop the results it still has queued (their receiver is going away)."""
+        self.wait()
+        for signal in (self.done, self.failed, self.progress):
+            if self.receivers(signal):
+                signal.disconnect()
+
+
+class ToolDialog(QDialog):
+    """A dialog of the designer window that may hold runs and charts. However it closes (its buttons, Esc,
+    close(), or its window closing, shown or never shown) `release` runs once, before it is deleted."""
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.is_shut_down = False
+
+    def shut_down(self) -> None:
+        if not self.is_shut_down:
+            self.is_shut_down = True
+            self.release()
+
+    def release(self) -> None:
+        """Wait for the dialog's runs and drop what they still have queued for it, then take its charts down."""
+        for job in self.findChildren(Job):
+            job.detach()
+        for plot in self.findChildren(pg.PlotWidget):
+            close_chart(plot)
+
+    def done(self, code: int) -> None:
+        self.shut_down()
+        super().done(code)
+
+    def closeEvent(self, event) -> None:
+        self.shut_down()  # QDialog's closeEvent calls done() only for a dialog on screen
+        super().closeEvent(event)

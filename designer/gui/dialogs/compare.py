@@ -14,7 +14,6 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDialog,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -30,7 +29,7 @@ from PyQt6.QtWidgets import (
 
 from convstudio.designer.cli.common import human, load_design
 from convstudio.designer.cli.verb_compare import variant
-from convstudio.designer.gui.dialogs.common import METRIC_ROWS, StatusLabel, error_line
+from convstudio.designer.gui.dialogs.common import METRIC_ROWS, StatusLabel, ToolDialog, error_line
 from convstudio.ir.cost import CONVENTIONS
 from convstudio.ir.graph import Graph
 from convstudio.ir.passes.compare import BREAKDOWN_METRICS
@@ -55,12 +54,11 @@ def compare(window) -> CompareDialog:
     return dialog
 
 
-class CompareDialog(QDialog):
+class CompareDialog(ToolDialog):
     """Designs to compare on the left; totals table and grouped bar chart on the right."""
 
     def __init__(self, window):
         super().__init__(window)
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.setWindowTitle("Compare designs")
         self.ctl = window.ctl
         self.base_label = self.ctl.design.name

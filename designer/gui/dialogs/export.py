@@ -38,13 +38,15 @@ from convstudio.backends.onnx.ops import FLOOR_OPSET
 from convstudio.backends.onnx.runtime import PROVIDERS
 from convstudio.backends.weights import has_params, load_design_weights
 from convstudio.designer.cli.common import human_bytes
-from convstudio.designer.cli.verb_infer import output_line, run_args
-from convstudio.designer.gui.dialogs.common import Job, StatusLabel, error_line
+from convstudio.designer.cli.verb_infer import TIME_LIMIT, output_line, run_args
+from convstudio.designer.gui.dialogs.common import Job, StatusLabel, ToolDialog, error_line
+from convstudio.ir.budget import check_memory
 from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
 
 ONNX_FILTER = "ONNX models (*.onnx);;All files (*)"
 NPY_FILTER = "NumPy arrays (*.npy);;All files (*)"
+MEMORY_HINT = "the command line's --max-memory allows more"
 
 
 def export_onnx(window) -> ExportDialog:
@@ -59,10 +61,13 @@ def run_inference(window, model: str | Path | None = None) -> InferenceDialog:
     return dialog
 
 
-def exportable(design: Design) -> tuple[Design, bool]:
+def exportable(design: Design) -> tuple[Design, Path | bool | None]:
     """A copy of the design holding its weights (read from its weights file when not loaded yet), and
-    whether it has weights; a design without any gets seeded initial weights from the exporter."""
+    where they came from (True: the design held them, a path: the file read, None: it has none); a design
+    without any gets seeded initial weights from the exporter.
+    A design that needs more memory than the default limit is refused before any weights are read or made."""
     copy = Design(design.graph.copy(), dict(design.training), design.weights, design.path)
+    check_memory(copy.graph, where=f"file '{design.path}'" if design.path else f"design '{design.name}'", hint=MEMORY_HINT)
     if has_params(copy.graph):
         return copy, True
     return copy, load_design_weights(copy)
@@ -102,7 +107,7 @@ class ExportDialog(QDialog):
         self.infer_button = QPushButton("Run inference...")
         self.infer_button.setEnabled(False)
         self.close_button = QPushButton("Close")
-        named = f"the design names {design.weights}" if design.weights else "none yet (seeded initial weights are written)"
+        named = "the design's own when it has them (<design>.safetensors beside it), else seeded initial weights"
         self.status = StatusLabel(f"weights: {named}")
 
         form = QFormLayout()
@@ -152,7 +157,7 @@ class ExportDialog(QDialog):
         if report["weights_initialized"]:
             weights = f"initialized (seed 0) for {len(report['initialized_nodes'])} nodes; the design has no trained weights"
         else:
-            weights = f"from {design.weights_path() if design.weights and had_weights else 'the design'}"
+            weights = f"from {'the design' if had_weights is True else had_weights}"
         fused = f"; fused {len(report['fused'])} patterns" if self.fuse_box.isChecked() else ""
         self.status.show_info(f"wrote {report['path']} ({human_bytes(report['bytes'])}): opset {report['opset']}, "
                               f"IR version {report['ir_version']}, {report['onnx_nodes']} nodes{fused}\nweights: {weights}")
@@ -161,7 +166,7 @@ class ExportDialog(QDialog):
         return report
 
 
-class InferenceDialog(QDialog):
+class InferenceDialog(ToolDialog):
     """Model, input (random or .npy), provider and runs; Run works on a thread and reports back."""
 
     ran = pyqtSignal(dict)
@@ -169,7 +174,6 @@ class InferenceDialog(QDialog):
 
     def __init__(self, window, model: str | Path | None = None):
         super().__init__(window)
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.setWindowTitle("Run inference")
         self.ctl = window.ctl
         self.job: Job | None = None
@@ -286,7 +290,7 @@ class InferenceDialog(QDialog):
         args = Namespace(model=str(model), random=self.random_radio.isChecked(),
                          input=None if self.random_radio.isChecked() else [self.npy_edit.text().strip()],
                          batch=self.batch_box.value(), seed=self.seed_box.value(), provider=self.provider_box.currentText(),
-                         runs=self.runs_box.value(), warmup=2, no_optimize=False)
+                         runs=self.runs_box.value(), warmup=2, no_optimize=False, max_memory=None, time_limit=TIME_LIMIT)
         self.busy = True
         self.run_button.setEnabled(False)
         self.status.show_info(f"running {'the current design' if current else model} in ONNX Runtime...")
@@ -321,8 +325,9 @@ class InferenceDialog(QDialog):
         if self.job is not None:
             self.job.wait()
 
-    def done(self, code: int) -> None:
-        self.wait()
+    def release(self) -> None:
+        """Closing waits for a run in progress, then removes the scratch export."""
+        QApplication.instance().aboutToQuit.disconnect(self.wait)
+        super().release()
         if self._scratch is not None:
             self._scratch.cleanup()
-        super().done(code)

@@ -1,9 +1,9 @@
 """Train: the design's training section as a form, a run off the GUI thread with live curves and Cancel.
 
 The run is `backends.torch.train.fit` on a copy of the design (the dialog is window-modal, so the
-design cannot change meanwhile). `fit` saves the weights beside the design; the trained graph, the
-training section as edited here and the new weights reference then replace the design's in one
-undoable step, which marks the design modified.
+design cannot change meanwhile). `fit` saves the weights beside the design (<design>.safetensors); the
+trained graph and the training section as edited here then replace the design's in one undoable step,
+which marks the design modified.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from PyQt6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
-    QDialog,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -34,8 +33,9 @@ from PyQt6.QtWidgets import (
 )
 
 from convstudio.backends.torch.train import RunOptions, default_weights_path, fit, merged_config
-from convstudio.designer.gui.dialogs.common import Job, StatusLabel, error_line
+from convstudio.designer.gui.dialogs.common import Job, StatusLabel, ToolDialog, error_line
 from convstudio.ir.design import Design
+from convstudio.ir.errors import DesignError
 from convstudio.ir.training import LOSSES, OPTIMIZERS, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
 
 PLAIN_FIELDS = ("dataset", "loss", "l1", "epochs", "batch_size", "val_split", "seed")
@@ -100,7 +100,15 @@ def _param_box(name: str, default: float) -> QAbstractSpinBox:
     return box
 
 
-class TrainDialog(QDialog):
+def weights_target(design: Design) -> str:
+    """Where a run writes the design's weights, or the one line saying why it cannot (weights named outside its folder)."""
+    try:
+        return f"weights go to {default_weights_path(design)}"
+    except DesignError as e:
+        return f"weights: {e.line()}"
+
+
+class TrainDialog(ToolDialog):
     """The training form, Start / Cancel, a progress bar and the loss and accuracy curves."""
 
     epoch_done = pyqtSignal(dict)
@@ -109,7 +117,6 @@ class TrainDialog(QDialog):
 
     def __init__(self, window):
         super().__init__(window)
-        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setWindowTitle("Train")
         self.ctl = window.ctl
@@ -162,7 +169,7 @@ class TrainDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setFormat("%p%")
         self.progress_label = QLabel("not started")
-        self.weights_label = QLabel(f"weights go to {default_weights_path(self.ctl.design)}")
+        self.weights_label = QLabel(weights_target(self.ctl.design))
         self.weights_label.setWordWrap(True)
         self.status = StatusLabel()
 
@@ -438,6 +445,8 @@ class TrainDialog(QDialog):
             if self.job.result is not None:
                 self._on_done(self.job.result)
 
-    def done(self, code: int) -> None:
+    def release(self) -> None:
+        """Closing stops a run (what it trained is kept), then the curves and the thread go."""
         self.stop_and_wait()
-        super().done(code)
+        QApplication.instance().aboutToQuit.disconnect(self.stop_and_wait)
+        super().release()
