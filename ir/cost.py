@@ -126,11 +126,10 @@ class NodeCosts(Sequence):
         return None if cost is None else _scaled(cost, self._scale)
 
 
-def _scaled(cost: NodeCost, scale: int) -> NodeCost:
-    """`cost` for `scale` samples (parameters do not scale)."""
+def _scaled(c: NodeCost, scale: int) -> NodeCost:
+    """`c` for `scale` samples (parameters do not scale)."""
     if scale == 1:
-        return cost
-    c = cost
+        return c
     formula = f"{scale}·({c.formula})" if c.flops else c.formula
     return NodeCost(c.name, c.op, c.shapes, c.params, c.macs * scale, c.flops * scale, c.activation_bytes * scale, formula, c.error, c.latency_ms)
 
@@ -249,7 +248,7 @@ class LiveBytes:
 class Buffers:
     """Activation buffers of a schedule: size, first step and last step each is live."""
 
-    owner: dict[str, list[int]]  # node -> ids of the buffers it allocates (views allocate none)
+    owner: dict[str, int]  # node -> id of the first buffer it allocates, one per output in order (views allocate none)
     sizes: list[int]
     born: list[int]
     last_use: list[int]
@@ -285,8 +284,10 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     """
     nodes = graph.nodes
     end = len(order)
-    values: dict[str, list[int]] = {}  # node -> buffer id of each output
-    owner: dict[str, list[int]] = {}
+    # ints, not a list per node: a plan for a large graph then adds no objects for the garbage collector to scan
+    values: dict[str, int] = {}  # node -> buffer id of its output 0; output k has the id + k, or the same id for a view
+    views: set[str] = set()
+    owner: dict[str, int] = {}
     sizes: list[int] = []
     born: list[int] = []
     last_use: list[int] = []
@@ -302,10 +303,11 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
             if ref is None:
                 continue
             src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
-            ids = values.get(src)
-            if ids is None or idx >= len(ids):
+            sid = values.get(src)
+            if sid is None or idx >= len(costs[src].shapes):
                 continue
-            sid = ids[idx]
+            if idx and src not in views:
+                sid += idx
             if first is None:
                 first = sid
             if last_use[sid] < keep:
@@ -315,15 +317,15 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
             is_view = alias[node.op] = node.opdef.alias
         shapes = c.shapes
         if first is not None and is_view:
-            values[name] = [first] * len(shapes)
+            values[name] = first
+            views.add(name)
             continue
+        values[name] = owner[name] = len(sizes)
         if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
-            values[name] = owner[name] = [len(sizes)]
             sizes.append(_bytes(shapes[0]) if is_view else c.activation_bytes)
             born.append(step)
             last_use.append(step)
             continue
-        values[name] = owner[name] = list(range(len(sizes), len(sizes) + len(shapes)))
         sizes.extend(map(_bytes, shapes))
         born.extend([step] * len(shapes))
         last_use.extend([step] * len(shapes))
@@ -501,8 +503,10 @@ class Analyzer:
         """Update the sizes of the buffers that `names` allocate (their shapes changed, the schedule did not)."""
         buffers = self._buffers
         for name in names:
-            for sid, shape in zip(buffers.owner.get(name, ()), self.shapes[name]):
-                buffers.resize(sid, _bytes(shape))
+            first = buffers.owner.get(name)
+            if first is not None:
+                for k, shape in enumerate(self.shapes[name]):
+                    buffers.resize(first + k, _bytes(shape))
 
     def _elect_all(self) -> None:
         """Sharing groups and owners from scratch: each node counts its parameters unless an earlier member

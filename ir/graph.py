@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -389,14 +390,32 @@ class Graph:
         if self._order_cache is None and self._insertion_order_is_topological():
             self._order_cache = list(self.nodes)
         if self._order_cache is None:
-            position = {name: i for i, name in enumerate(self.nodes)}
-            try:
-                order = list(nx.lexicographical_topological_sort(self.to_networkx(), key=position.__getitem__))
-            except nx.NetworkXUnfeasible:
+            order = self._stable_topological_sort()
+            if order is None:
                 cycle = self.find_cycle()
-                raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs") from None
+                raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs")
             self._order_cache = order
         return list(self._order_cache)
+
+    def _stable_topological_sort(self) -> list[str] | None:
+        """Kahn's algorithm placing, of the nodes whose producers are all placed, the earliest inserted first; None
+        when a cycle leaves nodes unplaced. It is networkx's lexicographical topological sort keyed by insertion
+        position, run on the consumer index directly: building a DiGraph first would cost more than the sort."""
+        names = list(self.nodes)
+        position = dict(zip(names, range(len(names))))
+        waiting = [len({parse_ref(ref)[0] for ref in node.inputs if ref is not None}) for node in self.nodes.values()]
+        ready = [i for i, count in enumerate(waiting) if count == 0]  # ascending, so already a heap
+        order = []
+        users = self._users
+        while ready:
+            name = names[heapq.heappop(ready)]
+            order.append(name)
+            for consumer in {c for c, _ in users[name]}:
+                i = position[consumer]
+                waiting[i] -= 1
+                if not waiting[i]:
+                    heapq.heappush(ready, i)
+        return order if len(order) == len(names) else None
 
     def _insertion_order_is_topological(self) -> bool:
         """True when every node comes after its producers; insertion order is then the stable topological order."""
