@@ -162,11 +162,13 @@ def save(design: Design, path: Path | str) -> None:
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     """A JSON object's members; a name given twice (two inputs called 'x') is an error, not a silent overwrite."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise DesignError(f"duplicate key '{key}' in one JSON object")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) < len(pairs):  # a name came twice: report the first repeat
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DesignError(f"duplicate key '{key}' in one JSON object")
+            seen.add(key)
     return out
 
 
@@ -228,6 +230,12 @@ def load(path: Path | str) -> Design:
     return design
 
 
+def _known_ref(graph: Graph, ref: str) -> bool:
+    """Whether `ref` is a well-formed reference to a node already in `graph` (a file's Output nodes come after its nodes)."""
+    name, _, index = ref.rpartition(":")
+    return name in graph.nodes and index.isascii() and index.isdigit() if name else ref in graph.nodes
+
+
 def _expect(cond: bool, what: str, where: str) -> None:
     if not cond:
         raise DesignError(what, where)
@@ -277,12 +285,14 @@ def design_from_dict(data: Any) -> Design:
         share = entry.get("share")
         if not (share is None or isinstance(share, str)):
             raise DesignError("share must be a group name", f"node '{node_name}' (nodes[{i}]) field share")
+        direct = all(_known_ref(graph, ref) for ref in refs)  # producers listed earlier: connect now, not in a second pass
         try:
-            graph.add(op, [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
+            graph.add(op, refs if direct else [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
         except DesignError as e:
             where = f"node '{node_name}' (nodes[{i}])"
             raise type(e)(e.what, e.where.replace(f"node '{node_name}'", where) if e.where else where) from None
-        pending.append((node_name, refs, i))
+        if not direct:
+            pending.append((node_name, refs, i))
 
     outputs = data.get("outputs")
     _expect(isinstance(outputs, dict) and outputs, "outputs must be an object mapping output names to node names", "field outputs")

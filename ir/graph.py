@@ -53,7 +53,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
     """Split ``"node:k"`` into ``("node", k)``; a bare name means output 0."""
     if ":" in ref:
         name, _, idx = ref.rpartition(":")
-        if not idx.isdigit():
+        if not (idx.isascii() and idx.isdigit()):  # isdigit alone also takes '²', which int() refuses
             raise GraphError(f"bad value reference '{ref}'", "expected 'node' or 'node:index'")
         return name, int(idx)
     return ref, 0

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from convstudio.ir.cost import analyze
 from convstudio.ir.design import Design, dumps, load, loads, save, write_atomic
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph
@@ -127,6 +128,19 @@ LOAD_ERRORS = [
     (lambda d: d["nodes"][0]["attrs"].update(out_channels=10**30), "out_channels is absurdly large", "node 'conv_l' (nodes[0]) attrs.out_channels"),
     (lambda d: d["layout"].update(left=[float("nan"), 0]), "position must be [x, y]", "field layout.left"),
 ]
+
+
+def test_nodes_may_name_producers_listed_after_them():
+    """Nodes are connected as they are read when their producers came first, and in a second pass otherwise."""
+    data = json.loads(dumps(rich_design()))
+    data["nodes"].reverse()
+    shuffled, ordered = loads(json.dumps(data)).graph, loads(dumps(rich_design())).graph
+    assert list(shuffled.nodes)[2:6] == ["drop", "up", "cat", "split"]
+    for name, node in ordered.nodes.items():
+        assert shuffled.nodes[name].inputs == node.inputs
+        assert sorted(shuffled.users(name)) == sorted(ordered.users(name))
+    assert set(shuffled.topo_order()) == set(ordered.topo_order())
+    assert analyze(shuffled).total == analyze(ordered).total
 
 
 @pytest.mark.parametrize("change,text,where", LOAD_ERRORS, ids=[e[2] for e in LOAD_ERRORS])

@@ -24,6 +24,8 @@ def test_refs_round_trip():
     assert make_ref("split", 1) == "split:1" and make_ref("conv", 0) == "conv"
     with pytest.raises(GraphError):
         parse_ref("conv:x")
+    with pytest.raises(GraphError):
+        parse_ref("conv:²")  # a digit to str.isdigit, not to int()
 
 
 def test_add_tracks_users_inputs_and_outputs():
