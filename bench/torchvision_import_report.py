@@ -9,10 +9,12 @@ Two steps, two interpreters (the project's CPU torch cannot import PyPI's torchv
 
 Step 1 writes OUT/<model>.<exporter>.onnx (exporter: dynamo or script, batch dynamic where the exporter
 allows it) and OUT/reference.json with the module's own figures: parameters (sum of numel), conv+linear
-MACs counted with forward hooks at batch 1, and the BatchNorm layers the file no longer holds by name
-(folded into the preceding conv by the exporter: 2C parameters gone, C conv bias gained, so C fewer).
-Parameters are randomized first (see `_randomize`). Step 2 imports each file, counts opaque nodes, compares params and MACs with the module's, re-exports the
-design and runs both ONNX files in ONNX Runtime (CPU) on the same random input.
+MACs counted with forward hooks at batch 1, and the parameters the exporter folded away: a BatchNorm the file no
+longer holds by name was folded into the conv it reads (its 2C parameters gone; a conv without bias gains a
+C-channel bias, so C fewer; a conv with a bias keeps its C, so 2C fewer). With --reuse, existing files are kept and
+only the module's figures are counted again. Parameters are randomized first (see `_randomize`). Step 2 imports each
+file, counts opaque nodes, compares params and MACs with the module's, re-exports the design and runs both ONNX
+files in ONNX Runtime (CPU) on the same random input.
 """
 
 from __future__ import annotations
@@ -39,22 +41,28 @@ def _side(model: str) -> int:
 
 
 def _module_figures(torch, module, x) -> dict:
-    """Parameters, conv+linear MACs (hooks, batch 1) and BatchNorm layers of the module."""
-    macs = []
+    """Parameters, conv+linear MACs (hooks, batch 1), and for each affine BatchNorm the parameters its folding removes."""
+    macs, produced, read_by_bn = [], {}, {}
 
     def hook(mod, inputs, output):
         if isinstance(mod, torch.nn.Conv2d):
             kh, kw = mod.kernel_size
             macs.append(output[0].numel() * (mod.in_channels // mod.groups) * kh * kw)
+            produced[id(output)] = (output, mod)  # the tensor is kept so its id is not reused during the pass
         elif isinstance(mod, torch.nn.Linear):
             macs.append(output[0].numel() * mod.in_features)
+        else:
+            read_by_bn[mod] = produced.get(id(inputs[0]), (None, None))[1]
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, layers)]
     with torch.no_grad():
         module(x[:1])
     for h in handles:
         h.remove()
-    bns = {name: m.num_features for name, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine}
+    # folding into a conv with a bias removes the BN's weight and bias (2C); into one without, the conv gains a C bias
+    bns = {name: m.num_features * (2 if getattr(read_by_bn.get(m), "bias", None) is not None else 1)
+           for name, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.affine}
     return {"params": sum(p.numel() for p in module.parameters()), "macs": sum(macs), "batchnorms": bns}
 
 
@@ -70,7 +78,7 @@ def _randomize(torch, module) -> None:
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def export_all(out: Path, models: list[str]) -> None:
+def export_all(out: Path, models: list[str], reuse: bool = False) -> None:
     import onnx
     import torch
     import torchvision
@@ -85,9 +93,14 @@ def export_all(out: Path, models: list[str]) -> None:
         side = _side(model)
         x = torch.randn(2, 3, side, side)
         entry = {**_module_figures(torch, module, x), "input": [3, side, side], "exports": {}}
+        entry_before = reference.get(model, {}).get("exports", {})
         for exporter in EXPORTERS:
             path = out / f"{model}.{exporter}.onnx"
             start = time.time()
+            if reuse and path.exists():
+                before = entry_before.get(exporter, {})
+                _account(onnx, entry, exporter, path, before.get("seconds"), before.get("note", ""))
+                continue
             note = ""
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -107,14 +120,18 @@ def export_all(out: Path, models: list[str]) -> None:
                     entry["exports"][exporter] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
                     print(f"{model} {exporter}: export failed: {entry['exports'][exporter]['error']}", flush=True)
                     continue
-            names = {t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer}
-            folded = {n: c for n, c in entry["batchnorms"].items() if f"{n}.weight" not in names}
-            entry["exports"][exporter] = {"file": path.name, "seconds": round(time.time() - start, 1), "folded_bn_channels": sum(folded.values()),
-                                          "folded_bn": len(folded), "note": note}
-            print(f"{model} {exporter}: {path.name} in {time.time() - start:.1f}s, {len(folded)} BN folded", flush=True)
+            _account(onnx, entry, exporter, path, round(time.time() - start, 1), note)
         del entry["batchnorms"]
         reference[model] = entry
         ref_path.write_text(json.dumps(reference, indent=1))
+
+
+def _account(onnx, entry: dict, exporter: str, path: Path, seconds: float | None, note: str) -> None:
+    """Record an exported file and the parameters of the BatchNorms the exporter folded (those the file no longer names)."""
+    names = {t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer}
+    folded = {n: removed for n, removed in entry["batchnorms"].items() if f"{n}.weight" not in names}
+    entry["exports"][exporter] = {"file": path.name, "seconds": seconds, "folded_bn_params": sum(folded.values()), "folded_bn": len(folded), "note": note}
+    print(f"{path.stem}: exported in {seconds}s, {len(folded)} BN folded ({sum(folded.values()):,} parameters)", flush=True)
 
 
 def _parity(original: Path, reexport: Path, shape: list[int]) -> float:
@@ -153,7 +170,7 @@ def report_all(out: Path) -> str:
                 rows.append(f"| {model} | {exporter} | import failed: {text} | | | |")
                 continue
             imported = json.loads(text)
-            expected = entry["params"] - info["folded_bn_channels"]
+            expected = entry["params"] - info["folded_bn_params"]
             params = f"{imported['params']:,} / {expected:,}"
             params += " ok" if imported["params"] == expected else f" (diff {imported['params'] - expected:+,})"
             macs = f"{imported['macs']:,} / {entry['macs']:,}"
@@ -176,9 +193,10 @@ def main() -> None:
     parser.add_argument("step", choices=("export", "report"))
     parser.add_argument("--out", default="/tmp/tvref", type=Path)
     parser.add_argument("--models", default=",".join(FAMILIES), help="comma-separated torchvision model names")
+    parser.add_argument("--reuse", action="store_true", help="export: keep existing ONNX files, count the module's figures again")
     args = parser.parse_args()
     if args.step == "export":
-        export_all(args.out, [m for m in args.models.split(",") if m])
+        export_all(args.out, [m for m in args.models.split(",") if m], args.reuse)
     else:
         print(report_all(args.out))
 

@@ -25,10 +25,10 @@ REFERENCE_OPS = frozenset({
     "BitwiseXor", "Celu", "Clip", "Cos", "Cosh", "Elu", "Equal", "Erf", "Exp", "Gelu", "Greater", "GreaterOrEqual",
     "HardSigmoid", "IsInf", "IsNaN", "LeakyRelu", "Less", "LessOrEqual", "Log", "Max", "Mean", "Min", "Mod", "Not", "Or",
     "Pow", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin", "Sinh", "Softplus", "Softsign", "Sum", "Tan",
-    "Tanh", "ThresholdedRelu", "Where", "Xor", "DequantizeLinear", "QuantizeLinear",
+    "Tanh", "ThresholdedRelu", "Xor", "DequantizeLinear", "QuantizeLinear",
     # reductions and scans
     "ArgMax", "ArgMin", "CumSum", "LogSoftmax", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
-    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Softmax",
+    "ReduceMin", "ReduceProd", "ReduceSumSquare", "Softmax",
     # data movement
     "DepthToSpace", "EyeLike", "Flatten", "GatherElements", "Pad", "Range", "SpaceToDepth", "Split", "Tile", "Trilu",
 })
@@ -138,12 +138,42 @@ def _gather(node, ins, a, opset):
     return [np.take(data, indices.astype(np.int64), axis=axis)]
 
 
-def _broadcast(x: np.ndarray, y: np.ndarray) -> None:
+def _gather_nd(node, ins, a, opset):
+    data, indices = ins[0], ins[1].astype(np.int64)
+    if a.get("batch_dims", 0):
+        raise CannotFold("GatherND with batch_dims")
+    if indices.ndim < 1 or not 1 <= indices.shape[-1] <= data.ndim:
+        raise CannotFold(f"GatherND indices of shape {list(indices.shape)} for a {data.ndim}-d input")
+    _guard([*indices.shape[:-1], *data.shape[indices.shape[-1]:]])
+    return [data[tuple(np.moveaxis(indices, -1, 0))]]
+
+
+def _broadcast(*arrays: np.ndarray) -> None:
     """Refuse a broadcast whose result would be too large, before computing it."""
     try:
-        _guard(np.broadcast_shapes(x.shape, y.shape))
+        _guard(np.broadcast_shapes(*(x.shape for x in arrays)))
     except ValueError as e:
         raise CannotFold(f"broadcast: {e}") from None
+
+
+def _where(node, ins, a, opset):
+    _broadcast(*ins)
+    return [np.where(ins[0].astype(bool), ins[1], ins[2])]
+
+
+def _reduce(op: str):
+    def fold(node, ins, a, opset):
+        x = ins[0]
+        if op == "ReduceMean" and not np.issubdtype(x.dtype, np.floating):
+            return _reference(node, ins, opset)  # the integer mean's rounding is the evaluator's
+        axes = _axes(node, ins, a, opset)
+        if not axes and a.get("noop_with_empty_axes", 0):
+            return [x]
+        axes = tuple(int(v) % max(x.ndim, 1) for v in axes) if axes else None
+        reduce = np.mean if op == "ReduceMean" else np.sum
+        return [np.asarray(reduce(x, axis=axes, keepdims=bool(a.get("keepdims", 1)))).astype(x.dtype)]
+
+    return fold
 
 
 def _binary(fn):
@@ -174,6 +204,10 @@ NUMPY_FOLDERS = {
     "Size": lambda node, ins, a, opset: [np.array(ins[0].size, dtype=np.int64)],
     "Expand": _expand,
     "Gather": _gather,
+    "GatherND": _gather_nd,
+    "Where": _where,
+    "ReduceSum": _reduce("ReduceSum"),
+    "ReduceMean": _reduce("ReduceMean"),
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
     "Concat": lambda node, ins, a, opset: [np.concatenate(ins, axis=a["axis"])],

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from convstudio.backends.onnx.adaptive import drop_unread_pools, linear_region
 from convstudio.backends.onnx.importer_core import Importer, sanitize
 from convstudio.backends.onnx.mapping import MAPPERS
 from convstudio.backends.onnx.restore import restore_design
@@ -102,11 +103,12 @@ def import_model(
     restored = restore_design(proto)
     if restored is not None:
         return restored, _restored_report(restored, proto, name)
-    importer = _run(Importer(proto, where, name, MAPPERS), where)
+    importer = _run(Importer(proto, where, name, MAPPERS, linear_region), where)
     if importer.report["opaque"] and importer.opset < MIN_OPAQUE_OPSET:
         upgraded = _upgrade(proto)
         if upgraded is not None:
-            importer = _run(Importer(upgraded, where, name, MAPPERS), where)
+            importer = _run(Importer(upgraded, where, name, MAPPERS, linear_region), where)
+    drop_unread_pools(importer)
     design = Design(importer.graph)
     report = importer.report
     report.update(

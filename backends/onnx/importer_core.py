@@ -11,6 +11,9 @@ the mapping modules. Rules, applied to each ONNX node in order:
   patterns across nodes (Pad into Conv/AvgPool, MatMul+Add as Linear, Mul(x, Sigmoid(x)) as SiLU,
   Reshape-Transpose-Reshape as ChannelShuffle, with an Identity in between passing the open
   pattern on) are resolved as the later node is mapped;
+- a node reading values of a linear region, and a linear node the table declines, go to the region
+  function first (`backends.onnx.adaptive`: adaptive average pooling spelled out), which defers them
+  or recognises what the region computes;
 - anything else becomes an `Opaque` node keeping its ONNX output shapes (from shape inference, else
   as the file declares them: nothing is run to learn a shape); its constant inputs become Opaque
   Constant nodes whose finite float32 values are parameters; a Resize's sizes read from its input's
@@ -86,9 +89,11 @@ def base_name(node: onnx.NodeProto) -> str:
 class Importer:
     """State of one import: the ONNX model, the IR graph being built, and the value table."""
 
-    def __init__(self, model: onnx.ModelProto, where: str, name: str | None, mappers: dict):
+    def __init__(self, model: onnx.ModelProto, where: str, name: str | None, mappers: dict, region=None):
         self.model = model
         self.mappers = mappers
+        self.region = region  # (importer, node, reason or None) -> values or None: patterns recognised by what they compute
+        self.region_state: dict = {}  # what the region function keeps during one import
         self.where = where
         self.opsets = {(o.domain or ""): o.version for o in model.opset_import}
         self.opset = self.opsets.get("", self.opsets.get("ai.onnx", 1))
@@ -297,6 +302,13 @@ class Importer:
                 self.value(name)
         if self._try_fold(node, label):
             return
+        self._map(node, label, self.region)
+
+    def _map(self, node: onnx.NodeProto, label: str, region) -> None:
+        """Map `node` by the region function (when given), else by the mapping table, else keep it Opaque."""
+        self._added = []
+        if region is not None and self._taken(node, label, region(self, node, None)):
+            return
         mapper = self.mappers.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         reason = f"no mapping for {node.domain + '.' if node.domain else ''}{node.op_type}"
         if mapper is not None:
@@ -312,13 +324,23 @@ class Importer:
                     self.taken.discard(name)
                 reason = e.line() if isinstance(e, DesignError) else str(e) if isinstance(e, Unmappable) else f"{type(e).__name__}: {e}"
             else:
-                present = [o for o in node.output if o]
-                for o, v in zip(present, outs):
-                    self.values[o] = v
-                entry = {"onnx": label, "op": node.op_type, "ir": list(self._added)}
-                self.report["folded" if not self._added else "mapped"].append(entry)
+                self._taken(node, label, outs)
                 return
+        self._added = []
+        if region is not None and self._taken(node, label, region(self, node, reason)):
+            return
         self.opaque(node, reason)
+
+    def _taken(self, node: onnx.NodeProto, label: str, outs: list[Value] | None) -> bool:
+        """Record the values a mapping gave `node` (None: it gave none) and report the IR nodes it added."""
+        if outs is None:
+            return False
+        present = [o for o in node.output if o]
+        for o, v in zip(present, outs):
+            self.values[o] = v
+        entry = {"onnx": label, "op": node.op_type, "ir": list(self._added)}
+        self.report["folded" if not self._added else "mapped"].append(entry)
+        return True
 
     def _try_fold(self, node: onnx.NodeProto, label: str) -> bool:
         present = [i for i in node.input if i]
@@ -512,18 +534,31 @@ class Importer:
         return name
 
     def materialize(self, name: str) -> None:
-        """Give a deferred value its IR form: its ONNX node becomes Opaque (an alias takes its source's form)."""
+        """Give a deferred value its IR form: its ONNX node becomes Opaque (an alias takes its source's form); a node of
+        a linear region that computed nothing recognised is mapped by the table as if the region had not been there."""
         v = self.values[name]
         if "alias_of" in v.info:
             source = self.runtime(v.info["alias_of"], float_only=False)
             self.values[name] = Value(source.elem, ref=source.ref, shape=source.shape)
             return
         node, v.deferred = v.deferred, None
+        added = self._added
         try:
-            self.opaque(node, v.info.get("reason", f"{node.op_type} not absorbed by its consumer"))
+            if "region" in v.info:
+                label = base_name(node)
+                entry = {"onnx": label, "op": node.op_type, "ir": []}
+                if entry in self.report["folded"]:
+                    self.report["folded"].remove(entry)
+                self._map(node, label, None)
+                if self.values[name].deferred is not None:  # the table opened a pattern its consumer has already declined
+                    self.materialize(name)
+            else:
+                self.opaque(node, v.info.get("reason", f"{node.op_type} not absorbed by its consumer"))
         except DesignError:
             v.deferred = node
             raise
+        finally:
+            self._added = added
 
     def _check_subgraphs(self, node: onnx.NodeProto, where: str) -> None:
         for a in node.attribute:

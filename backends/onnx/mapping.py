@@ -587,19 +587,23 @@ def prelu(imp: Importer, node: onnx.NodeProto) -> list[Value]:
 
 
 def batch_norm(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    """BatchNormalization; in training mode (the batch's own statistics, updated running ones unused) a BatchNorm
+    without running statistics, which normalizes with the batch's statistics as ONNX's training mode does."""
     x = first_input(imp, node)
     a = attrs_of(node)
     if a.get("spatial", 1) != 1 and len(x.shape) > 1:
         raise Unmappable("spatial=0 normalizes every position separately")
-    if a.get("training_mode", 0):
-        raise Unmappable("training_mode=1")
     only_first_output(imp, node)
-    scale, bias, mean, var = (imp.const(node.input[k]) for k in range(1, 5))
+    scale, bias = imp.const(node.input[1]), imp.const(node.input[2])
     op = "BatchNorm2d" if len(x.shape) == 3 else "BatchNorm1d"
     # ONNX keeps float32 attributes and the running average's other side: 0.1, not 0.09999999999999998
     momentum = min(max(round(1.0 - _float32_attr(a.get("momentum", 0.9)), 7), 0.0), 1.0)
     attrs = {"eps": _float32_attr(a.get("epsilon", 1e-5)), "momentum": momentum}
-    params = {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var}
+    params = {"weight": scale, "bias": bias}
+    if a.get("training_mode", 0):
+        attrs["track_running_stats"] = False
+    else:
+        params.update(running_mean=imp.const(node.input[3]), running_var=imp.const(node.input[4]))
     return [imp.out(imp.add(op, [x.ref], base_name(node), attrs, params))]
 
 
@@ -815,15 +819,13 @@ def cast(imp: Importer, node: onnx.NodeProto) -> list[Value]:
 
 
 def dropout(imp: Importer, node: onnx.NodeProto) -> list[Value]:
+    """Dropout(p), in training mode too (a training export of the layer): the design's Dropout drops in training as the file does."""
     x = first_input(imp, node)
     only_first_output(imp, node)
     a = attrs_of(node)
     ratio = imp.const_or_none(node, 1)
     p = float(one_value(ratio)) if ratio is not None else float(a.get("ratio", 0.5))
-    training = imp.const_or_none(node, 2)
-    if training is not None and one_value(training):
-        raise Unmappable("training_mode is on")
-    return [imp.out(imp.add("Dropout", [x.ref], base_name(node), {"p": p}))]
+    return [imp.out(imp.add("Dropout", [x.ref], base_name(node), {"p": _float32_attr(p)}))]
 
 
 MAPPERS = {

@@ -116,6 +116,20 @@ def _adaptive_infer(a: dict, ins: list) -> list:
     return checked([(ins[0][0], *a["output_size"])])
 
 
+def adaptive_window_total(size: int, out: int) -> int:
+    """Summed length of PyTorch's adaptive windows [floor(i·size/out), ceil((i+1)·size/out)) along one axis
+    (the size itself when the windows tile it; more when uneven windows overlap)."""
+    return sum(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+
+
+def _adaptive_cost(a: dict, ins: list, outs: list) -> OpCost:
+    c, h, w = ins[0]
+    (oh, ow), n_in, n_out = a["output_size"], numel(ins[0]), numel(outs[0])
+    summed = c * adaptive_window_total(h, oh) * adaptive_window_total(w, ow)
+    flops = f"window sizes summed + output numel = {summed} + {n_out}"
+    return OpCost(0, summed + n_out, n_in, {"macs": "0", "flops": flops, "fvcore": f"1·input numel = {n_in}"})
+
+
 register(
     OpDef(
         "AdaptiveAvgPool2d",
@@ -123,8 +137,8 @@ register(
         (Attr("output_size", "pair", min=1),),
         (1, 1),
         _adaptive_infer,
-        _global_avg_cost,
-        doc="mean over adaptive windows giving output_size",
+        _adaptive_cost,
+        doc="mean over adaptive windows giving output_size: window i spans [floor(i·H/oh), ceil((i+1)·H/oh))",
     )
 )
 
