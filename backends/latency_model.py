@@ -2,13 +2,24 @@
 
 Calibration profiles small synthetic networks (`backends.profile`) built from the blocks templates use:
 dense, strided, grouped (4 groups and group width 8), depthwise (3x3, 5x5), pointwise and large-kernel convs
-with BN and activations (ReLU, ReLU6, SiLU, Hardswish), residual adds, max / average / global pooling,
-SE-style scaling, concat, channel shuffle and linear layers, over the
-channel counts and feature-map sizes templates reach, at batch 1 and 4. Each node's measured time
-becomes one sample of its family (its fastest run: the least disturbed by other processes); per family, latency = a + b * GMACs + c * MB is fitted by
-non-negative least squares on node times scaled to their run's reference time (`reference_ms`),
-then by one factor so node sums match the reference time of each network. The MACs-proportional baseline (total MACs times one constant) is fitted
-on the same runs. The model is stored in ``<cache>/latency-<runtime>-<provider>-t<threads>.json``.
+with BN and activations (ReLU, ReLU6, SiLU, Hardswish), standalone BN and activations, residual adds, max /
+average / global pooling, SE-style scaling, concat, channel shuffle, nearest upsampling and linear layers, over
+the channel counts and feature-map sizes templates reach (mobile nets' narrow layers included), at batch 1 and 4;
+and ShuffleNet-v1 units (grouped 1x1 convs around a channel shuffle and a depthwise conv).
+Rules:
+- Each network is also timed without the profiler (`profile.measure_latency`, its reference): the profiler's own
+  cost per kernel and the waits other processes cause do not reach the model.
+- A node's sample is its profiled time (with one thread: scaled by each run's CPU over wall time, see
+  `ProfileReport.cpu_scaled_ms`; else its fastest run); the time of a fused tail (BN / activation / add a
+  runtime fuses into a conv) counts for its head; each network's samples are scaled to sum to its reference.
+- Per family, latency = a + b * GMACs + c * MB is fitted by non-negative least squares with rows weighted by
+  1 / (ms + ROW_FLOOR_MS): relative error for layers above the floor, so small layers count, absolute below it,
+  so the tiniest do not dominate.
+- Relative least squares fits low where samples scatter: one factor (the median over the networks of reference
+  over predicted node sum) corrects it. The per-run overhead is the measured time outside the runtime's run (the
+  Python call, input and output copies), left out of the node samples.
+The MACs-proportional baseline (total MACs times one constant: the median of reference over MACs) uses the same references.
+The model is stored in ``<cache>/latency-<runtime>-<provider>-t<threads>.json``.
 """
 
 from __future__ import annotations
@@ -20,28 +31,34 @@ from pathlib import Path
 
 import numpy as np
 
-from convstudio.backends.profile import Cancelled, check_options, profile_design
+from convstudio.backends.profile import Cancelled, check_options, measure_latency, profile_design
 from convstudio.backends.roofline import cache_dir, machine_id, write_cache
 from convstudio.ir.cost import analyze
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, parse_ref
-from convstudio.ir.latency import LatencyTable, family, features, read_table
+from convstudio.ir.latency import LatencyTable, family, features, fused_head, read_table
 from convstudio.ir.latency import predict as predict_table
 from convstudio.ir.templates.builder import Builder
 
 # (channels, feature-map size, batch) of the calibration networks
 FULL_GRID = ((16, 112, 1), (32, 56, 1), (64, 56, 1), (96, 28, 1), (128, 28, 1), (192, 14, 1), (256, 14, 1), (384, 7, 1), (512, 7, 1),
-             (24, 64, 1), (48, 32, 1), (160, 16, 1), (320, 8, 1), (32, 28, 4), (64, 14, 4), (128, 7, 4), (16, 56, 4))
+             (24, 64, 1), (48, 32, 1), (160, 16, 1), (320, 8, 1), (32, 28, 4), (64, 14, 4), (128, 7, 4), (16, 56, 4),
+             (8, 56, 1), (24, 56, 1), (40, 28, 1), (80, 14, 1), (112, 14, 1), (16, 32, 1), (32, 16, 1), (64, 8, 1))
 QUICK_GRID = ((8, 16, 1), (16, 8, 1), (8, 8, 2))
-FULL_RUNS, QUICK_RUNS = 7, 1
+FULL_RUNS, QUICK_RUNS = 10, 1
+REFERENCE_RUNS = 30  # unprofiled runs per network: the fastest is its reference
+ROW_FLOOR_MS = 0.5
 STEMS = ((3, 64, 224, 1), (3, 32, 112, 1), (3, 64, 128, 4))  # (input channels, output channels, size, batch) of 7x7 / 3x3 stride-2 stems
 QUICK_STEMS = ((3, 8, 16, 1),)
+SHUFFLE = ((64, 56), (96, 28), (128, 28), (240, 14), (256, 14), (512, 7))  # (channels, size) of ShuffleNet-v1 units
+QUICK_SHUFFLE = ((16, 8),)
 
 
 def calibration_networks(quick: bool = False) -> list[tuple[Graph, int]]:
     """The synthetic networks calibration profiles, each with its batch."""
     out = [(_blocks(c, hw), batch) for c, hw, batch in (QUICK_GRID if quick else FULL_GRID)]
     out += [(_stem(cin, cout, hw), batch) for cin, cout, hw, batch in (QUICK_STEMS if quick else STEMS)]
+    out += [(_shuffle_unit(c, hw), 1) for c, hw in (QUICK_SHUFFLE if quick else SHUFFLE)]
     return out
 
 
@@ -83,13 +100,24 @@ def _stem(cin: int, cout: int, hw: int) -> Graph:
     z = _cbr(b, x, cout // 2, 3, stride=2)
     y = b.op("MaxPool2d", y, "maxpool", kernel_size=3, stride=2, padding=1)
     z = b.op("MaxPool2d", z, "maxpool", kernel_size=3, stride=2, padding=1)
-    flat = b.op("Flatten", b.op("Concat", [y, z], "concat", dim=1), "flatten")
+    up = b.op("Upsample", b.op("Concat", [y, z], "concat", dim=1), "upsample", scale_factor=2, mode="nearest")
+    flat = b.op("Flatten", b.op("GlobalAvgPool", up, "gap"), "flatten")
     b.output(b.op("Linear", flat, "fc", out_features=256))
     return b.graph
 
 
+def _shuffle_unit(c: int, hw: int) -> Graph:
+    """A ShuffleNet-v1 unit: grouped 1x1 conv, channel shuffle, depthwise 3x3, grouped 1x1 conv, residual add."""
+    b = Builder(f"calibrate_shuffle_c{c}_s{hw}")
+    x = b.input("x", [c, hw, hw])
+    y = b.op("ChannelShuffle", _cbr(b, x, c, 1, groups=4), "shuffle", groups=4)
+    y = _cbr(b, _cbr(b, y, c, 3, groups=c, act=None), c, 1, groups=4, act=None)
+    b.output(b.op("ReLU", b.op("Add", [y, x], "add"), "relu"))
+    return b.graph
+
+
 def reference_ms(report) -> float:
-    """The end-to-end figure calibration fits: with one thread the fastest run's CPU time (the waits other processes
+    """The end-to-end figure of a report: with one thread the fastest run's CPU time (the waits other processes
     cause left out), else the fastest wall time."""
     return min(report.cpu_ms) if report.threads == 1 and report.provider == "cpu" else min(report.times_ms)
 
@@ -98,13 +126,14 @@ def model_path(runtime: str, provider: str = "cpu", threads: int = 0) -> Path:
     return cache_dir() / f"latency-{runtime}-{provider}-t{threads}.json"
 
 
-def _nnls(rows: list[list[float]], target: list[float]) -> list[float]:
+def _nnls(rows: list[list[float]], target: list[float], floor: float) -> list[float]:
+    """Non-negative least squares with rows weighted by 1 / (target + floor)."""
     from scipy.optimize import nnls
 
     a = np.asarray(rows, dtype=float)
     y = np.asarray(target, dtype=float)
     scale = np.maximum(np.abs(a).max(axis=0), 1e-12)  # columns of very different magnitude: fit on scaled columns
-    weights = 1.0 / np.maximum(y, 1e-3)  # relative error: small nodes count as much as large ones
+    weights = 1.0 / (np.maximum(y, 0.0) + floor)
     coef, _ = nnls(a / scale * weights[:, None], y * weights)
     return [float(x) for x in coef / scale]
 
@@ -119,6 +148,65 @@ def node_samples(graph: Graph, batch: int) -> dict[str, tuple[str, float, float]
     return out
 
 
+def _merged(graph: Graph, kinds: dict[str, tuple[str, float, float]], node_ms: dict[str, float]) -> dict[str, float]:
+    """Node times with each fused tail's time counted for its head; views and tails left out."""
+    out: dict[str, float] = {}
+    for name, (fam, _, _) in kinds.items():
+        if fam == "view":
+            continue
+        head = fused_head(graph, graph.nodes[name]) if fam.endswith("_fused") else None
+        key = head if head is not None else name
+        out[key] = out.get(key, 0.0) + node_ms.get(name, 0.0)
+    return out
+
+
+def measure_networks(runtime: str, provider: str, threads: int, quick: bool, progress: Callable | None = None,
+                     cancel: Callable | None = None) -> tuple[list[tuple[dict, dict[str, float], float, float]], str]:
+    """Profile the calibration networks: per network (family, GMACs, MB of each node; its sample ms, fused tails in
+    their heads; its reference ms; the part of it outside the runtime's run), and the provider used."""
+    networks = calibration_networks(quick)
+    runs = QUICK_RUNS if quick else FULL_RUNS
+    out, used = [], provider
+    for i, (graph, batch) in enumerate(networks):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        report = profile_design(graph, runtime, provider, batch, threads, runs)[0]
+        used = report.provider
+        if runtime == "ort":  # the profiled runs carry the profiler's cost per kernel: time the network without it
+            reference = measure_latency(graph, batch, threads, QUICK_RUNS if quick else REFERENCE_RUNS, used)["reference"]
+        else:  # torch times its plain forward; the per-node interpreter runs are separate
+            reference = reference_ms(report)
+        g = graph.copy()
+        analyze(g, "flops", None, strict=True)
+        kinds = node_samples(g, batch)
+        node_ms = report.cpu_scaled_ms if report.cpu_scaled_ms and threads == 1 and used == "cpu" else report.fastest_ms
+        merged = _merged(g, kinds, node_ms)
+        outside = min(report.outside_run_ms or 0.0, reference / 2)  # the Python call around the runtime's run: no node's
+        total = sum(merged.values())
+        scale = (reference - outside) / total if total > 0 else 1.0  # samples share the rest of the network's reference time
+        out.append(({name: kinds[name] for name in merged}, {name: ms * scale for name, ms in merged.items()}, reference, outside))
+        if progress is not None:
+            progress(i + 1, len(networks))
+    return out, used
+
+
+def fit_model(measured: list[tuple[dict, dict[str, float], float, float]]) -> tuple[dict[str, list[float]], float, float]:
+    """Per family [a, b, c], the per-run overhead and the MACs-proportional baseline from `measure_networks`' data."""
+    samples: dict[str, list[tuple[float, float, float]]] = {}
+    for kinds, node_ms, _, _ in measured:
+        for name, ms in node_ms.items():
+            fam, gmacs, mb = kinds[name]
+            samples.setdefault(fam, []).append((gmacs, mb, ms))
+    families = {fam: _nnls([[1.0, m, b] for m, b, _ in rows], [ms for _, _, ms in rows], ROW_FLOOR_MS) for fam, rows in samples.items()}
+    sums = [sum(families[f][0] + families[f][1] * m + families[f][2] * b for f, m, b in kinds.values()) for kinds, _, _, _ in measured]
+    factor = statistics.median((reference - outside) / max(s, 1e-9) for (_, _, reference, outside), s in zip(measured, sums))
+    families = {fam: [factor * x for x in coef] for fam, coef in families.items()}
+    overhead = statistics.median(outside for _, _, _, outside in measured)
+    macs = [sum(m for _, m, _ in kinds.values()) for kinds, _, _, _ in measured]
+    baseline = statistics.median(reference / max(m, 1e-12) for (_, _, reference, _), m in zip(measured, macs))
+    return families, overhead, baseline
+
+
 def calibrate(runtime: str = "ort", provider: str = "cpu", threads: int = 0, quick: bool = False, progress: Callable | None = None,
               cancel: Callable | None = None, save: bool = True) -> LatencyTable:
     """Profile the calibration networks, fit the model and (with `save`) store it in the cache; returns it.
@@ -128,39 +216,11 @@ def calibrate(runtime: str = "ort", provider: str = "cpu", threads: int = 0, qui
     if runtime not in ("ort", "torch"):
         raise DesignError(f"calibration is per runtime: ort or torch, got {runtime!r}", "--runtime")
     check_options(runtime, provider, 1, threads, 1)
-    networks = calibration_networks(quick)
-    runs = QUICK_RUNS if quick else FULL_RUNS
-    samples: dict[str, list[tuple[float, float, float]]] = {}
-    totals: list[tuple[float, float, list]] = []  # (GMACs, measured ms, (family, GMACs, MB) of each node)
-    used = provider
-    for i, (graph, batch) in enumerate(networks):
-        if cancel is not None and cancel():
-            raise Cancelled()
-        report = profile_design(graph, runtime, provider, batch, threads, runs)[0]
-        used = report.provider
-        g = graph.copy()
-        analyze(g, "flops", None, strict=True)
-        features_of = node_samples(g, batch)
-        reference = reference_ms(report)
-        scale = min(1.0, reference / max(sum(report.fastest_ms.values()), 1e-6))  # node times share the run's reference time
-        for name, ms in report.fastest_ms.items():
-            fam, gmacs, mb = features_of[name]
-            if fam != "view":
-                samples.setdefault(fam, []).append((gmacs, mb, ms * scale))
-        gmacs_total = sum(f[1] for f in features_of.values())
-        totals.append((gmacs_total, reference, [f for f in features_of.values() if f[0] != "view"]))
-        if progress is not None:
-            progress(i + 1, len(networks))
-    families = {fam: _nnls([[1.0, m, b] for m, b, _ in rows], [ms for _, _, ms in rows]) for fam, rows in samples.items()}
-    # kernels do not add up to a run (threads waking, memory planning): one factor and a per-run overhead fitted to the
-    # fastest run of each network, the figure least disturbed by other processes
-    sums = [sum(families[f][0] + families[f][1] * m + families[f][2] * b for f, m, b in nodes) for _, _, nodes in totals]
-    factor = statistics.median(e2e / max(s, 1e-6) for (_, e2e, _), s in zip(totals, sums))
-    families = {fam: [factor * x for x in coef] for fam, coef in families.items()}
-    overhead = max(0.0, statistics.median(e2e - factor * s for (_, e2e, _), s in zip(totals, sums)))
-    baseline = _nnls([[m] for m, _, _ in totals], [e2e for _, e2e, _ in totals])[0]
+    measured, used = measure_networks(runtime, provider, threads, quick, progress, cancel)
+    families, overhead, baseline = fit_model(measured)
     table = LatencyTable(runtime, used, threads, machine_id(), families, overhead, baseline,
-                         {"networks": len(networks), "runs": runs, "quick": quick, "python": platform.python_version()})
+                         {"networks": len(measured), "runs": QUICK_RUNS if quick else FULL_RUNS, "quick": quick,
+                          "python": platform.python_version()})
     if save:
         write_cache(model_path(runtime, used, threads).name, table.to_dict())
     return table

@@ -6,14 +6,18 @@ Rules:
   after the ONNX node it runs; the exporter names ONNX nodes after design nodes (``X``, ``X/label``,
   ``X_k``). ORT's own fusions keep the name of one fused node plus a suffix (``relu_nchwc``): the ONNX
   nodes that have no kernel of their own were fused, each into the kernel of the heavy op (conv, gemm,
-  matmul) it follows or, for a heavy op, the kernel it flows into. A kernel's time is split over its
-  design nodes by their FLOPs (an equal split when none has FLOPs); layout kernels ORT inserts
-  (ReorderInput/ReorderOutput) count for the node they feed or are fed by. Every kernel is accounted for.
-- PyTorch: `torch.fx.Interpreter` times each fx node (named after its design node) with torch's thread
-  count set; CUDA runs synchronise around each node.
+  matmul) it follows or, for a heavy op, the kernel it flows into. A kernel's time (its duration plus the executor's
+  gap since the previous kernel: output allocation and dispatch) is split over its design nodes by their FLOPs (an
+  equal split when none has FLOPs); layout kernels ORT inserts (ReorderInput/ReorderOutput) count for the node they
+  feed or are fed by. Every kernel is accounted for.
+- PyTorch: `torch.fx.Interpreter` times each fx node's call (named after its design node; fetching its
+  arguments is left out) with torch's thread count set; CUDA runs synchronise around each node.
 - Per node: latency (mean over the middle half of the runs), share of the summed node time, achieved GFLOP/s, bytes moved
-  (inputs, outputs, weights), arithmetic intensity (FLOPs per byte) and the roofline bound when a
-  roofline is given. `unattributed_ms` is end-to-end minus the node sum.
+  (inputs, outputs, weights), arithmetic intensity (FLOPs per byte), peak memory and the roofline bound when a
+  roofline is given. Peak memory is computed from the schedule, not measured: the activation bytes live while the
+  node runs (its inputs, its outputs and every earlier output a later node still reads, `ir.cost.schedule_buffers`)
+  plus its own weights. `unattributed_ms` is end-to-end minus the node sum: on ONNX Runtime the Python call with its
+  input and output copies (`outside_run_ms`) and the run's start and end around the kernels.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
 
-from convstudio.ir.cost import BYTES_PER_ELEMENT, analyze
+from convstudio.ir.cost import BYTES_PER_ELEMENT, analyze, schedule_buffers
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, parse_ref
 from convstudio.ir.ops.registry import numel
@@ -58,12 +63,13 @@ class NodeTime:
     gflops_per_s: float
     bytes: int
     intensity: float
+    peak_bytes: int = 0
     bound: str | None = None
     flops: int = 0
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "op": self.op, "latency_ms": self.latency_ms, "share": self.share,
-                "gflops_per_s": self.gflops_per_s, "bytes": self.bytes, "intensity": self.intensity, "bound": self.bound}
+        return {"name": self.name, "op": self.op, "latency_ms": self.latency_ms, "share": self.share, "gflops_per_s": self.gflops_per_s,
+                "bytes": self.bytes, "intensity": self.intensity, "peak_bytes": self.peak_bytes, "bound": self.bound}
 
 
 @dataclass
@@ -80,6 +86,8 @@ class ProfileReport:
     note: str | None = None
     fastest_ms: dict[str, float] = field(default_factory=dict)  # design node -> its fastest run (least disturbed by other processes)
     cpu_ms: list[float] = field(default_factory=list)  # process CPU time of each timed run: with one thread, the run without the waits other processes cause
+    run_ms: list[float] = field(default_factory=list)  # the runtime's own time of each timed run (ONNX Runtime's model_run), when it reports one
+    cpu_scaled_ms: dict[str, float] = field(default_factory=dict)  # design node -> mean over runs of its time times the run's CPU / wall time
 
     @property
     def end_to_end(self) -> dict:
@@ -93,6 +101,11 @@ class ProfileReport:
     def unattributed_ms(self) -> float:
         return self.end_to_end["median"] - self.node_sum_ms
 
+    @property
+    def outside_run_ms(self) -> float | None:
+        """Median time of a timed run spent outside the runtime's own run (the Python call, input and output copies)."""
+        return statistics.median(w - r for w, r in zip(self.times_ms, self.run_ms)) if self.run_ms else None
+
     def to_json(self) -> dict:
         return {"runtime": self.runtime, "provider": self.provider, "batch": self.batch, "threads": self.threads,
                 "end_to_end_ms": self.end_to_end, "nodes": [n.as_dict() for n in self.nodes], "unattributed_ms": self.unattributed_ms}
@@ -100,26 +113,42 @@ class ProfileReport:
 
 @dataclass
 class NodeWork:
-    """What one design node computes at the profiled batch: FLOPs and bytes moved."""
+    """What one design node computes at the profiled batch: FLOPs, bytes moved and peak memory."""
 
     op: str
     flops: int
     bytes: int
+    peak_bytes: int = 0
+
+
+def live_bytes(graph: Graph, order: list[str], costs: dict) -> dict[str, int]:
+    """Activation bytes per sample live at each node's step of the schedule `order` (its inputs, its outputs and
+    every earlier buffer a later node still reads)."""
+    buffers = schedule_buffers(graph, order, costs)
+    delta = [0] * (len(order) + 1)
+    for size, first, last in zip(buffers.sizes, buffers.born, buffers.last_use):
+        delta[first] += size
+        delta[min(last, len(order) - 1) + 1] -= size
+    return dict(zip(order, accumulate(delta[:len(order)])))
 
 
 def node_work(graph: Graph, batch: int) -> dict[str, NodeWork]:
-    """FLOPs (full convention) and bytes moved (inputs, outputs, weights) of every node at `batch`; shapes inferred."""
-    report = analyze(graph, "flops", batch, strict=True)
+    """FLOPs (full convention), bytes moved (inputs, outputs, weights) and peak memory (live activations at its step
+    and its weights) of every node at `batch`; shapes inferred."""
+    report = analyze(graph, "flops", None, strict=True)
+    costs = report.by_name()
+    live = live_bytes(graph, list(costs), costs)
     work = {}
-    for cost in report.nodes:
+    for cost in costs.values():
         node = graph.nodes[cost.name]
         ins = 0
         for ref in node.inputs:
             src, k = parse_ref(ref)
             ins += numel(graph.nodes[src].meta["shapes"][k])
         outs = sum(map(numel, cost.shapes or []))
-        moved = (ins + outs) * batch * BYTES_PER_ELEMENT + cost.params * BYTES_PER_ELEMENT
-        work[cost.name] = NodeWork(cost.op, cost.flops, 0 if node.opdef.alias else moved)
+        weights = cost.params * BYTES_PER_ELEMENT
+        moved = (ins + outs) * batch * BYTES_PER_ELEMENT + weights
+        work[cost.name] = NodeWork(cost.op, cost.flops * batch, 0 if node.opdef.alias else moved, live[cost.name] * batch + weights)
     return work
 
 
@@ -181,12 +210,14 @@ def classify(report: ProfileReport, roof) -> None:
         n.bound = roof.bound(n.intensity) if n.bytes or n.flops else None
 
 
-def _node_times(work: dict[str, NodeWork], per_run: list[dict[str, float]]) -> list[NodeTime]:
-    """Per node: the mean over the middle runs (by their summed time), with share, GFLOP/s and intensity; nodes in `work` order.
+def _node_times(work: dict[str, NodeWork], per_run: list[dict[str, float]], walls: list[float] | None = None) -> list[NodeTime]:
+    """Per node: the mean over the middle runs (ranked by `walls` when the node times come from the timed runs themselves,
+    else by their summed time), with share, GFLOP/s and intensity; nodes in `work` order.
 
     Per-node medians would not add up: a run disturbed by another process is slow in a few nodes only.
     """
-    ranked = sorted(per_run, key=lambda run: sum(run.values()))
+    keys = walls if walls is not None else [sum(run.values()) for run in per_run]
+    ranked = [run for _, run in sorted(zip(keys, per_run), key=lambda pair: pair[0])]
     quarter = len(ranked) // 4
     middle = ranked[quarter:len(ranked) - quarter] or ranked
     means = {name: sum(run.get(name, 0.0) for run in middle) / len(middle) for name in work}
@@ -197,12 +228,22 @@ def _node_times(work: dict[str, NodeWork], per_run: list[dict[str, float]]) -> l
             continue
         ms = means[name]
         rate = w.flops / (ms * 1e6) if ms > 0 else 0.0
-        out.append(NodeTime(name, w.op, ms, ms / total, rate, w.bytes, w.flops / w.bytes if w.bytes else 0.0, flops=w.flops))
+        out.append(NodeTime(name, w.op, ms, ms / total, rate, w.bytes, w.flops / w.bytes if w.bytes else 0.0, w.peak_bytes, flops=w.flops))
     return out
 
 
 def _fastest(work: dict[str, NodeWork], per_run: list[dict[str, float]]) -> dict[str, float]:
     return {name: min(run.get(name, 0.0) for run in per_run) for name in work}
+
+
+def _cpu_scaled(work: dict[str, NodeWork], per_run: list[dict[str, float]], walls: list[float], cpu: list[float]) -> dict[str, float]:
+    """Per node: the mean over runs of its (wall-clock) time times its run's CPU time over wall time.
+
+    With one thread, other processes preempt a run at random moments, so each node's time stretches in proportion to
+    its length on average: the scaled mean is the node's time without those waits, from every run rather than the luckiest.
+    """
+    ratios = [min(1.0, c / w) if w > 0 else 1.0 for w, c in zip(walls, cpu)]
+    return {name: sum(run.get(name, 0.0) * r for run, r in zip(per_run, ratios)) / len(per_run) for name in work}
 
 
 def random_inputs(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -366,22 +407,29 @@ def profile_ort(g: Graph, work: dict[str, NodeWork], provider: str, batch: int, 
         trace = json.loads(Path(session.end_profiling()).read_text())
         optimized = onnx.load(optimized_path, load_external_data=False)
     kmap = KernelMap(exported, optimized, g)
-    per_run = _split_runs(trace, kmap, work)[WARMUP:]
-    if len(per_run) != runs:
-        raise DesignError(f"onnxruntime's profile holds {len(per_run) + WARMUP} runs, expected {runs + WARMUP}", "--runtime ort")
-    return ProfileReport("ort", used, batch, threads, walls[WARMUP:], _node_times(work, per_run), kmap.fused, note, _fastest(work, per_run),
-                         cpu[WARMUP:])
+    per_run, run_ms = _split_runs(trace, kmap, work)
+    if len(per_run) != runs + WARMUP:
+        raise DesignError(f"onnxruntime's profile holds {len(per_run)} runs, expected {runs + WARMUP}", "--runtime ort")
+    per_run, walls, cpu = per_run[WARMUP:], walls[WARMUP:], cpu[WARMUP:]
+    return ProfileReport("ort", used, batch, threads, walls, _node_times(work, per_run, walls), kmap.fused, note, _fastest(work, per_run),
+                         cpu, run_ms[WARMUP:], _cpu_scaled(work, per_run, walls, cpu))
 
 
 def kernel_events(trace: list[dict]) -> list[dict]:
     return [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
 
 
-def _split_runs(trace: list[dict], kmap: KernelMap, work: dict[str, NodeWork]) -> list[dict[str, float]]:
-    """Per run: design node -> milliseconds, each kernel's time split over its design nodes by FLOPs."""
+def _split_runs(trace: list[dict], kmap: KernelMap, work: dict[str, NodeWork]) -> tuple[list[dict[str, float]], list[float]]:
+    """Per run: design node -> milliseconds, and the run's own time in onnxruntime (its ``model_run`` event).
+
+    A kernel's time is its duration plus the executor's gap since the previous kernel ended (output allocation and
+    dispatch of this kernel), split over its design nodes by FLOPs; what is left of the run is before the first
+    kernel and after the last (binding inputs and outputs).
+    """
     bounds = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
     per_run: list[dict[str, float]] = [{} for _ in bounds]
-    for e in kernel_events(trace):
+    ends: list[float | None] = [None for _ in bounds]  # end of each run's latest kernel so far
+    for e in sorted(kernel_events(trace), key=lambda e: e["ts"]):
         kernel = e["name"][: -len("_kernel_time")]
         nodes = kmap.design_nodes(kernel)
         if not nodes:
@@ -389,14 +437,16 @@ def _split_runs(trace: list[dict], kmap: KernelMap, work: dict[str, NodeWork]) -
         index = next((i for i, (lo, hi) in enumerate(bounds) if lo <= e["ts"] <= hi), None)
         if index is None:
             continue
-        ms = e["dur"] / 1e3
+        gap = max(0.0, e["ts"] - ends[index]) if ends[index] is not None else 0.0
+        ends[index] = max(ends[index] or 0.0, e["ts"] + e["dur"])
+        ms = (e["dur"] + gap) / 1e3
         flops = [work[n].flops if n in work else 0 for n in nodes]
         weights = flops if sum(flops) else [1] * len(nodes)
         total = sum(weights)
         run = per_run[index]
         for n, w in zip(nodes, weights):
             run[n] = run.get(n, 0.0) + ms * w / total
-    return per_run
+    return per_run, [(hi - lo) / 1e3 for lo, hi in bounds]
 
 
 def measure_latency(graph: Graph, batch: int = 1, threads: int = 0, runs: int = 10, provider: str = "cpu") -> dict:
@@ -450,9 +500,10 @@ def profile_torch(g: Graph, work: dict[str, NodeWork], provider: str, batch: int
 
         class Timed(fx.Interpreter):
             def run_node(self, n):
+                args, kwargs = self.fetch_args_kwargs_from_env(n)  # the interpreter's own bookkeeping stays outside the timing
                 sync()
                 start = time.perf_counter()
-                result = super().run_node(n)
+                result = getattr(self, n.op)(n.target, args, kwargs)
                 sync()
                 name = owner.get(n.name)
                 if name is not None:

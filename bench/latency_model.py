@@ -5,9 +5,10 @@ for templates at two input sizes and compressed and fused variants, measure end-
 calibration measures it (after a warm-up, the fastest of --runs: with --threads 1 its CPU time, which
 leaves out the waits other processes on a shared machine cause; else its wall time) and print predicted
 vs measured for the model and for the baseline (total MACs times one constant fitted on the same
-calibration runs), with the fraction within ±15 %.
+calibration runs), with the fraction within ±15 %. Then, for resnet18 and mobilenet_v2, how close the per-node
+latencies of `convstudio profile` sum to its end-to-end figure on each runtime.
 
-    python bench/latency_model.py [--runs 5] [--threads 1] [--sizes 128,96] [--reuse] [--quick]
+    python bench/latency_model.py [--runs 30] [--threads 1] [--sizes 128,96] [--reuse] [--quick]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import statistics
 import time
 
 from convstudio.backends.latency_model import calibrate, find_model, predict
-from convstudio.backends.profile import measure_latency
+from convstudio.backends.profile import measure_latency, profile_design
 from convstudio.ir.cost import analyze
 from convstudio.ir.graph import Graph
 from convstudio.ir.passes.compress import STRATEGIES
@@ -48,7 +49,7 @@ def designs(sizes: list[int]) -> list[tuple[str, Graph]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", default="128,96", help="input sizes of the templates")
     parser.add_argument("--reuse", action="store_true", help="use the stored model instead of calibrating now")
@@ -78,6 +79,19 @@ def main() -> None:
           f"median |error| {100 * statistics.median(map(abs, errors)):.1f}%")
     print(f"MACs-proportional baseline: {base_within}/{n} within ±{100 * WITHIN:.0f}% ({100 * base_within / n:.0f}%), "
           f"median |error| {100 * statistics.median(map(abs, base_errors)):.1f}%")
+    print_node_sums(sizes[0], args.threads)
+
+
+def print_node_sums(size: int, threads: int) -> None:
+    """Per-node latencies of `profile` against its end-to-end median, per runtime."""
+    print(f"\nper-node sum against end to end (profile, 10 runs, batch 1, input {size}):")
+    for name in VARIANT_BASES:
+        graph = build_template(name, input_shape=[3, size, size])
+        for report in profile_design(graph, "both", "cpu", 1, threads, 10):
+            e2e = report.end_to_end["median"]
+            outside = f", {report.outside_run_ms:.3f} ms of it outside the runtime's run" if report.outside_run_ms is not None else ""
+            print(f"  {name:14} {report.runtime:5} end to end {e2e:8.3f} ms, nodes sum to {report.node_sum_ms:8.3f} ms, "
+                  f"unattributed {report.unattributed_ms:+.3f} ms ({100 * report.unattributed_ms / e2e:+.1f}%){outside}", flush=True)
 
 
 if __name__ == "__main__":

@@ -106,15 +106,17 @@ def _render(report, roof_text: str, top: int | None, console: Console) -> None:
     rows = report.nodes if top is None else sorted(report.nodes, key=lambda n: -n.latency_ms)[:top]
     table = Table(title=f"{report.runtime} on {report.provider}, batch {report.batch}, threads {report.threads or 'default'}",
                   title_justify="left")
-    for header in ("name", "op", "ms", "share", "GFLOP/s", "bytes", "FLOP/B", "bound"):
+    for header in ("name", "op", "ms", "share", "GFLOP/s", "bytes", "FLOP/B", "peak mem", "bound"):
         table.add_column(header, justify="left" if header in ("name", "op", "bound") else "right", overflow="fold")
     for n in rows:
         table.add_row(n.name, n.op, f"{n.latency_ms:.3f}", f"{100 * n.share:.1f}%", f"{n.gflops_per_s:.1f}", human_bytes(n.bytes),
-                      f"{n.intensity:.1f}", n.bound or "")
+                      f"{n.intensity:.1f}", human_bytes(n.peak_bytes), n.bound or "")
     console.print(table)
     console.print(f"end to end: median {e2e['median']:.3f} ms (min {e2e['min']:.3f}, max {e2e['max']:.3f}, {e2e['runs']} runs)")
     diff = report.unattributed_ms
-    console.print(f"layers sum to {report.node_sum_ms:.3f} ms; unattributed {diff:+.3f} ms ({100 * diff / e2e['median']:+.1f}% of end to end)")
+    outside = report.outside_run_ms
+    where = f": {outside:.3f} ms outside {report.runtime}'s run (the Python call, input and output copies)" if outside is not None else ""
+    console.print(f"layers sum to {report.node_sum_ms:.3f} ms; unattributed {diff:+.3f} ms ({100 * diff / e2e['median']:+.1f}% of end to end){where}")
     memory_bound = [n.name for n in report.nodes if n.bound == "memory"]
     console.print(f"roofline: {roof_text}; {len(memory_bound)} of {len(report.nodes)} layers memory-bound "
                   f"({sum(n.latency_ms for n in report.nodes if n.bound == 'memory'):.3f} ms of the layer time)")

@@ -11,7 +11,7 @@ from convstudio.backends import latency_model as lm
 from convstudio.ir.cost import LATENCY, Analyzer, analyze
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import parse_ref
-from convstudio.ir.latency import LatencyTable, family, read_table
+from convstudio.ir.latency import LatencyTable, family, fused_head, predict, read_table
 from convstudio.ir.templates import build_template
 
 
@@ -27,9 +27,10 @@ def calibrated(tmp_path_factory):
 def test_quick_calibration_fits_and_stores_a_model(calibrated):
     table, path = calibrated
     assert path.is_file()
-    for fam in ("conv_dense", "conv_depthwise", "conv_pointwise", "conv_grouped", "conv_large", "linear", "pool", "global_pool",
-                "elementwise", "norm", "memory"):
+    for fam in ("conv_dense", "conv_depthwise", "conv_depthwise_large", "conv_pointwise", "conv_grouped", "conv_grouped_pointwise", "conv_large",
+                "linear", "pool", "global_pool", "elementwise", "norm", "activation", "concat", "shuffle", "memory"):
         assert fam in table.families, fam
+    assert not any(fam.endswith("_fused") for fam in table.families)  # a fused tail's time is fitted in its head's
     assert all(len(c) == 3 and min(c) >= 0 for c in table.families.values())
     assert table.baseline_ms_per_gmac > 0 and table.overhead_ms >= 0
 
@@ -83,6 +84,47 @@ def test_families_follow_what_runtimes_fuse():
     assert fam("features_0_0") == "conv_dense"
     assert fam("features_0_1") == "norm_fused" and fam("features_0_2") == "activation_fused"
     assert fam("classifier_1") == "linear" and fam("logits") == "view"
+    seen = set()
+    for unit in (lm._shuffle_unit(16, 8), lm._blocks(16, 8)):
+        analyze(unit, "flops")
+        kinds = {name: kind for name, (kind, _, _) in lm.node_samples(unit, 1).items()}
+        seen |= set(kinds.values())
+        for name, node in unit.nodes.items():
+            if node.op == "Conv2d":
+                a = node.resolved
+                depthwise, big = a["groups"] == a["out_channels"] > 1, max(a["kernel_size"]) > 3
+                if depthwise:
+                    assert kinds[name] == ("conv_depthwise_large" if big else "conv_depthwise"), name
+                elif a["groups"] > 1:
+                    assert kinds[name] == ("conv_grouped_pointwise" if tuple(a["kernel_size"]) == (1, 1) else "conv_grouped"), name
+            elif node.op in ("Concat", "ChannelShuffle"):
+                assert kinds[name] == {"Concat": "concat", "ChannelShuffle": "shuffle"}[node.op]
+    assert {"conv_depthwise", "conv_depthwise_large", "conv_grouped", "conv_grouped_pointwise", "concat", "shuffle"} <= seen
+
+
+def test_fused_tails_cost_nothing_and_older_tables_fall_back():
+    g = build_template("mobilenet_v2", input_shape=[3, 32, 32])
+    analyze(g, "flops")
+    table = LatencyTable("ort", "cpu", 1, "m", {"conv_dense": [0.01, 1.0, 0.1], "conv_depthwise": [0.02, 2.0, 0.2], "memory": [0.03, 0.0, 0.3],
+                                                "norm": [0.04, 0.0, 0.4], "conv_grouped": [0.05, 5.0, 0.5]})
+    per_node, _ = predict(g, table, 1)
+    assert per_node["features_0_1"] == 0.0 and per_node["features_0_2"] == 0.0  # BN and ReLU6 fused into features_0_0
+    assert per_node["features_0_0"] > 0
+    assert table.coefficients("conv_depthwise_large") == [0.02, 2.0, 0.2] and table.coefficients("concat") == [0.03, 0.0, 0.3]
+    assert table.coefficients("conv_grouped_pointwise") == [0.05, 5.0, 0.5] and table.coefficients("conv_transpose") == [0.01, 1.0, 0.1]
+    assert table.coefficients("norm") == [0.04, 0.0, 0.4] and table.coefficients("norm_fused") == [0.0, 0.0, 0.0]
+    assert fused_head(g, g.nodes["features_0_2"]) == "features_0_0" and fused_head(g, g.nodes["features_0_0"]) is None
+
+
+def test_calibration_counts_a_fused_tail_in_its_head():
+    g = build_template("mobilenet_v2", input_shape=[3, 32, 32])
+    analyze(g, "flops")
+    kinds = lm.node_samples(g, 1)
+    times = {name: 0.0 for name in g.nodes} | {"features_0_0": 1.0, "features_0_1": 0.5, "features_0_2": 0.25, "features_1_conv_0_0": 0.125}
+    merged = lm._merged(g, kinds, times)
+    assert merged["features_0_0"] == 1.75 and "features_0_1" not in merged and "features_0_2" not in merged
+    assert merged["features_1_conv_0_0"] == 0.125 and "x" not in merged  # views are left out
+    assert sum(merged.values()) == pytest.approx(sum(times.values()))
 
 
 def test_latency_convention_needs_a_table_and_bad_files_give_one_line(tmp_path):

@@ -9,14 +9,15 @@ import math
 import pytest
 
 from convstudio.backends import roofline as rl
-from convstudio.backends.profile import profile_design
+from convstudio.backends.profile import NodeWork, _cpu_scaled, node_work, prepare, profile_design
 from convstudio.ir.cost import analyze
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, parse_ref
 from convstudio.ir.templates import TEMPLATES, build_template
+from convstudio.ir.templates.builder import Builder
 
 JSON_KEYS = {"runtime", "provider", "batch", "threads", "end_to_end_ms", "nodes", "unattributed_ms"}
-NODE_KEYS = {"name", "op", "latency_ms", "share", "gflops_per_s", "bytes", "intensity", "bound"}
+NODE_KEYS = {"name", "op", "latency_ms", "share", "gflops_per_s", "bytes", "intensity", "peak_bytes", "bound"}
 HEAVY = ("Conv2d", "ConvTranspose2d", "DeformConv2d", "Linear")
 
 
@@ -68,11 +69,35 @@ def test_ort_fusions_split_over_their_constituents():
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_node_sum_is_close_to_end_to_end(name):
     g = build_template(name, input_shape=[3, 64, 64])
-    report = profile_design(g, "ort", "cpu", batch=1, threads=1, runs=5)[0]
+    report = profile_design(g, "ort", "cpu", batch=1, threads=1, runs=8)[0]
     e2e = report.end_to_end["median"]
     assert report.unattributed_ms == pytest.approx(e2e - report.node_sum_ms)
-    assert abs(report.unattributed_ms) <= 0.5 * e2e  # loose: the machine is shared; bench/latency_model.py reports the figure
+    # loose: the machine is shared; bench/latency_model.py reports the figure (within a few % when idle)
+    assert abs(report.unattributed_ms) <= 0.3 * e2e
+    assert len(report.run_ms) == 8 and 0 <= report.outside_run_ms < e2e  # the Python call around onnxruntime's own run
     assert sum(n.share for n in report.nodes) == pytest.approx(1.0)
+    assert set(report.cpu_scaled_ms) == set(report.fastest_ms)
+
+
+def test_cpu_scaled_node_times_take_out_the_waits():
+    work = {"a": NodeWork("Conv2d", 1, 1), "b": NodeWork("ReLU", 1, 1)}
+    runs = [{"a": 3.0, "b": 1.0}, {"a": 2.0, "b": 2.0}]  # the first run waited half its wall time; the second never
+    scaled = _cpu_scaled(work, runs, walls=[8.0, 4.0], cpu=[4.0, 4.0])
+    assert scaled == pytest.approx({"a": (1.5 + 2.0) / 2, "b": (0.5 + 2.0) / 2})
+
+
+def test_peak_memory_per_node_follows_the_schedule():
+    b = Builder("peak")
+    x = b.input("x", [4, 8, 8])  # 1024 bytes per sample
+    conv = b.op("Conv2d", x, "conv", out_channels=8, kernel_size=3, padding=1)  # 2048 bytes, 296 weights
+    relu = b.op("ReLU", conv, "relu")
+    b.output(b.op("Add", [relu, conv], "add"))
+    work = node_work(prepare(b.graph, False), 2)
+    assert work["conv"].peak_bytes == 2 * (1024 + 2048) + 296 * 4  # its input, its output and its weights
+    assert work["relu"].peak_bytes == 2 * (2048 + 2048)  # the input is freed; conv's output is still read by add
+    assert work["add"].peak_bytes == 2 * 3 * 2048
+    report = profile_design(b.graph, "ort", "cpu", batch=2, threads=1, runs=1)[0]
+    assert {n.name: n.as_dict()["peak_bytes"] for n in report.nodes} == {name: work[name].peak_bytes for name in ("conv", "relu", "add")}
 
 
 def test_torch_profile_and_json_keys():

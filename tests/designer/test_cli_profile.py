@@ -13,7 +13,7 @@ from convstudio.ir.design import Design, dumps
 from convstudio.ir.templates import build_template
 
 JSON_KEYS = {"runtime", "provider", "batch", "threads", "end_to_end_ms", "nodes", "unattributed_ms"}
-NODE_KEYS = {"name", "op", "latency_ms", "share", "gflops_per_s", "bytes", "intensity", "bound"}
+NODE_KEYS = {"name", "op", "latency_ms", "share", "gflops_per_s", "bytes", "intensity", "peak_bytes", "bound"}
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
@@ -52,7 +52,7 @@ def test_profile_table_and_plot(folder, capsys):
     plot = folder / "roof.png"
     code, out, err = cli(capsys, "profile", folder / "net.json", "--runs", "1", "--threads", "1", "--top", "5", "--plot", plot)
     assert code == 0, err
-    assert "end to end: median" in out and "unattributed" in out and "memory-bound" in out and "ort fused" in out
+    assert "end to end: median" in out and "peak mem" in out and "unattributed" in out and "memory-bound" in out and "ort fused" in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
