@@ -21,7 +21,7 @@ from itertools import accumulate
 
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
-from convstudio.ir.latency import LatencyTable
+from convstudio.ir.latency import LatencyTable, dependents
 from convstudio.ir.ops.registry import OpCost, numel
 from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
 
@@ -31,7 +31,7 @@ BYTES_PER_ELEMENT = 4  # float32 activations
 MEMO_SIZE = 65536  # distinct node signatures the analyzer remembers before it starts over
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeCost:
     """One node's cost. `flops` is under the report's convention; `formula` is the one it used."""
 
@@ -82,6 +82,16 @@ class Totals:
             "peak_activation_bytes": self.peak_activation_bytes,
             **({"latency_ms": self.latency_ms} if self.latency_ms is not None else {}),
         }
+
+
+EXACT_ONE = 1 << 1074  # 2**-1074 is the finest step of a float: every float is a whole number of them
+
+
+def exact(x: float) -> int:
+    """`x` as a whole number of 2**-1074 steps. Sums of these are exact, in any order, and a sum divided by EXACT_ONE
+    rounds once (int / int is correctly rounded): running latency totals updated by deltas never drift."""
+    num, den = x.as_integer_ratio()
+    return num * (EXACT_ONE // den)
 
 
 class NodeCosts(Sequence):
@@ -191,6 +201,11 @@ def _priced(node: Node, outs: list, terms: OpCost, params: int, convention: str,
     return NodeCost(node.name, node.op, outs, params if owner else 0, terms.macs, value, act, terms.formulas.get(key, ""))
 
 
+def _fields(c: NodeCost) -> tuple[int, int, int, int, str]:
+    """The fields of a priced NodeCost after its name, op and shapes."""
+    return c.params, c.macs, c.flops, c.activation_bytes, c.formula
+
+
 def _bytes(shape) -> int:
     """Size of one float32 activation of `shape`."""
     return numel(shape) * BYTES_PER_ELEMENT
@@ -292,35 +307,44 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     born: list[int] = []
     last_use: list[int] = []
     alias: dict[str, bool] = {}  # op -> whether it is a view
+    get_cost = costs.get
     for step, name in enumerate(order):
-        c = costs.get(name)
+        c = get_cost(name)
         if c is None or c.shapes is None:
             continue
         node = nodes[name]
-        keep = end if node.op == "Output" else step
+        op = node.op
+        keep = end if op == "Output" else step
         first = None
         for ref in node.inputs:
             if ref is None:
                 continue
-            src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
-            sid = values.get(src)
-            if sid is None or idx >= len(costs[src].shapes):
-                continue
-            if idx and src not in views:
-                sid += idx
+            if ":" in ref:
+                src, idx = parse_ref(ref)
+                sid = values.get(src)
+                if sid is None or idx >= len(costs[src].shapes):
+                    continue
+                if idx and src not in views:
+                    sid += idx
+            else:  # output 0, the common case; a producer with no outputs has no entry in `values`
+                sid = values.get(ref)
+                if sid is None:
+                    continue
             if first is None:
                 first = sid
             if last_use[sid] < keep:
                 last_use[sid] = keep
-        is_view = alias.get(node.op)
+        is_view = alias.get(op)
         if is_view is None:
-            is_view = alias[node.op] = node.opdef.alias
+            is_view = alias[op] = node.opdef.alias
         shapes = c.shapes
         if first is not None and is_view:
             values[name] = first
             views.add(name)
             continue
-        values[name] = owner[name] = len(sizes)
+        owner[name] = len(sizes)
+        if shapes:
+            values[name] = len(sizes)
         if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
             sizes.append(_bytes(shapes[0]) if is_view else c.activation_bytes)
             born.append(step)
@@ -371,18 +395,20 @@ class Analyzer:
         self._structure = True
         self._order: list[str] = []
         self._position: dict[str, int] = {}
-        self._inserted: dict[str, int] = {}
+        self._inserted: dict[str, int] | None = None
         self._groups: dict[str, list[str]] = {}  # sharing group -> members in insertion order (the first owns)
         self._share_of: dict[str, str] = {}
         self._owner_map: dict[str, bool] = {}
         self._inputs: list[str] = []
-        self._sums = [0, 0, 0, 0, 0.0]  # per-sample params, macs, flops, activation bytes; latency ms at the batch
+        self._sums = [0, 0, 0, 0, 0]  # per-sample params, macs, flops, activation bytes; latency ms at the batch (`exact` steps)
         self._buffers: Buffers | None = None
         self._peak = 0
         self._memo: dict[tuple, tuple] = {}  # signature -> (output shapes, cost terms, parameter count)
         self._plain_ops: dict[str, bool] = {}  # op -> whether its nodes' signatures are memo keys
         self.report: CostReport | None = None
         self.recomputed: list[str] = []
+        self._producers: dict[str, list[str]] = {}  # with a latency table: each node's producers when last computed
+        self._fanout: set[str] = set()  # with a latency table: nodes whose consumers or inputs changed since the last refresh
         graph.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -413,6 +439,26 @@ class Analyzer:
             self._structure = True
         elif event == "reorder":
             self._structure = True
+        if self.latency is not None:
+            self._track_fanout(event, info)
+
+    def _track_fanout(self, event: str, info: dict) -> None:
+        """Note whose consumers or inputs an edit changed: a runtime fuses a BN or activation into a conv only while it is
+        the conv's sole reader, so the latency of nodes downstream of them may change (`ir.latency.dependents`)."""
+        if event == "input":
+            self._fanout.update(parse_ref(ref)[0] for ref in (info["old"], info["new"]) if ref is not None)
+            self._fanout.add(info["name"])
+        elif event == "add":
+            self._fanout.update(self.graph.nodes[info["name"]].input_names())
+        elif event == "erase":
+            self._fanout.update(self._producers.pop(info["name"], ()))
+        elif event == "rename":
+            old, new = info["old"], info["new"]
+            if old in self._producers:
+                self._producers[new] = self._producers.pop(old)
+            if old in self._fanout:
+                self._fanout.discard(old)
+                self._fanout.add(new)
 
     def set_convention(self, convention: str, batch: int | None = None) -> CostReport:
         self.convention = convention
@@ -431,7 +477,7 @@ class Analyzer:
         structure = self._structure or self._full
         if structure:
             self._order = graph.topo_order()
-            self._position = dict(zip(self._order, range(len(self._order))))
+            self._position = graph.order_keys()  # increasing along the order, which is all the heap and the error lines need
             self._inputs = graph.inputs
             self._elect_all()
             self._structure = False
@@ -439,15 +485,19 @@ class Analyzer:
             self._elect(self._regroup)
         self._regroup.clear()
         owners = self._owner_map
+        if self._fanout and not self._full:
+            for name in self._fanout:
+                if name in graph.nodes:
+                    self._dirty.update(dependents(graph, name))
+        self._fanout.clear()
         recomputed = []
         resized: list[str] = []
         if self._full:
             self.shapes.clear()
             self.costs.clear()
             self.errors.clear()
-            self._sums = [0, 0, 0, 0, 0.0]
-            for name in self._order:
-                self._compute(name, owners)
+            self._sums = [0, 0, 0, 0, 0]
+            self._compute_all(owners)
             recomputed = list(self._order)
         else:
             position = self._position
@@ -513,13 +563,14 @@ class Analyzer:
         of its group does. Nodes whose role changed are recomputed."""
         graph = self.graph
         before = self._owner_map
-        self._inserted = dict(zip(graph.nodes, range(len(graph.nodes))))
+        members_before = self._share_of  # only members of a group count no parameters: the scans below skip the other nodes
+        self._inserted = None
         self._groups = graph.share_groups()
         self._share_of = {m: group for group, members in self._groups.items() for m in members}
         owners = dict.fromkeys(graph.nodes, True)
         for members in self._groups.values():
             owners.update(dict.fromkeys(members[1:], False))
-        self._dirty.update(n for n, owns in before.items() if not owns and owners.get(n) is True)
+        self._dirty.update(n for n in members_before if not before.get(n, True) and owners.get(n) is True)
         self._dirty.update(n for n in self._share_of if not owners[n] and before.get(n, True))
         self._owner_map = owners
 
@@ -534,6 +585,8 @@ class Analyzer:
                 touched.add(old)
             new = nodes[name].share
             if new:
+                if self._inserted is None:  # insertion positions, built once per election from scratch that a regroup follows
+                    self._inserted = dict(zip(nodes, range(len(nodes))))
                 bisect.insort(groups.setdefault(new, []), name, key=self._inserted.__getitem__)
                 self._share_of[name] = new
                 touched.add(new)
@@ -569,7 +622,73 @@ class Analyzer:
             sums[1] += sign * cost.macs
             sums[2] += sign * cost.flops
             sums[3] += sign * cost.activation_bytes
-            sums[4] += sign * (cost.latency_ms or 0.0)
+            if cost.latency_ms:
+                sums[4] += sign * exact(cost.latency_ms)
+
+    def _predict(self, node: Node, ins: list, outs: list, cost: NodeCost) -> None:
+        """Set the predicted latency of a node whose shapes are known (with a latency table)."""
+        cost.latency_ms = self.latency.node_ms(self.graph, node, ins, outs, self.batch or 1)
+        self._producers[node.name] = node.input_names()
+
+    def _compute_all(self, owners: dict[str, bool]) -> None:
+        """`_compute` of every node in schedule order, into emptied results.
+
+        The same results, with the common case inlined: a node whose signature an earlier node had reuses its shapes
+        and its priced cost, so a large graph of repeated blocks costs a few dictionary reads per node.
+        """
+        nodes, shapes, costs, memo = self.graph.nodes, self.shapes, self.costs, self._memo
+        plain_ops = self._plain_ops
+        convention = self.convention
+        priced: dict[tuple, tuple] = {}  # signature -> (output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer)
+        predicts = self.latency is not None
+        params = macs = flops = act = latency = 0
+        for name in self._order:
+            node = nodes[name]
+            ins: list | None = []
+            for ref in node.inputs:
+                if ref is None:
+                    ins = None
+                    break
+                src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
+                produced = shapes.get(src)
+                if produced is None or idx >= len(produced):
+                    ins = None
+                    break
+                ins.append(produced[idx])
+            if ins is None or not plain_ops.get(node.op):  # no shapes yet, JSON attributes, or an op not met yet: the general path
+                self._compute(name, owners)
+                continue
+            key = (node.op, *(node._resolved or node.resolved).values(), *ins)
+            entry = priced.get(key)
+            if entry is None:
+                known = memo.get(key)
+                if known is None:
+                    self._compute(name, owners)
+                    continue
+                entry = priced[key] = (known[0], *(_fields(_priced(node, list(known[0]), known[1], known[2], convention, owns)) for owns in (True, False)))
+            result = list(entry[0])
+            fields = entry[1] if owners[name] else entry[2]
+            cost = NodeCost(name, node.op, result, *fields)
+            if predicts:
+                self._predict(node, ins, result, cost)
+                if cost.latency_ms:
+                    latency += exact(cost.latency_ms)
+            shapes[name] = result
+            meta = node.meta
+            meta["shapes"] = result
+            meta["error"] = None
+            meta["cost"] = cost
+            costs[name] = cost
+            params += fields[0]
+            macs += fields[1]
+            flops += fields[2]
+            act += fields[3]
+        sums = self._sums
+        sums[0] += params
+        sums[1] += macs
+        sums[2] += flops
+        sums[3] += act
+        sums[4] += latency
 
     def _compute(self, name: str, owners: dict[str, bool]) -> None:
         graph = self.graph
@@ -599,7 +718,7 @@ class Analyzer:
         else:
             cost = _priced(node, result, terms, params, self.convention, owners[name])
         if self.latency is not None and result is not None and error is None:
-            cost.latency_ms = self.latency.node_ms(self.graph, node, ins, result, self.batch or 1)
+            self._predict(node, ins, result, cost)
         node.meta["cost"] = cost
         old = self.costs.get(name)
         if old is not None:
@@ -613,7 +732,7 @@ class Analyzer:
         params, macs, flops, act, latency = self._sums
         total = Totals(params, macs * scale, flops * scale, act * scale, self._peak * scale)
         if self.latency is not None:
-            total.latency_ms = latency + self.latency.overhead_ms
+            total.latency_ms = latency / EXACT_ONE + self.latency.overhead_ms
         position = self._position
         errors = [self.costs[name].error for name in sorted(self.errors, key=position.__getitem__)]
         inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}

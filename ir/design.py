@@ -16,11 +16,12 @@ from typing import Any
 
 from convstudio.ir.errors import DesignError, GraphError
 from convstudio.ir.graph import Graph, paused_gc, verify
+from convstudio.ir.groups import check_groups
 from convstudio.ir.training import validate_training
 
 FORMAT = "convstudio.design"
 VERSION = 1
-TOP_LEVEL = ("format", "version", "name", "inputs", "nodes", "outputs", "training", "weights", "layout")
+TOP_LEVEL = ("format", "version", "name", "inputs", "nodes", "outputs", "groups", "training", "weights", "layout")
 NODE_FIELDS = frozenset(("name", "op", "inputs", "attrs", "share"))
 
 
@@ -84,6 +85,8 @@ def design_to_dict(design: Design) -> dict:
         nodes.append(entry)
     data["nodes"] = nodes
     data["outputs"] = {name: graph.nodes[name].inputs[0] for name in graph.outputs}
+    if graph.groups:
+        data["groups"] = [g.as_dict() for g in graph.groups.values()]
     if design.training:
         data["training"] = design.training
     if design.weights:
@@ -100,7 +103,7 @@ def dumps(design: Design) -> str:
     items = list(data.items())
     for i, (key, value) in enumerate(items):
         comma = "," if i < len(items) - 1 else ""
-        if key == "nodes":
+        if key in ("nodes", "groups"):
             inner = [f"    {json.dumps(n, ensure_ascii=False)}" for n in value]
             body = "[\n" + ",\n".join(inner) + "\n  ]" if inner else "[]"
         elif key in ("layout", "inputs", "outputs"):
@@ -156,6 +159,8 @@ def write_atomic(path: Path | str, data: bytes | str) -> None:
 
 def save(design: Design, path: Path | str) -> None:
     verify(design.graph)
+    if design.graph.groups:  # a saved file must load: its groups pass the checks loading makes
+        check_groups([g.as_dict() for g in design.graph.groups.values()], design.graph.nodes)
     write_atomic(path, dumps(design))
     design.path = Path(path)
 
@@ -198,7 +203,12 @@ def _parse_int(text: str) -> int | LongNumber:
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_parse_int)
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except ValueError as e:
+            if isinstance(e, json.JSONDecodeError):
+                raise
+            data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_parse_int)  # an integer too long to convert
     except json.JSONDecodeError as e:
         raise DesignError(f"malformed JSON: {e.msg} (line {e.lineno} column {e.colno})", f"file {source}") from None
     except RecursionError:
@@ -236,6 +246,10 @@ def _known_ref(graph: Graph, ref: str) -> bool:
     return name in graph.nodes and index.isascii() and index.isdigit() if name else ref in graph.nodes
 
 
+def _bad_inputs(name: str, index: int) -> DesignError:
+    return DesignError("inputs must be a list of node names", f"node '{name}' (nodes[{index}]) field inputs")
+
+
 def _expect(cond: bool, what: str, where: str) -> None:
     if not cond:
         raise DesignError(what, where)
@@ -265,12 +279,13 @@ def design_from_dict(data: Any) -> Design:
     nodes = data.get("nodes")
     _expect(isinstance(nodes, list), "nodes must be a list", "field nodes")
     pending = []
+    known = graph.nodes
     for i, entry in enumerate(nodes):  # messages are formatted only on failure: this loop runs once per node
         if not isinstance(entry, dict):
             raise DesignError("each node must be an object", f"field nodes[{i}]")
-        for key in entry:
-            if key not in NODE_FIELDS:
-                raise DesignError(f"unknown node field '{key}'", f"field nodes[{i}].{key}")
+        if not NODE_FIELDS.issuperset(entry):
+            key = next(key for key in entry if key not in NODE_FIELDS)
+            raise DesignError(f"unknown node field '{key}'", f"field nodes[{i}].{key}")
         node_name = entry.get("name")
         if not isinstance(node_name, str):
             raise DesignError("node needs a string name", f"field nodes[{i}].name")
@@ -280,12 +295,17 @@ def design_from_dict(data: Any) -> Design:
         if op in ("Input", "Output"):
             raise DesignError(f"{op} nodes are declared in '{op.lower()}s', not in 'nodes'", f"node '{node_name}' (nodes[{i}]) field op")
         refs = entry.get("inputs", [])
-        if not (isinstance(refs, list) and all(isinstance(r, str) for r in refs)):
-            raise DesignError("inputs must be a list of node names", f"node '{node_name}' (nodes[{i}]) field inputs")
+        if not isinstance(refs, list):
+            raise _bad_inputs(node_name, i)
+        direct = True  # producers listed earlier: connect now, not in a second pass
+        for ref in refs:
+            if not isinstance(ref, str):
+                raise _bad_inputs(node_name, i)
+            if direct and ref not in known:
+                direct = _known_ref(graph, ref)
         share = entry.get("share")
         if not (share is None or isinstance(share, str)):
             raise DesignError("share must be a group name", f"node '{node_name}' (nodes[{i}]) field share")
-        direct = all(_known_ref(graph, ref) for ref in refs)  # producers listed earlier: connect now, not in a second pass
         try:
             graph.add(op, refs if direct else [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
         except DesignError as e:
@@ -317,9 +337,10 @@ def design_from_dict(data: Any) -> Design:
         _expect(key in graph.nodes, f"layout names unknown node '{key}'", f"field layout.{key}")
         graph.layout[key] = (pos[0], pos[1])
 
+    graph.groups = check_groups(data.get("groups", []), graph.nodes)
     training = data.get("training", {})
     validate_training(training, "field training")
     weights = data.get("weights")
     _expect(weights is None or (isinstance(weights, str) and weights), "weights must be a file name", "field weights")
-    verify(graph, check_attrs=False)  # `add` validated every node's attributes above
+    verify(graph, built=True)  # `add` and `set_input` checked names, attributes and references above
     return Design(graph, training, weights)

@@ -12,6 +12,7 @@ import functools
 import gc
 import heapq
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,7 @@ import networkx as nx
 import numpy as np
 
 from convstudio.ir.errors import AttrError, GraphError
+from convstudio.ir.groups import Group, copy_groups, drop_node, rename_node
 from convstudio.ir.ops import registry
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
@@ -104,9 +106,12 @@ class Graph:
         self.nodes: dict[str, Node] = {}
         self._users: dict[str, list[tuple[str, int]]] = {}
         self._listeners: list[Callable[[str, dict], None]] = []
-        self._order_cache: list[str] | None = None
+        self._order_cache: dict[str, int] | None = {}  # the stable topological order: node -> step key, increasing along it
+        self._order_end = 0  # the key the next node appended to that order gets
+        self._owners: dict[str, str] | None = None  # sharing group -> its first member, built on demand, dropped by share edits
         self._suffix_floor: dict[str, int] = {}  # base -> k such that every base_j with j < k is taken
         self.layout: dict[str, tuple[float, float]] = {}
+        self.groups: dict[str, Group] = {}  # see ir/groups.py
 
     # ---- queries -------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -158,10 +163,12 @@ class Graph:
         node = self.nodes[name]
         if not node.share:
             return name
-        for other in self.nodes.values():
-            if other.share == node.share:
-                return other.name
-        return name
+        if self._owners is None:  # one pass for all groups, not one scan per shared node
+            self._owners = {}
+            for other in self.nodes.values():
+                if other.share and other.share not in self._owners:
+                    self._owners[other.share] = other.name
+        return self._owners[node.share]
 
     def fresh_name(self, base: str) -> str:
         """`base` as a valid node name if it is free, else `base_k` with the smallest free k >= 1."""
@@ -208,26 +215,41 @@ class Graph:
     ) -> Node:
         """Create a node; attributes are validated against the op's schema."""
         name = name if name is not None else self.fresh_name(str(op).lower())
-        opdef = registry.get(op, f"node '{name}' field op")
+        opdef = registry.find(op) or registry.get(op, f"node '{name}' field op")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
-        if name in self.nodes:
+        nodes = self.nodes
+        if name in nodes:
             raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
-        attrs, resolved = opdef.validate_resolved({} if attrs is None else attrs, where=f"node '{name}'")
+        attrs, resolved = opdef.validate_node({} if attrs is None else attrs, name)
         inputs = list(inputs)
+        sources = []
         for i, ref in enumerate(inputs):
-            if ref is not None:
+            if ref is None:
+                continue
+            if type(ref) is not str or ":" in ref:
                 self._check_ref(ref, name, i)
-        node = Node(name, op, attrs, inputs, dict(params or {}), share)
+                src = parse_ref(ref)[0]
+            else:  # a bare name, the common case: checked inline, as this runs once per edge of a large graph
+                src = ref
+                producer = nodes.get(src)
+                if producer is None or producer.op == "Output":
+                    self._check_ref(ref, name, i)
+            sources.append((src, i))
+        node = Node(name, op, attrs, inputs, dict(params) if params else {}, share)
         node._resolved = resolved
-        self.nodes[name] = node
-        self._users[name] = []
-        for i, ref in enumerate(inputs):
-            if ref is not None:
-                self._users[parse_ref(ref)[0]].append((name, i))
+        if share:
+            self._owners = None
+        nodes[name] = node
+        users = self._users
+        users[name] = []
+        for src, i in sources:
+            users[src].append((name, i))
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
-            self._order_cache.append(name)
-        self._emit("add", name=name)
+            self._order_cache[name] = self._order_end
+            self._order_end += 1
+        if self._listeners:
+            self._emit("add", name=name)
         return node
 
     def _check_ref(self, ref: str, name: str, index: int) -> None:
@@ -250,13 +272,43 @@ class Graph:
         if index == len(node.inputs):
             node.inputs.append(None)
         old = node.inputs[index]
+        ready = self._ready_step(node)
         if old is not None:
             self._users[parse_ref(old)[0]].remove((name, index))
         node.inputs[index] = ref
         if ref is not None:
             self._users[parse_ref(ref)[0]].append((name, index))
-        self._structure_changed()
+        now = self._ready_step(node)
+        if now != ready and not self._moved_to_end(name, now):
+            self._structure_changed()
         self._emit("input", name=name, index=index, old=old, new=ref)
+
+    def _moved_to_end(self, name: str, ready: int | None) -> bool:
+        """Move `name` to the end of the cached order when nothing reads it and its last producer (key `ready`) is now the
+        order's last node, as when a node is put in front of an output; the sort would place it there and leave the rest
+        as it was (a node nothing reads frees no other). False, changing nothing, in every other case."""
+        cache = self._order_cache
+        if cache is None or ready is None or self._users[name] or ready <= cache[name] or cache[next(reversed(cache))] != ready:
+            return False
+        del cache[name]
+        cache[name] = self._order_end
+        self._order_end += 1
+        return True
+
+    def _ready_step(self, node: Node) -> int | None:
+        """The key of `node`'s last producer in the cached order (-1 with none), or None without a cached order.
+
+        An input edit that leaves it as it was keeps the stable order: the node becomes ready at the same step of
+        the sort, so every choice the sort makes stays the same.
+        """
+        cache = self._order_cache
+        if cache is None:
+            return None
+        last = -1
+        for ref in node.inputs:
+            if ref is not None:
+                last = max(last, cache[ref.rpartition(":")[0] if ":" in ref else ref])
+        return last
 
     def remove_input(self, name: str, index: int) -> str | None:
         """Delete input slot `index` (for variadic ops such as Concat); returns the old reference."""
@@ -271,7 +323,6 @@ class Graph:
             for k, (c, i) in enumerate(src_users):
                 if c == name and i > index:
                     src_users[k] = (c, i - 1)
-        self._structure_changed()
         self._emit("input", name=name, index=index, old=old, new=None)
         return old
 
@@ -298,16 +349,17 @@ class Graph:
             attrs.pop(key, None)
         else:
             attrs[key] = value
-        node.attrs, node._resolved = node.opdef.validate_resolved(attrs, where=f"node '{name}'")
+        node.attrs, node._resolved = node.opdef.validate_node(attrs, name)
         self._emit("attr", name=name, key=key)
 
     def set_attrs(self, name: str, attrs: dict) -> None:
         node = self[name]
-        node.attrs, node._resolved = node.opdef.validate_resolved(dict(attrs), where=f"node '{name}'")
+        node.attrs, node._resolved = node.opdef.validate_node(dict(attrs), name)
         self._emit("attr", name=name, key=None)
 
     def set_share(self, name: str, group: str | None) -> None:
         self[name].share = group or None
+        self._owners = None
         self._emit("attr", name=name, key="share")
 
     def erase(self, name: str) -> Node:
@@ -321,9 +373,13 @@ class Graph:
                 self._users[parse_ref(ref)[0]].remove((name, i))
         del self.nodes[name]
         del self._users[name]
+        if node.share:
+            self._owners = None
         self.layout.pop(name, None)
+        if self.groups:
+            drop_node(self.groups, name)
         if self._order_cache is not None:  # dropping a node nothing consumes leaves the others' order as it was
-            self._order_cache.remove(name)
+            del self._order_cache[name]
         self._name_freed(name)
         self._emit("erase", name=name)
         return node
@@ -351,6 +407,8 @@ class Graph:
         users = self._users.pop(old)
         self.nodes = {(new if k == old else k): v for k, v in self.nodes.items()}
         node.name = new
+        if node.share:
+            self._owners = None
         self._users[new] = users
         for src in {parse_ref(ref)[0] for ref in node.inputs if ref is not None}:
             src_users = self._users[new if src == old else src]
@@ -363,8 +421,10 @@ class Graph:
             c.inputs[index] = make_ref(new, idx)
         if old in self.layout:
             self.layout = {(new if k == old else k): v for k, v in self.layout.items()}
+        if self.groups:
+            rename_node(self.groups, old, new)
         if self._order_cache is not None:
-            self._order_cache[self._order_cache.index(old)] = new
+            self._order_cache = {(new if k == old else k): v for k, v in self._order_cache.items()}
         self._name_freed(old)
         self._emit("rename", old=old, new=new)
 
@@ -373,6 +433,7 @@ class Graph:
         if sorted(names) != sorted(self.nodes):
             raise GraphError("reorder needs every node name exactly once", f"graph '{self.name}'")
         self.nodes = {name: self.nodes[name] for name in names}
+        self._owners = None
         self._structure_changed()
         self._emit("reorder")
 
@@ -387,15 +448,21 @@ class Graph:
 
     def topo_order(self) -> list[str]:
         """Node names in a topological order (stable: ties broken by insertion order)."""
-        if self._order_cache is None and self._insertion_order_is_topological():
-            self._order_cache = list(self.nodes)
         if self._order_cache is None:
-            order = self._stable_topological_sort()
+            order = list(self.nodes) if self._insertion_order_is_topological() else self._stable_topological_sort()
             if order is None:
                 cycle = self.find_cycle()
                 raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs")
-            self._order_cache = order
+            self._order_cache = dict(zip(order, range(len(order))))
+            self._order_end = len(order)
         return list(self._order_cache)
+
+    def order_keys(self) -> dict[str, int]:
+        """Each node's key in the stable topological order: increasing along `topo_order()`, not necessarily 0, 1, 2, ...
+        A read-only view: read it again after an edit of the graph's structure (add, erase, input, rename, reorder)."""
+        if self._order_cache is None:
+            self.topo_order()
+        return self._order_cache
 
     def _stable_topological_sort(self) -> list[str] | None:
         """Kahn's algorithm placing, of the nodes whose producers are all placed, the earliest inserted first; None
@@ -403,28 +470,39 @@ class Graph:
         position, run on the consumer index directly: building a DiGraph first would cost more than the sort."""
         names = list(self.nodes)
         position = dict(zip(names, range(len(names))))
-        waiting = [len({parse_ref(ref)[0] for ref in node.inputs if ref is not None}) for node in self.nodes.values()]
+        users = self._users
+
+        def consumers(name: str) -> list[str]:
+            """The distinct consumers of `name` (most nodes have one, which needs no set)."""
+            found = users[name]
+            return [found[0][0]] if len(found) == 1 else list({c for c, _ in found})
+
+        waiting = [0] * len(names)
+        for name in names:
+            for consumer in consumers(name):
+                waiting[position[consumer]] += 1
         ready = [i for i, count in enumerate(waiting) if count == 0]  # ascending, so already a heap
         order = []
-        users = self._users
+        pop, push = heapq.heappop, heapq.heappush
         while ready:
-            name = names[heapq.heappop(ready)]
+            name = names[pop(ready)]
             order.append(name)
-            for consumer in {c for c, _ in users[name]}:
+            for consumer in consumers(name):
                 i = position[consumer]
                 waiting[i] -= 1
                 if not waiting[i]:
-                    heapq.heappush(ready, i)
+                    push(ready, i)
         return order if len(order) == len(names) else None
 
     def _insertion_order_is_topological(self) -> bool:
         """True when every node comes after its producers; insertion order is then the stable topological order."""
         seen: set[str] = set()
+        add = seen.add
         for name, node in self.nodes.items():
             for ref in node.inputs:
-                if ref is not None and parse_ref(ref)[0] not in seen:
+                if ref is not None and (ref if ":" not in ref else parse_ref(ref)[0]) not in seen:
                     return False
-            seen.add(name)
+            add(name)
         return True
 
     def find_cycle(self) -> list[str]:
@@ -455,44 +533,62 @@ class Graph:
         g = Graph(self.name)
         for node in self.nodes.values():
             n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node.params), node.share)
+            if node._resolved is not None:
+                n._resolved = dict(node._resolved)
             g.nodes[n.name] = n
         g._users = {k: list(v) for k, v in self._users.items()}
         g._suffix_floor = dict(self._suffix_floor)
-        g._order_cache = None if self._order_cache is None else list(self._order_cache)
+        g._order_cache = None if self._order_cache is None else dict(self._order_cache)
+        g._order_end = self._order_end
         g.layout = dict(self.layout)
+        g.groups = copy_groups(self.groups)
         return g
 
 
 @paused_gc()
-def verify(graph: Graph, check_attrs: bool = True) -> None:
+def verify(graph: Graph, check_attrs: bool = True, built: bool = False) -> None:
     """Check names, references, edge consistency, acyclicity, registered ops, attributes and arity.
 
     `check_attrs=False` skips validating attributes again, for a graph just built through `add`, which validated them.
+    `built=True` is for a graph made only through the edit primitives (`add`, `set_input`, ...): its names, attributes,
+    references to existing nodes and consumer index are right by construction, so only the rest is checked.
     """
     nodes = graph.nodes
-    users: dict[str, list[tuple[str, int]]] = {name: [] for name in nodes}
-    for name, node in nodes.items():
-        where = f"node '{name}'"
-        if not NAME_RE.match(name) or node.name != name:
-            raise GraphError(f"invalid node name {name!r}", where)
-        opdef = registry.get(node.op, where)
-        if check_attrs:
-            opdef.validate(node.attrs, where=where)
-        opdef.check_arity(len(node.inputs), where)
+    users: dict[str, list[tuple[str, int]]] = defaultdict(list) if built else {name: [] for name in nodes}
+    arity: dict[str, tuple[int, int | None]] = {}  # op -> (fewest, most) inputs, for the ops met so far
+    match = NAME_RE.match
+    for name, node in nodes.items():  # `where` strings are built only on failure: this loop runs once per node
+        if not built and (not match(name) or node.name != name):
+            raise GraphError(f"invalid node name {name!r}", f"node '{name}'")
+        bounds = arity.get(node.op)
+        if bounds is None:
+            bounds = arity[node.op] = registry.get(node.op, f"node '{name}'").arity
+        if check_attrs and not built:
+            node.opdef.validate(node.attrs, where=f"node '{name}'")
+        count = len(node.inputs)
+        if count < bounds[0] or (bounds[1] is not None and count > bounds[1]):
+            node.opdef.check_arity(count, f"node '{name}'")
+        if built:  # inputs naming output 0 of a node: the edit primitives checked them when they were set
+            for ref in node.inputs:
+                if ref is None or ":" in ref:
+                    break
+            else:
+                continue
         for i, ref in enumerate(node.inputs):
             if ref is None:
-                raise GraphError(f"input {i} is not connected", where)
-            src, idx = parse_ref(ref)
+                raise GraphError(f"input {i} is not connected", f"node '{name}'")
+            src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
             producer = nodes.get(src)
             if producer is None:
-                raise GraphError(f"input '{ref}' refers to no node", f"{where} input {i}")
-            nout = producer.opdef.num_outputs(producer.resolved)
-            if idx >= nout:
-                raise GraphError(f"input '{ref}' asks for output {idx} of a node with {nout}", f"{where} input {i}")
+                raise GraphError(f"input '{ref}' refers to no node", f"node '{name}' input {i}")
+            if idx:  # every op but Output has an output 0
+                nout = producer.opdef.num_outputs(producer.resolved)
+                if idx >= nout:
+                    raise GraphError(f"input '{ref}' asks for output {idx} of a node with {nout}", f"node '{name}' input {i}")
             if producer.op == "Output":
-                raise GraphError(f"input '{ref}' is an Output node", f"{where} input {i}")
+                raise GraphError(f"input '{ref}' is an Output node", f"node '{name}' input {i}")
             users[src].append((name, i))
-    for name, found in users.items():
+    for name, found in users.items() if not built else ():
         kept = graph._users.get(name, [])
         if found != kept and sorted(found) != sorted(kept):
             raise GraphError("consumer index out of step with inputs", f"node '{name}'")

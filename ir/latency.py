@@ -2,15 +2,18 @@
 
 The table is JSON written by `convstudio profile --calibrate`: per op family, latency_ms =
 a + b * GMACs + c * MB moved (a, b, c >= 0), fitted on this machine and runtime. Families split ops by
-what runs differently: depthwise, pointwise, grouped, dense and large-kernel convs; BN, activations and
-adds that follow a conv (runtimes fuse them; activations only those one kernel computes, not SiLU or GELU)
-apart from standalone ones. Views (Input, Output, Flatten,
-Identity, Dropout) cost nothing. This module only reads the table; it never runs a model.
+what runs differently: depthwise (3x3 and larger), pointwise, grouped (1x1 and larger), dense and large-kernel convs; BN,
+activations and adds that follow a conv (runtimes fuse them into the conv's kernel; activations only those one
+kernel computes, not SiLU or GELU) apart from standalone ones; concat, channel shuffle and other memory-bound
+ops. A fused tail costs nothing of its own unless the table lists its family: calibration counts its time
+in its head's. Views (Input, Output, Flatten, Identity, Dropout) cost nothing. This module only reads the
+table; it never runs a model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,22 +26,46 @@ BYTES_PER_ELEMENT = 4
 VIEWS = frozenset({"Input", "Output", "Flatten", "Identity", "Dropout", "StochasticDepth", "Permute", "ChannelSplit"})
 FUSING_HEADS = frozenset({"Conv2d", "ConvTranspose2d", "Linear"})  # ops runtimes fuse a following BN / activation / add into
 FUSABLE_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "Hardsigmoid", "Hardswish"})  # one kernel a conv can absorb
+FEATURES_MEMO = 65536  # distinct node signatures a table remembers the features of before it starts over
+_PLAIN_OPS: dict[str, bool] = {}  # op -> whether it has no JSON attributes
+TAIL_DEPTH = 4  # producers a fused tail looks back through
+# families a table may lack -> the nearest one it has (older tables; convs calibration does not cover)
+FALLBACK = {"conv_depthwise_large": "conv_depthwise", "conv_grouped_pointwise": "conv_grouped", "concat": "memory", "shuffle": "memory",
+            "conv_transpose": "conv_dense", "conv_deform": "conv_dense"}
 
 
-def _fused_tail(graph: Graph, node: Node) -> bool:
-    """Whether `node` directly follows a conv or linear (through BN / activations) whose output only it reads."""
+def fused_head(graph: Graph, node: Node) -> str | None:
+    """The conv or linear `node` directly follows (through BN / activations) and whose output only it reads, else None."""
     seen = 0
-    while node.inputs and seen < 4:
+    while node.inputs and seen < TAIL_DEPTH:
         src, _ = parse_ref(node.inputs[0]) if node.op != "Add" else _main_input(graph, node)
         producer = graph.nodes[src]
         if len(graph.users(src)) != 1:
-            return False
+            return None
         if producer.op in FUSING_HEADS:
-            return True
+            return src
         if producer.op not in CATEGORIES["normalization"] | CATEGORIES["activation"]:
-            return False
+            return None
         node, seen = producer, seen + 1
-    return False
+    return None
+
+
+def dependents(graph: Graph, name: str) -> set[str]:
+    """The nodes whose family can change when the consumers or the inputs of `name` change: those whose fused-tail
+    walk passes through it (its consumers, and theirs through normalization and activations, TAIL_DEPTH deep)."""
+    chain = CATEGORIES["normalization"] | CATEGORIES["activation"]
+    out: set[str] = set()
+    frontier = [name]
+    for _ in range(TAIL_DEPTH):
+        reached = []
+        for src in frontier:
+            for user, _ in graph.users(src):
+                if user not in out:
+                    out.add(user)
+                    if graph.nodes[user].op in chain:
+                        reached.append(user)
+        frontier = reached
+    return out
 
 
 def _main_input(graph: Graph, node: Node) -> tuple[str, int]:
@@ -58,9 +85,9 @@ def family(graph: Graph, node: Node, ins: list) -> str:
         kh, kw = a["kernel_size"]
         groups = a["groups"]
         if groups > 1 and groups == ins[0][0]:
-            return "conv_depthwise"
+            return "conv_depthwise" if max(kh, kw) <= 3 else "conv_depthwise_large"
         if groups > 1:
-            return "conv_grouped"
+            return "conv_grouped_pointwise" if kh * kw == 1 else "conv_grouped"
         if kh * kw == 1:
             return "conv_pointwise"
         return "conv_dense" if max(kh, kw) <= 3 else "conv_large"
@@ -69,12 +96,14 @@ def family(graph: Graph, node: Node, ins: list) -> str:
     if op in CATEGORIES["normalization"] | CATEGORIES["activation"] | CATEGORIES["elementwise"]:
         kind = "norm" if op in CATEGORIES["normalization"] else "activation" if op in CATEGORIES["activation"] else "elementwise"
         fusable = kind != "activation" or op in FUSABLE_ACTIVATIONS
-        return f"{kind}_fused" if fusable and _fused_tail(graph, node) else kind
+        return f"{kind}_fused" if fusable and fused_head(graph, node) is not None else kind
     if op in ("GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool2d"):
         return "global_pool"
     if op in ("MaxPool2d", "AvgPool2d"):
         return "pool"
-    return "memory"  # Concat, ChannelShuffle, Upsample and the rest: bound by the bytes they move
+    if op in ("Concat", "ChannelShuffle"):
+        return {"Concat": "concat", "ChannelShuffle": "shuffle"}[op]
+    return "memory"  # Upsample and the rest: bound by the bytes they move
 
 
 def features(graph: Graph, node: Node, ins: list, outs: list, batch: int) -> tuple[float, float]:
@@ -98,17 +127,36 @@ class LatencyTable:
     overhead_ms: float = 0.0  # per run, outside any node
     baseline_ms_per_gmac: float = 0.0
     meta: dict = field(default_factory=dict)
+    _seen: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # memo of `features`, see `_features`
 
     def coefficients(self, name: str) -> list[float]:
-        if name == "view":
+        """[a, b, c] of a family; a fused tail the table does not list costs nothing (its time is its head's); another
+        family the table lacks falls back to its nearest (`FALLBACK`), then to memory."""
+        if name == "view" or (name.endswith("_fused") and name not in self.families):
             return [0.0, 0.0, 0.0]
-        found = self.families.get(name) or self.families.get(name.removesuffix("_fused")) or self.families.get("memory")
+        found = self.families.get(name) or self.families.get(FALLBACK.get(name, "memory")) or self.families.get("memory")
         return found or [0.0, 0.0, 0.0]
 
     def node_ms(self, graph: Graph, node: Node, ins: list, outs: list, batch: int) -> float:
         a, b, c = self.coefficients(family(graph, node, ins))
-        gmacs, mb = features(graph, node, ins, outs, batch)
+        gmacs, mb = self._features(graph, node, ins, outs, batch)
         return a + b * gmacs + c * mb
+
+    def _features(self, graph: Graph, node: Node, ins: list, outs: list, batch: int) -> tuple[float, float]:
+        """`features`, remembered by op, attributes, input shapes and batch, which decide it: a large design repeats a
+        few blocks. Ops with JSON attributes are computed every time (their values are no reliable key)."""
+        plain = _PLAIN_OPS.get(node.op)
+        if plain is None:
+            plain = _PLAIN_OPS[node.op] = all(a.kind != "json" for a in node.opdef.attrs)
+        if not plain:
+            return features(graph, node, ins, outs, batch)
+        key = (node.op, *node.resolved.values(), *ins, batch)
+        found = self._seen.get(key)
+        if found is None:
+            if len(self._seen) >= FEATURES_MEMO:
+                self._seen.clear()
+            found = self._seen[key] = features(graph, node, ins, outs, batch)
+        return found
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "runtime": self.runtime, "provider": self.provider, "threads": self.threads, "machine": self.machine,
@@ -121,7 +169,7 @@ class LatencyTable:
             raise DesignError(f"not a latency model of format {FORMAT}", where)
         try:
             families = {str(k): [float(x) for x in v] for k, v in data["families"].items()}
-            if any(len(v) != 3 or min(v) < 0 for v in families.values()):
+            if any(len(v) != 3 or min(v) < 0 or not all(map(math.isfinite, v)) for v in families.values()):  # NaN or inf predicts nothing
                 raise ValueError("families")
             return cls(str(data["runtime"]), str(data["provider"]), int(data["threads"]), str(data["machine"]), families,
                        float(data["overhead_ms"]), float(data["baseline_ms_per_gmac"]), dict(data.get("meta") or {}))
@@ -156,4 +204,4 @@ def predict(graph: Graph, table: LatencyTable, batch: int = 1) -> tuple[dict[str
             raise DesignError("has no inferred shape", f"node '{name}'")
         ins = [graph.nodes[src].meta["shapes"][k] for src, k in map(parse_ref, node.inputs)]
         per_node[name] = table.node_ms(graph, node, ins, outs, batch)
-    return per_node, sum(per_node.values()) + table.overhead_ms
+    return per_node, math.fsum(per_node.values()) + table.overhead_ms  # the exact node sum, as the incremental analyzer keeps it

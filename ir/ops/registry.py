@@ -18,6 +18,7 @@ from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
 Shape = tuple[int, ...]
 REQUIRED = object()
 MAX_NUMEL = 2**40  # elements; larger tensors, parameters or attribute values are rejected as absurd
+MEMO_SIZE = 4096  # distinct attribute sets an op remembers as validated before it starts over
 
 ATTR_KINDS = ("int", "float", "bool", "choice", "pair", "padding", "ints", "scale", "float_or_none", "str", "json")
 
@@ -209,6 +210,26 @@ class OpDef:
         """The resolved attributes of a node that sets none."""
         return {a.name: a.normalize(None if a.required else a.default) for a in self.attrs}
 
+    @cached_property
+    def _checked(self) -> dict[tuple, tuple[dict, dict, bool]]:
+        """Attributes already validated for this op: memo key -> (JSON form, resolved, whether the JSON form holds lists)."""
+        return {}
+
+    def validate_node(self, attrs: dict, name: str) -> tuple[dict, dict]:
+        """`validate_resolved` for node `name`, remembering attribute sets that passed: designs repeat a few layer
+        configurations, so most nodes of a large graph are checked once per distinct set. Each call returns fresh dicts."""
+        key = _memo_key(attrs) if type(attrs) is dict else None
+        found = self._checked.get(key) if key is not None else None
+        if found is None:
+            out, resolved = self.validate_resolved(attrs, f"node '{name}'")
+            found = (out, resolved, any(type(v) is list for v in out.values()))
+            if key is not None:
+                if len(self._checked) >= MEMO_SIZE:
+                    self._checked.clear()
+                self._checked[key] = found
+        out, resolved, lists = found
+        return {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out), dict(resolved)
+
     def validate(self, attrs: dict, where: str = "") -> dict:
         """Check explicit attributes against the schema; returns them in JSON form."""
         return self.validate_resolved(attrs, where)[0]
@@ -244,6 +265,34 @@ class OpDef:
         return out
 
 
+_PLAIN_KINDS = frozenset((int, bool, str, type(None)))
+
+
+def _memo_key(attrs: dict) -> tuple | None:
+    """A hashable key telling apart every attribute set that validates differently, or None for one with other values.
+
+    Types are part of the key (1, 1.0 and True are equal in Python but not as attributes), floats go by their exact
+    bits (-0.0 is not 0.0), and lists keep their element types.
+    """
+    kinds = tuple(map(type, attrs.values()))
+    if _PLAIN_KINDS.issuperset(kinds):  # the common case, built in C
+        return tuple(attrs.items()), kinds
+    key = []
+    for name, value in attrs.items():
+        kind = type(value)
+        if kind is int or kind is bool or kind is str or value is None:
+            key.append((name, kind, value))
+        elif kind is float:
+            key.append((name, kind, value.hex()))
+        elif kind is list or kind is tuple:
+            if not all(type(v) is int for v in value):
+                return None
+            key.append((name, kind, tuple(value)))
+        else:
+            return None
+    return tuple(key)
+
+
 _REGISTRY: dict[str, OpDef] = {}
 CATEGORIES: dict[str, set[str]] = {}
 
@@ -261,6 +310,11 @@ def get(name: str, where: str = "") -> OpDef:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise AttrError(f"unknown op '{name}'", where or "op") from None
+
+
+def find(name: str) -> OpDef | None:
+    """The op called `name`, or None."""
+    return _REGISTRY.get(name) if type(name) is str else None
 
 
 def all_ops() -> dict[str, OpDef]:

@@ -39,15 +39,16 @@ def fuse(graph: Graph) -> PassResult:
     claimed: set[str] = set()
     done: set[str] = set()
     notes: list[str] = []
+    groups = g.share_groups()  # once, not per node; fusion only erases nodes, so members are filtered to those left
     for name in g.topo_order():
         node = g.nodes.get(name)
         if node is None or node.op not in BN_AFTER or name in done:
             continue
-        members = g.share_groups()[node.share] if node.share else [name]
+        members = _members(g, groups, node.share) if node.share else [name]
         done.update(members)
         found: list[dict] = []
         matches = [_match(g, m, found, claimed) for m in members]
-        reason = _group_reason(g, members, matches, found) if node.share else None
+        reason = _group_reason(g, groups, members, matches, found) if node.share else None
         if reason:
             declined.append({"nodes": members, "reason": reason})
             claimed.update(n for m in matches if m for n in m if n)
@@ -127,7 +128,12 @@ def _signature(g: Graph, name: str | None) -> tuple | None:
     return None if node is None else (node.op, sorted(node.resolved.items()), node.share)
 
 
-def _group_reason(g: Graph, members: list[str], matches: list, found: list[dict]) -> str | None:
+def _members(g: Graph, groups: dict[str, list[str]], group: str) -> list[str]:
+    """The members of sharing group `group` still in `g`, from `groups` (the groups before fusion erased any node)."""
+    return [m for m in groups.get(group, ()) if m in g.nodes]
+
+
+def _group_reason(g: Graph, groups: dict[str, list[str]], members: list[str], matches: list, found: list[dict]) -> str | None:
     """Why a sharing group of convs cannot fuse as one (every member must fold the same shared BN)."""
     group = g.nodes[members[0]].share
     if all(m is None for m in matches) and not found:
@@ -142,7 +148,7 @@ def _group_reason(g: Graph, members: list[str], matches: list, found: list[dict]
     bns = [m[0] for m in matches if m[0]]
     if bns:
         bn_group = g.nodes[bns[0]].share
-        if not bn_group or sorted(g.share_groups()[bn_group]) != sorted(bns):
+        if not bn_group or sorted(_members(g, groups, bn_group)) != sorted(bns):
             return f"{bns[0]} has its own statistics while {members[0]} shares parameters (group '{group}')"
     return None
 

@@ -55,7 +55,9 @@ def test_latency_convention_predicts_per_node_and_total(calibrated):
     per_node, total = lm.predict(g, 4, table)
     assert total == pytest.approx(data["total"]["latency_ms"])
     assert per_node == pytest.approx({n["name"]: n["latency_ms"] for n in data["nodes"]})
-    assert report.total.latency_ms > analyze(g, LATENCY, 1, latency=table).total.latency_ms  # a bigger batch takes longer
+    assert report.total.latency_ms >= analyze(g, LATENCY, 1, latency=table).total.latency_ms  # a fit from timings under load may be flat
+    steep = LatencyTable("ort", "cpu", 1, "x", {fam: [0.01, 1.0, 0.1] for fam in table.families}, table.overhead_ms)
+    assert analyze(g, LATENCY, 4, latency=steep).total.latency_ms > analyze(g, LATENCY, 1, latency=steep).total.latency_ms  # a bigger batch takes longer
     assert "latency_ms" not in analyze(g, "flops").as_dict()["total"]
 
 
@@ -68,7 +70,7 @@ def test_incremental_analyzer_keeps_the_latency_total(calibrated):
     after = analyzer.refresh().total.latency_ms
     fresh = analyze(g.copy(), LATENCY, None, strict=False, latency=table).total.latency_ms
     analyzer.close()
-    assert after == pytest.approx(fresh) and after > before
+    assert after == pytest.approx(fresh) and after >= before  # a fit from timings under load may be flat in the input size
 
 
 def test_families_follow_what_runtimes_fuse():

@@ -45,3 +45,35 @@ def test_cost_of_a_design_at_the_limit_tables_every_layer(tmp_path, capsys, monk
     assert main(["cost", str(path)]) == 0
     out = capsys.readouterr().out
     assert "most FLOPs" not in out and len([line for line in out.splitlines() if " Conv2d " in line]) == (TABLE_ROWS - 2) // 2
+
+
+def test_validate_and_cost_of_a_large_file_match_the_graph_it_was_saved_from(tmp_path, capsys):
+    """A file whose nodes are listed after their consumers, with output indices and sharing groups, loads to the
+    graph it was saved from: `validate` and `cost --json` report what analysing that graph in memory gives."""
+    import json
+
+    g = Graph("mixed")
+    x = g.add("Input", name="x", attrs={"shape": [8, 16, 16]}).name
+    for i in range(400):
+        a = g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}, share="c" if i % 4 == 0 else None).name
+        s = g.add("ChannelSplit", [a], attrs={"parts": 2}).name
+        x = g.add("Concat", [s, g.add("ReLU", [f"{s}:1"]).name]).name
+    g.add("Output", [g.add("Flatten", [g.add("GlobalAvgPool", [x]).name]).name], name="y")
+    path = tmp_path / "mixed.json"
+    save(Design(g), path)
+    data = json.loads(path.read_text())
+    nodes = data["nodes"]
+    for i, entry in enumerate(nodes):
+        if entry["op"] == "Concat":  # each Concat before the ReLU it reads: the loader connects it in a second pass
+            nodes[i - 1], nodes[i] = entry, nodes[i - 1]
+    path.write_text(json.dumps(data))
+    expected = analyze(g)
+    assert main(["validate", "--json", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["nodes"] == g.layer_count() and summary["params"] == expected.total.params
+    assert main(["cost", "--json", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["total"] == expected.total.as_dict()
+    assert sorted(n["name"] for n in report["nodes"]) == sorted(g.nodes)
+    by_name = {n["name"]: n for n in report["nodes"]}
+    assert all(by_name[c.name] == c.as_dict(None) for c in expected.nodes)

@@ -423,3 +423,70 @@ def test_incremental_totals_equal_a_cold_analysis_on_a_long_graph(edits):
     assert report.as_dict() == cold.as_dict() and report.errors == cold.errors
     assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak()
     analyzer.close()
+
+
+def test_running_latency_total_stays_the_exact_sum_through_edits():
+    """The latency total is updated by deltas, kept in exact steps: adding and taking away a huge node latency
+    leaves the small ones summed exactly (a float running sum would have lost them to rounding)."""
+    import math
+
+    from convstudio.ir.latency import LatencyTable, predict
+
+    families = {"conv_dense": [1e17, 0.0, 0.0], "conv_pointwise": [0.003, 0.0, 0.0], "activation_fused": [0.0007, 0.0, 0.0],
+                "activation": [0.0011, 0.0, 0.0]}
+    table = LatencyTable("ort", "cpu", 1, "test", families, overhead_ms=0.05)
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    for i in range(20):
+        x = g.add("Conv2d", [x], name=f"conv{i}", attrs={"out_channels": 4, "kernel_size": 1}).name
+        x = g.add("ReLU", [x]).name
+    g.add("Output", [x], name="y")
+    analyzer = Analyzer(g, "latency", None, table)
+    analyzer.refresh()
+    for i in range(20):
+        g.set_attr(f"conv{i}", "kernel_size", 3)  # a dense conv: 1e17 ms
+        g.set_attr(f"conv{i}", "padding", 1)
+        analyzer.refresh()
+        g.set_attr(f"conv{i}", "kernel_size", 1)  # back to 0.003 ms
+        g.set_attr(f"conv{i}", "padding", 0)
+        report = analyzer.refresh()
+        exact = math.fsum(c.latency_ms for c in report.nodes) + table.overhead_ms
+        assert report.total.latency_ms == exact == predict(g, table, 1)[1]
+    assert report.total.latency_ms == pytest.approx(20 * (0.003 + 0.0007) + 0.05, rel=1e-12)
+
+
+@pytest.mark.parametrize("convention", ["flops", "torchvision", "fvcore"])
+def test_full_refresh_of_repeated_blocks_equals_pricing_each_node_alone(convention):
+    """A full refresh reuses the shapes and priced cost of nodes with one signature (repeated blocks); every node
+    still gets exactly what inferring and pricing it alone gives, sharers included, and the totals are the sums."""
+    from convstudio.ir.cost import node_cost
+    from convstudio.ir.shapes import infer_one
+
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [8, 16, 16]}).name
+    for i in range(30):
+        a = g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}, share="c" if i % 3 == 0 else None).name
+        s = g.add("ChannelSplit", [a], attrs={"parts": 2}).name
+        r = g.add("ReLU", [f"{s}:1"]).name
+        x = g.add("Concat", [s, r]).name
+    g.add("Output", [x], name="y")
+    report = analyze(g, convention)
+    shapes: dict = {}
+    for name in g.topo_order():
+        shapes[name], error = infer_one(g, g.nodes[name], shapes)
+        assert error is None
+        alone = node_cost(g, name, shapes, convention, g.param_owner(name) == name)
+        assert report.nodes.get(name) == alone
+    assert report.total.params == sum(c.params for c in report.nodes) == 8 * 8 * 9 + 8 + 20 * (8 * 8 * 9 + 8)
+    assert report.total.flops == sum(c.flops for c in report.nodes)
+
+
+def test_a_latency_model_with_non_finite_coefficients_is_refused_in_one_line():
+    """Python's JSON reader takes NaN and Infinity: a model holding them is refused when read, before any sum."""
+    from convstudio.ir.latency import LatencyTable
+
+    data = {"format": 1, "runtime": "ort", "provider": "cpu", "threads": 1, "machine": "m", "overhead_ms": 0.0, "baseline_ms_per_gmac": 0.0}
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(DesignError, match="bad or missing field") as info:
+            LatencyTable.from_dict({**data, "families": {"conv_dense": [0.1, bad, 0.0]}}, "file 'm.json'")
+        assert info.value.line().count("\n") == 0

@@ -2,7 +2,7 @@
 
 import networkx as nx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from convstudio.ir.errors import AttrError, DesignError, GraphError
@@ -146,6 +146,53 @@ def test_names_order_and_consumers_stay_right_after_random_edits(edits):
     again = start()
     assert [apply_edit(again, edit) for edit in edits] == added
     assert list(again.nodes) == list(g.nodes) and again.topo_order() == g.topo_order()
+
+
+@settings(max_examples=60, deadline=None)
+@given(edits=st.lists(st.tuples(st.sampled_from(["add", "connect", "append", "remove", "erase"]), st.integers(0, 60), st.integers(0, 60)),
+                      min_size=1, max_size=60))
+@example(edits=[("add", 0, 0), ("add", 0, 0), ("connect", 0, 2)])  # a node made to read one inserted after it moves behind it
+def test_cached_order_equals_a_fresh_sort_after_edits_of_many_input_nodes(edits):
+    """Edits of Concat nodes with several inputs (connect, append, remove a slot) keep the cached order only when it is still
+    the stable order a fresh sort gives."""
+    g = start()
+    g.topo_order()
+    for kind, i, j in edits:
+        names = list(g.nodes)
+        concats = [n for n in names if g.nodes[n].op == "Concat"]
+        if kind == "add" or not concats:
+            g.add("Concat", [names[i % len(names)], names[j % len(names)]])
+        elif kind == "erase":
+            sinks = [n for n in names if n != "x" and not g.users(n)]
+            g.erase(sinks[i % len(sinks)])
+        else:
+            consumer = concats[i % len(concats)]
+            producer = names[j % len(names)]
+            slots = len(g.nodes[consumer].inputs)
+            if kind == "remove" and slots > 1:
+                g.remove_input(consumer, i % slots)
+            elif producer != consumer and producer not in g.descendants(consumer):
+                g.set_input(consumer, slots if kind == "append" else j % slots, producer)
+        assert g.topo_order() == reference_topo_order(g)
+
+
+def test_a_node_nothing_reads_follows_its_new_producer_in_the_cached_order():
+    """Rewiring a node nothing reads to the last node moves it to the end without a new sort; to any other node, the
+    order is sorted again (it goes before later nodes inserted after it)."""
+    g = start()
+    for name in ("a", "b", "p", "q"):
+        g.add("ReLU", ["x"], name=name)
+    g.topo_order()
+    g.set_input("b", 0, "p")
+    assert g.topo_order() == reference_topo_order(g) == ["x", "a", "p", "b", "q"]
+    g.set_input("b", 0, "q")
+    assert g._order_cache is not None  # kept, not sorted again
+    assert g.topo_order() == reference_topo_order(g) == ["x", "a", "p", "q", "b"]
+    g.add("Output", ["b"], name="y")
+    g.set_input("y", 0, "a")
+    assert g.topo_order() == reference_topo_order(g)
+    g.set_input("y", 0, "b")
+    assert g.topo_order() == reference_topo_order(g) == ["x", "a", "p", "q", "b", "y"]
 
 
 def test_set_input_moves_the_consumer_entry():
@@ -297,6 +344,32 @@ def test_cycle_is_reported_with_its_path():
     assert set(g.find_cycle()) == {"a", "b"}
     with pytest.raises(GraphError, match="cycle"):
         verify(g)
+
+
+def test_param_owner_follows_sharing_edits():
+    """param_owner keeps one owner table instead of scanning per node: it stays right through add, erase, rename,
+    set_share and reorder."""
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [8]})
+    for name in ("a", "b", "c"):
+        g.add("Linear", ["x"], name=name, attrs={"out_features": 4}, share="emb")
+
+    def check(expected: dict[str, str]) -> None:
+        assert {n: g.param_owner(n) for n in g.nodes} == expected
+        firsts = {m[0] for m in g.share_groups().values()}
+        assert all(g.param_owner(n) in firsts or g.param_owner(n) == n for n in g.nodes)
+
+    check({"x": "x", "a": "a", "b": "a", "c": "a"})
+    g.erase("a")
+    check({"x": "x", "b": "b", "c": "b"})
+    g.rename("b", "b2")
+    check({"x": "x", "b2": "b2", "c": "b2"})
+    g.reorder(["x", "c", "b2"])
+    check({"x": "x", "c": "c", "b2": "c"})
+    g.set_share("c", "other")
+    check({"x": "x", "c": "c", "b2": "b2"})
+    g.add("Linear", ["x"], name="d", attrs={"out_features": 4}, share="other")
+    check({"x": "x", "c": "c", "b2": "b2", "d": "c"})
 
 
 def test_share_groups_and_param_owner():

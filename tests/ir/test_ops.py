@@ -271,3 +271,26 @@ def test_arity_errors_read_naturally():
             registry.get(op).check_arity(count, "node 'n'")
         assert info.value.line() == f"{text}, node 'n'"
     registry.get("Concat").check_arity(5, "node 'n'")
+
+
+def test_remembered_attribute_checks_tell_apart_what_python_calls_equal():
+    """`validate_node` remembers attribute sets that passed, keyed so that 1, 1.0 and True, 0.0 and -0.0, and lists
+    of different element types never share an entry; refusals are never remembered, and every node gets its own dicts."""
+    conv, leaky = registry.get("Conv2d"), registry.get("LeakyReLU")
+    first, resolved = conv.validate_node({"out_channels": 4, "kernel_size": [3, 3], "bias": False}, "a")
+    again, resolved_again = conv.validate_node({"out_channels": 4, "kernel_size": [3, 3], "bias": False}, "b")
+    assert first == again and first is not again and first["kernel_size"] is not again["kernel_size"]
+    assert resolved == resolved_again and resolved is not resolved_again
+    again["kernel_size"].append(5)
+    assert conv.validate_node({"out_channels": 4, "kernel_size": [3, 3], "bias": False}, "c")[0]["kernel_size"] == [3, 3]
+    assert conv.validate_node({"out_channels": 1, "kernel_size": 1, "bias": True}, "d")[0] == {"out_channels": 1, "kernel_size": 1, "bias": True}
+    for bad in ({"out_channels": 1.0, "kernel_size": 1, "bias": True}, {"out_channels": True, "kernel_size": 1, "bias": True},
+                {"out_channels": 1, "kernel_size": 1, "bias": 1}, {"out_channels": 4, "kernel_size": [3.0, 3], "bias": False}):
+        with pytest.raises(AttrError):
+            conv.validate_node(bad, "e")
+    assert math.copysign(1, leaky.validate_node({"negative_slope": 0.0}, "f")[0]["negative_slope"]) == 1
+    assert math.copysign(1, leaky.validate_node({"negative_slope": -0.0}, "g")[0]["negative_slope"]) == -1
+    with pytest.raises(AttrError, match="node 'h' attrs.negative_slope"):
+        leaky.validate_node({"negative_slope": math.nan}, "h")
+    with pytest.raises(AttrError, match="node 'i' attrs.negative_slope"):
+        leaky.validate_node({"negative_slope": math.nan}, "i")
