@@ -13,27 +13,30 @@ def densenet(name: str, growth_rate: int, block_config, num_init_features: int, 
     b = Builder(name)
     x = b.input("x", input_shape)
     with b.scope("features"):
-        x = b.op("Conv2d", x, "conv0", out_channels=num_init_features, kernel_size=7, stride=2, padding=3, bias=False)
-        x = b.op("BatchNorm2d", x, "norm0")
-        x = b.op("ReLU", x, "relu0")
-        x = b.op("MaxPool2d", x, "pool0", kernel_size=3, stride=2, padding=1)
+        with b.group("stem"):
+            x = b.op("Conv2d", x, "conv0", out_channels=num_init_features, kernel_size=7, stride=2, padding=3, bias=False)
+            x = b.op("BatchNorm2d", x, "norm0")
+            x = b.op("ReLU", x, "relu0")
+            x = b.op("MaxPool2d", x, "pool0", kernel_size=3, stride=2, padding=1)
         channels = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
-            with b.scope(f"denseblock{i}"):
+            with b.scope(f"denseblock{i}", group=True):
                 x = dense_block(b, x, channels, num_layers=num_layers, growth_rate=growth_rate, bn_size=bn_size)
             channels += num_layers * growth_rate
             if i < len(block_config):
-                with b.scope(f"transition{i}"):
+                with b.scope(f"transition{i}", group=True):
                     x = b.op("BatchNorm2d", x, "norm")
                     x = b.op("ReLU", x, "relu")
                     x = b.op("Conv2d", x, "conv", out_channels=channels // 2, kernel_size=1, bias=False)
                     x = b.op("AvgPool2d", x, "pool", kernel_size=2, stride=2)
                 channels //= 2
-        x = b.op("BatchNorm2d", x, "norm5")
-    x = b.op("ReLU", x, "relu")
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "classifier", out_features=num_classes)
+    with b.group("head"):
+        with b.scope("features"):
+            x = b.op("BatchNorm2d", x, "norm5")
+        x = b.op("ReLU", x, "relu")
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "classifier", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 

@@ -27,26 +27,28 @@ STAGES = (
 def googlenet(input_shape, num_classes):
     b = Builder("googlenet")
     x = b.input("x", input_shape)
-    with b.scope("conv1"):
-        x = basic_conv(b, x, 64, 7, stride=2, padding=3)
-    x = b.op("MaxPool2d", x, "maxpool1", kernel_size=3, stride=2, ceil_mode=True)
-    with b.scope("conv2"):
-        x = basic_conv(b, x, 64, 1)
-    with b.scope("conv3"):
-        x = basic_conv(b, x, 192, 3, padding=1)
-    x = b.op("MaxPool2d", x, "maxpool2", kernel_size=3, stride=2, ceil_mode=True)
+    with b.group("stem"):
+        with b.scope("conv1"):
+            x = basic_conv(b, x, 64, 7, stride=2, padding=3)
+        x = b.op("MaxPool2d", x, "maxpool1", kernel_size=3, stride=2, ceil_mode=True)
+        with b.scope("conv2"):
+            x = basic_conv(b, x, 64, 1)
+        with b.scope("conv3"):
+            x = basic_conv(b, x, 192, 3, padding=1)
+        x = b.op("MaxPool2d", x, "maxpool2", kernel_size=3, stride=2, ceil_mode=True)
     channels = 192
     for name, spec in STAGES:
         if isinstance(spec, int):
             x = b.op("MaxPool2d", x, name, kernel_size=spec, stride=2, ceil_mode=True)
             continue
-        with b.scope(name):
+        with b.scope(name, group=True):
             x = inception(b, x, channels, *spec)
         channels = spec[0] + spec[2] + spec[4] + spec[5]
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Dropout", x, "dropout", p=0.2)
-    x = b.op("Linear", x, "fc", out_features=num_classes)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Dropout", x, "dropout", p=0.2)
+        x = b.op("Linear", x, "fc", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 
@@ -132,19 +134,21 @@ V3_MIXED = (
 def inception_v3(input_shape, num_classes):
     b = Builder("inception_v3")
     x = b.input("x", input_shape)
-    x = conv(b, x, "Conv2d_1a_3x3", 32, 3, stride=2)
-    x = conv(b, x, "Conv2d_2a_3x3", 32, 3)
-    x = conv(b, x, "Conv2d_2b_3x3", 64, 3, padding=1)
-    x = b.op("MaxPool2d", x, "maxpool1", kernel_size=3, stride=2)
-    x = conv(b, x, "Conv2d_3b_1x1", 80, 1)
-    x = conv(b, x, "Conv2d_4a_3x3", 192, 3)
-    x = b.op("MaxPool2d", x, "maxpool2", kernel_size=3, stride=2)
+    with b.group("stem"):
+        x = conv(b, x, "Conv2d_1a_3x3", 32, 3, stride=2)
+        x = conv(b, x, "Conv2d_2a_3x3", 32, 3)
+        x = conv(b, x, "Conv2d_2b_3x3", 64, 3, padding=1)
+        x = b.op("MaxPool2d", x, "maxpool1", kernel_size=3, stride=2)
+        x = conv(b, x, "Conv2d_3b_1x1", 80, 1)
+        x = conv(b, x, "Conv2d_4a_3x3", 192, 3)
+        x = b.op("MaxPool2d", x, "maxpool2", kernel_size=3, stride=2)
     for name, unit, arg in V3_MIXED:
-        with b.scope(name):
+        with b.scope(name, group=True):
             x = unit(b, x) if arg is None else unit(b, x, arg)
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Dropout", x, "dropout", p=0.5)
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "fc", out_features=num_classes)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Dropout", x, "dropout", p=0.5)
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "fc", out_features=num_classes)
     b.output(x, "logits")
     return b.graph

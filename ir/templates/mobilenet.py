@@ -35,17 +35,19 @@ def mobilenet_v1(input_shape, num_classes, width=1.0):
     b = Builder("mobilenet_v1")
     x = b.input("x", input_shape)
     channels = max(8, int(32 * width))
-    x = b.op("Conv2d", x, "features_0_0", out_channels=channels, kernel_size=3, stride=2, padding=1, bias=False)
-    x = b.op("BatchNorm2d", x, "features_0_1")
-    x = b.op("ReLU", x, "features_0_2")
+    with b.group("features_0"):
+        x = b.op("Conv2d", x, "features_0_0", out_channels=channels, kernel_size=3, stride=2, padding=1, bias=False)
+        x = b.op("BatchNorm2d", x, "features_0_1")
+        x = b.op("ReLU", x, "features_0_2")
     for index, (out, stride) in enumerate(V1_UNITS, start=1):
         out = max(8, int(out * width))
-        with b.scope(f"features_{index}"):
+        with b.scope(f"features_{index}", group=True):
             x = depthwise_separable(b, x, channels, out_channels=out, stride=stride)
         channels = out
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "fc", out_features=num_classes)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "fc", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 
@@ -56,19 +58,22 @@ def mobilenet_v2(input_shape, num_classes, width=1.0):
     b = Builder("mobilenet_v2")
     x = b.input("x", input_shape)
     channels = make_divisible(32 * width)
-    x = conv_bn_relu6(b, x, "features_0", channels, 3, stride=2)
+    with b.group("features_0"):
+        x = conv_bn_relu6(b, x, "features_0", channels, 3, stride=2)
     index = 1
     for t, c, n, s in V2_SETTINGS:
         out = make_divisible(c * width)
         for i in range(n):
-            with b.scope(f"features_{index}"):
+            with b.scope(f"features_{index}", group=True):
                 x = inverted_residual(b, x, channels, out_channels=out, stride=s if i == 0 else 1, expansion=t)
             channels, index = out, index + 1
-    x = conv_bn_relu6(b, x, f"features_{index}", make_divisible(1280 * max(1.0, width)), 1)
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Dropout", x, "classifier_0", p=0.2)
-    x = b.op("Linear", x, "classifier_1", out_features=num_classes)
+    with b.group(f"features_{index}"):
+        x = conv_bn_relu6(b, x, f"features_{index}", make_divisible(1280 * max(1.0, width)), 1)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Dropout", x, "classifier_0", p=0.2)
+        x = b.op("Linear", x, "classifier_1", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 
@@ -79,20 +84,23 @@ def mobilenet_v3(name: str, units, last_channel: int, input_shape, num_classes: 
     x = b.input("x", input_shape)
     channels = make_divisible(16 * width)
     norm = {"eps": 0.001, "momentum": 0.01}
-    x = conv_norm_act(b, x, "features_0", channels, 3, stride=2, activation="Hardswish", **norm)
+    with b.group("features_0"):
+        x = conv_norm_act(b, x, "features_0", channels, 3, stride=2, activation="Hardswish", **norm)
     for index, (kernel, expanded, out, se, activation, stride) in enumerate(units, start=1):
         out = make_divisible(out * width)
-        with b.scope(f"features_{index}"):
+        with b.scope(f"features_{index}", group=True):
             x = inverted_residual_v3(b, x, channels, out_channels=out, stride=stride, expanded_channels=make_divisible(expanded * width),
                                      kernel_size=kernel, se=se, activation=activation)
         channels = out
-    x = conv_norm_act(b, x, f"features_{len(units) + 1}", 6 * channels, 1, activation="Hardswish", **norm)
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "classifier_0", out_features=make_divisible(last_channel * width))
-    x = b.op("Hardswish", x, "classifier_1")
-    x = b.op("Dropout", x, "classifier_2", p=0.2)
-    x = b.op("Linear", x, "classifier_3", out_features=num_classes)
+    with b.group(f"features_{len(units) + 1}"):
+        x = conv_norm_act(b, x, f"features_{len(units) + 1}", 6 * channels, 1, activation="Hardswish", **norm)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "classifier_0", out_features=make_divisible(last_channel * width))
+        x = b.op("Hardswish", x, "classifier_1")
+        x = b.op("Dropout", x, "classifier_2", p=0.2)
+        x = b.op("Linear", x, "classifier_3", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 

@@ -35,10 +35,11 @@ def regnet(name: str, depth: int, w_0: int, w_a: float, w_m: float, group_width:
     x = conv_norm_act(b, x, "stem", stem_width, 3, stride=2)
     channels = stem_width
     for stage, (width, blocks, groups) in enumerate(stage_params(depth, w_0, w_a, w_m, group_width), start=1):
-        for i in range(blocks):
-            with b.scope(f"trunk_output_block{stage}_block{stage}_{i}"):
-                x = regnet_y(b, x, channels, out_channels=width, stride=2 if i == 0 else 1, group_width=groups, se_ratio=se_ratio)
-            channels = width
+        with b.group(f"stage{stage}"):
+            for i in range(blocks):
+                with b.scope(f"trunk_output_block{stage}_block{stage}_{i}", group=True):
+                    x = regnet_y(b, x, channels, out_channels=width, stride=2 if i == 0 else 1, group_width=groups, se_ratio=se_ratio)
+                channels = width
     x = b.op("GlobalAvgPool", x, "avgpool")
     x = b.op("Flatten", x, "flatten")
     x = b.op("Linear", x, "fc", out_features=num_classes)

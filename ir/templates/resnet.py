@@ -13,23 +13,26 @@ IMAGENET = (3, 224, 224)
 
 
 def resnet(name: str, block: Callable[..., str], expansion: int, layers, input_shape, num_classes: int, **block_options) -> Graph:
-    """Stem (7x7 conv, BN, ReLU, max pool), four stages of residual blocks, global pool and fc."""
+    """Stem (7x7 conv, BN, ReLU, max pool), four stages of residual blocks, global pool and fc; each of them a group."""
     b = Builder(name)
     x = b.input("x", input_shape)
-    x = b.op("Conv2d", x, "conv1", out_channels=64, kernel_size=7, stride=2, padding=3, bias=False)
-    x = b.op("BatchNorm2d", x, "bn1")
-    x = b.op("ReLU", x, "relu")
-    x = b.op("MaxPool2d", x, "maxpool", kernel_size=3, stride=2, padding=1)
+    with b.group("stem"):
+        x = b.op("Conv2d", x, "conv1", out_channels=64, kernel_size=7, stride=2, padding=3, bias=False)
+        x = b.op("BatchNorm2d", x, "bn1")
+        x = b.op("ReLU", x, "relu")
+        x = b.op("MaxPool2d", x, "maxpool", kernel_size=3, stride=2, padding=1)
     channels = 64
     for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-        for i in range(blocks):
-            stride = 2 if stage > 1 and i == 0 else 1
-            with b.scope(f"layer{stage}_{i}"):
-                x = block(b, x, channels, out_channels=planes * expansion, stride=stride, **block_options)
-            channels = planes * expansion
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "fc", out_features=num_classes)
+        with b.group(f"layer{stage}"):
+            for i in range(blocks):
+                stride = 2 if stage > 1 and i == 0 else 1
+                with b.scope(f"layer{stage}_{i}", group=True):
+                    x = block(b, x, channels, out_channels=planes * expansion, stride=stride, **block_options)
+                channels = planes * expansion
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "fc", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 

@@ -22,10 +22,11 @@ def shufflenet_v2_x1_0(input_shape, num_classes):
     x = b.op("MaxPool2d", x, "maxpool", kernel_size=3, stride=2, padding=1)
     channels = stem
     for stage, (repeats, out) in enumerate(zip(STAGE_REPEATS, stages), start=2):
-        for i in range(repeats):
-            with b.scope(f"stage{stage}_{i}"):
-                x = shuffle_unit(b, x, channels, out_channels=out, stride=2 if i == 0 else 1)
-            channels = out
+        with b.group(f"stage{stage}"):
+            for i in range(repeats):
+                with b.scope(f"stage{stage}_{i}", group=True):
+                    x = shuffle_unit(b, x, channels, out_channels=out, stride=2 if i == 0 else 1)
+                channels = out
     x = b.op("Conv2d", x, "conv5_0", out_channels=last, kernel_size=1, bias=False)
     x = b.op("BatchNorm2d", x, "conv5_1")
     x = b.op("ReLU", x, "conv5_2")

@@ -30,7 +30,7 @@ def squeezenet1_1(input_shape, num_classes):
     x = b.op("ReLU", x, "features_1")
     for index in range(2, 13):
         if index in FIRES:
-            with b.scope(f"features_{index}"):
+            with b.scope(f"features_{index}", group=True):
                 x = fire(b, x, *FIRES[index])
         else:
             x = b.op("MaxPool2d", x, f"features_{index}", kernel_size=3, stride=2, ceil_mode=True)

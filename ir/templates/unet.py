@@ -21,22 +21,22 @@ def unet_small(input_shape, num_classes, width=1.0):
     base = max(4, int(16 * width))
     b = Builder("unet_small")
     x = b.input("x", input_shape)
-    with b.scope("enc1"):
+    with b.scope("enc1", group=True):
         skip1 = double_conv(b, x, base)
     x = b.op("MaxPool2d", skip1, "pool1", kernel_size=2)
-    with b.scope("enc2"):
+    with b.scope("enc2", group=True):
         skip2 = double_conv(b, x, 2 * base)
     x = b.op("MaxPool2d", skip2, "pool2", kernel_size=2)
-    with b.scope("bottleneck"):
+    with b.scope("bottleneck", group=True):
         x = double_conv(b, x, 4 * base)
     x = b.op("ConvTranspose2d", x, "up2", out_channels=2 * base, kernel_size=2, stride=2)
     x = b.op("Concat", [x, skip2], "cat2", dim=1)
-    with b.scope("dec2"):
+    with b.scope("dec2", group=True):
         x = double_conv(b, x, 2 * base)
     x = b.op("Upsample", x, "up1", mode="bilinear", scale_factor=2)
     x = b.op("Conv2d", x, "up1_proj", out_channels=base, kernel_size=1)
     x = b.op("Concat", [x, skip1], "cat1", dim=1)
-    with b.scope("dec1"):
+    with b.scope("dec1", group=True):
         x = double_conv(b, x, base)
     x = b.op("Conv2d", x, "head", out_channels=num_classes, kernel_size=1)
     b.output(x, "logits")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, parse_ref, verify
+from convstudio.ir.groups import adopt, group_of
 from convstudio.ir.ops.activation import FUSED_ACTIVATION_CHOICES
 from convstudio.ir.passes.base import PassResult
 from convstudio.ir.shapes import infer_shapes
@@ -160,7 +161,9 @@ def per_node(name: str, ops: tuple[str, ...], defaults: dict, applies, rewrite, 
                 declined.append({"node": target, "reason": reason})
                 report.append(f"declined {target}: {reason}")
                 continue
+            home = group_of(g.groups, target) if g.groups else None
             names, line = rewrite(g, target, **params)
+            adopt(g.groups, names, home)
             changed.extend(n for n in names if n not in changed)
             report.append(line)
             infer_shapes(g, strict=True)
