@@ -326,6 +326,12 @@ def latency_mode(settings: Settings, variants: list[Variant]) -> str:
     return "predicted" if find_model() is not None and all(v.strategy != INT8 for v in variants) else "measured"
 
 
+def task_keys(settings: Settings, variants: list[Variant]) -> dict[Variant | None, str]:
+    """The results-file key of each task (None: the baseline): the source's digest and the variant's name."""
+    digest = source_digest(settings)
+    return {v: f"{digest}:{'baseline' if v is None else v.name}" for v in [None, *variants]}
+
+
 def explore(settings: Settings, variants: list[Variant], jobs: int = 1, on_result: Callable[[dict, int, int], None] | None = None) -> dict:
     """Run the sweep; returns {baseline, variants, latency_source, results}. `on_result(row, done, total)` follows progress."""
     check_settings(settings)
@@ -334,8 +340,7 @@ def explore(settings: Settings, variants: list[Variant], jobs: int = 1, on_resul
     load_trained(settings.design, settings.weights)  # the design and its weights are readable before any worker starts
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     results = settings.out_dir / RESULTS
-    digest, mode = source_digest(settings), latency_mode(settings, variants)
-    keys = {v: f"{digest}:{'baseline' if v is None else v.name}" for v in [None, *variants]}
+    keys, mode = task_keys(settings, variants), latency_mode(settings, variants)
     done = read_results(results)
     pending = [v for v in keys if keys[v] not in done]
     total, finished = len(keys), len(keys) - len(pending)
