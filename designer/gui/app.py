@@ -52,6 +52,9 @@ def application():
         app = QApplication(sys.argv[:1])
         app.setApplicationName("ConvStudio")
         app.setOrganizationName("ConvStudio")
+        from convstudio.designer.gui.theme import follow_system
+
+        follow_system(app)
         _KEEP_ALIVE.append(app)
     return app
 
@@ -73,16 +76,30 @@ def _report_bug(kind, value, tb) -> None:
             widget.show_message(f"internal error: {value}")
 
 
-def take_screenshot(window, out: str | Path) -> Path:
-    """Lay the window out, render it and save a PNG of the whole window.
+def show_selected(window, select: list[str] | None) -> None:
+    """Show the design readably with the nodes `select` selected and the first of them in the middle of the canvas.
 
-    With nothing selected, the most expensive layer is selected so the inspector shows it."""
+    Without `select`, the most expensive layer is selected (so the inspector shows it) and scrolled into view."""
+    window.view.show_readable()
+    if select:
+        window.ctl.select(select)
+        window.view.centre_on_node(select[0])
+        return
+    if not window.ctl.selection and window.ctl.report is not None and window.ctl.report.nodes:
+        window.ctl.select([max(window.ctl.report.nodes, key=lambda c: c.macs).name])
+    if window.ctl.selection:
+        item = window.scene.nodes.get(window.ctl.selection[0])
+        if item is not None and not window.view.mapToScene(window.view.viewport().rect()).boundingRect().contains(item.sceneBoundingRect()):
+            window.view.centre_on_node(item.name)
+
+
+def take_screenshot(window, out: str | Path, select: list[str] | None = None) -> Path:
+    """Lay the window out, render it and save a PNG of the whole window, the selected node (`select`, else the
+    most expensive layer) in view and shown in the inspector."""
     app = application()
     for _ in range(3):
         app.processEvents()
-    window.view.show_readable()
-    if not window.ctl.selection and window.ctl.report is not None and window.ctl.report.nodes:
-        window.ctl.select([max(window.ctl.report.nodes, key=lambda c: c.macs).name])
+    show_selected(window, select)
     app.processEvents()
     out = Path(out)
     if not window.grab().save(str(out), "PNG"):
@@ -95,8 +112,10 @@ def run(
     screenshot: str | Path | None = None,
     size: tuple[int, int] = (1600, 1000),
     template: str | None = None,
+    select: list[str] | None = None,
 ) -> int:
-    """Open the designer on a design file (or the default example); with `screenshot`, save a PNG and exit."""
+    """Open the designer on a design file (or the default example); with `screenshot`, save a PNG and exit.
+    `select` names nodes to select, the first centred on the canvas."""
     if screenshot is not None and not has_display():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     if not has_display():
@@ -106,17 +125,27 @@ def run(
     if screenshot is not None and not Path(screenshot).resolve().parent.is_dir():
         raise DesignError("folder does not exist", f"file '{screenshot}'")
     design = open_design(path, template)
+    if select:
+        from convstudio.designer.gui.controller import default_design
+
+        design = design or default_design()
+        unknown = [name for name in select if name not in design.graph.nodes]
+        if unknown:
+            raise DesignError(f"no node named '{unknown[0]}' in the design", "--select")
     app = application()
     from convstudio.designer.gui.mainwindow import MainWindow
 
-    window = MainWindow(design, autosave=screenshot is None)
+    window = MainWindow(design, autosave=screenshot is None, remember_layout=screenshot is None)
     window.resize(*size)
     window.show()
     if screenshot is not None:
-        out = take_screenshot(window, screenshot)
+        out = take_screenshot(window, screenshot, select)
         window.close()
         print(f"wrote {out} ({size[0]}x{size[1]})")
         return 0
     sys.excepthook = _report_bug
-    window.view.show_readable()
+    if select:
+        show_selected(window, select)
+    else:
+        window.view.show_readable()
     return app.exec()

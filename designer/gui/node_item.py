@@ -11,16 +11,14 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen
 from PyQt6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
 
 from convstudio.designer.cli.common import human_bytes
+from convstudio.designer.gui import theme
 from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+from convstudio.designer.gui.messages import for_people, unknown_shape_text
 from convstudio.ir.graph import Node
 
 PORT_RADIUS = 5.0
 DETAIL_THRESHOLD = 0.4
 BOUNDS = QRectF(-PORT_RADIUS - 1, -PORT_RADIUS - 1, NODE_WIDTH + 2 * PORT_RADIUS + 2, NODE_HEIGHT + 2 * PORT_RADIUS + 2)
-BASE_COLOR = QColor(250, 250, 252)
-HOT_COLOR = QColor(244, 140, 66)
-ERROR_FILL = QColor(253, 222, 222)
-ERROR_BORDER = QColor(200, 30, 30)
 CATEGORY_COLORS = {
     "conv": QColor(66, 114, 196),
     "linear": QColor(112, 82, 184),
@@ -31,6 +29,14 @@ CATEGORY_COLORS = {
     "structure": QColor(120, 120, 120),
     "io": QColor(30, 30, 30),
 }
+MAX_TINTS = 256  # tints, pens and brushes kept (the canvas draws with a few dozen)
+_TINTS: list = [None, {}]  # [the theme, {heat: tint}]
+_PENS: dict[tuple[int, float], QPen] = {}
+_BRUSHES: dict[int, QBrush] = {}
+NODE_RECT = QRectF(0, 0, NODE_WIDTH, NODE_HEIGHT)
+ACCENT_BAR = QRectF(1, 1, 5, NODE_HEIGHT - 2)
+TEXT_BOXES = [QRectF(10, 4, NODE_WIDTH - 14, 16)] + [QRectF(10, 20 + row * 15, NODE_WIDTH - 14, 15) for row in range(3)]
+TEXT_ALIGN = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
 
 
 def key_attributes(node: Node) -> str:
@@ -73,13 +79,49 @@ def shapes_text(shapes: list, lead: str = "") -> str:
     return "  ".join(lead + "×".join(map(str, s)) for s in shapes)
 
 
+def scope(batch: int | None) -> str:
+    """What the figures shown count: 'per sample', or 'batch 8'."""
+    return f"batch {batch}" if batch else "per sample"
+
+
 def blend(t: float) -> QColor:
+    """The node tint at heat `t` (0..1), from the theme's node colour to its hot colour (shared: not to be modified)."""
+    colours = theme.active()
     t = max(0.0, min(1.0, t))
-    return QColor(
-        int(BASE_COLOR.red() + (HOT_COLOR.red() - BASE_COLOR.red()) * t),
-        int(BASE_COLOR.green() + (HOT_COLOR.green() - BASE_COLOR.green()) * t),
-        int(BASE_COLOR.blue() + (HOT_COLOR.blue() - BASE_COLOR.blue()) * t),
-    )
+    if _TINTS[0] is not colours:
+        _TINTS[:] = [colours, {}]
+    tint = _TINTS[1].get(t)
+    if tint is None:
+        tint = QColor(
+            int(colours.node.red() + (colours.hot.red() - colours.node.red()) * t),
+            int(colours.node.green() + (colours.hot.green() - colours.node.green()) * t),
+            int(colours.node.blue() + (colours.hot.blue() - colours.node.blue()) * t),
+        )
+        if len(_TINTS[1]) < MAX_TINTS:
+            _TINTS[1][t] = tint
+    return tint
+
+
+def pen(colour: QColor, width: float) -> QPen:
+    """A shared pen of `colour` and `width` (building one per paint call costs more than the drawing)."""
+    key = (colour.rgba(), width)
+    found = _PENS.get(key)
+    if found is None:
+        if len(_PENS) >= MAX_TINTS:
+            _PENS.clear()
+        found = _PENS[key] = QPen(colour, width)
+    return found
+
+
+def brush(colour: QColor) -> QBrush:
+    """A shared solid brush of `colour`."""
+    key = colour.rgba()
+    found = _BRUSHES.get(key)
+    if found is None:
+        if len(_BRUSHES) >= MAX_TINTS:
+            _BRUSHES.clear()
+        found = _BRUSHES[key] = QBrush(colour)
+    return found
 
 
 class NodeItem(QGraphicsItem):
@@ -96,7 +138,7 @@ class NodeItem(QGraphicsItem):
         self.setZValue(1)
         self.texts: list[str] = ["", "", "", ""]
         self.lines: list[str] = []
-        self.fill = BASE_COLOR
+        self.fill = blend(0.0)
         self.accent = CATEGORY_COLORS["structure"]
         self.error: str | None = None
         self.heat = 0.0
@@ -105,36 +147,42 @@ class NodeItem(QGraphicsItem):
         self.edges: set = set()
 
     # ---- content ---------------------------------------------------------------------------
-    def sync(self, node: Node, heat: float) -> None:
-        """Refresh text, ports, tooltip and colour from the node and its analysis results."""
-        cost = node.meta.get("cost")
-        shapes = node.meta.get("shapes")
-        self.error = node.meta.get("error")
-        lo, hi = node.opdef.arity
+    def sync(self, node: Node, heat: float, batch: int | None = None, culprit: str | None = None) -> None:
+        """Refresh text, ports, tooltip and colour from the node and its analysis results. Figures count `batch`
+        samples (None: one, said as 'per sample'); `culprit` is the upstream node whose error leaves the shape unknown."""
+        meta, opdef, colours = node.meta, node.opdef, theme.active()
+        cost = meta.get("cost")
+        shapes = meta.get("shapes")
+        self.error = for_people(meta.get("error"))
+        lo, hi = opdef.arity
         self.n_inputs = len(node.inputs) + (1 if hi is None else 0) if hi != 0 else 0
         self.n_inputs = max(self.n_inputs, lo)
-        self.n_outputs = 0 if node.op == "Output" else node.opdef.num_outputs(node.resolved)
-        self.accent = CATEGORY_COLORS.get(node.opdef.category, CATEGORY_COLORS["structure"])
-        shape_text = shapes_text(shapes) if shapes else "shape unknown"
+        self.n_outputs = 0 if node.op == "Output" else opdef.num_outputs(node.resolved)
+        self.accent = CATEGORY_COLORS.get(opdef.category, CATEGORY_COLORS["structure"])
+        if opdef.category == "io" and colours.dark:
+            self.accent = colours.subtext  # the io accent is near black
+        n = batch or 1
+        shape_text = f"{shapes_text(shapes, f'{batch}×' if batch else '')} · {scope(batch)}" if shapes else "shape unknown"
         if self.error:
             cost_text = self.error
         elif cost is not None and shapes:
-            cost_text = f"{compact(cost.macs)} MACs · {compact(cost.params)} params"
+            cost_text = f"{compact(cost.macs * n)} MACs · {compact(cost.params)} params"
         else:
-            cost_text = "cost unknown"
+            cost_text = f"upstream node {culprit} has an error" if culprit else "cost unknown"
         self.texts = [node.name, f"{node.op}  {key_attributes(node)}".strip(), shape_text, cost_text]
         self.lines = []
-        self.fill = ERROR_FILL if self.error else blend(heat)
+        self.fill = colours.error_fill if self.error else blend(heat)
         self.heat = heat
-        tip = [f"<b>{node.name}</b> ({node.op})", shape_text]
+        tip = [f"<b>{node.name}</b> ({node.op})", shape_text if shapes else unknown_shape_text(culprit)]
         if cost is not None and shapes and not self.error:
-            tip.append(f"params {cost.params:,} · MACs {cost.macs:,} · FLOPs {cost.flops:,}")
-            tip.append(f"activation {human_bytes(cost.activation_bytes)}")
+            tip.append(f"params {cost.params:,} · MACs {cost.macs * n:,} · FLOPs {cost.flops * n:,} ({scope(batch)})")
+            tip.append(f"activation {human_bytes(cost.activation_bytes * n)} ({scope(batch)})")
+            if cost.latency_ms is not None:
+                tip.append(f"predicted latency {cost.latency_ms:.3f} ms (batch {n})")
         if self.error:
-            tip.append(f"<span style='color:#c81e1e'>{self.error}</span>")
+            tip.append(f"<span style='color:{colours.error_text.name()}'>{self.error}</span>")
         self.setToolTip("<br>".join(tip))
-        self.prepareGeometryChange()
-        self.update()
+        self.update()  # the bounds never change (BOUNDS)
 
     def set_heat(self, heat: float) -> None:
         """Change only the tint (the heatmap's maximum moved); repaints when the colour differs."""
@@ -187,32 +235,31 @@ class NodeItem(QGraphicsItem):
         ]
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
-        rect = QRectF(0, 0, NODE_WIDTH, NODE_HEIGHT)
         selected = self.isSelected()
-        border = ERROR_BORDER if self.error else (QColor(20, 100, 230) if selected else self.accent)
-        painter.setPen(QPen(border, 3 if selected else 1.5))
-        painter.setBrush(QBrush(self.fill))
+        colours = theme.active()
+        border = colours.error_text if self.error else (colours.selected if selected else self.accent)
+        painter.setPen(pen(border, 3 if selected else 1.5))
+        painter.setBrush(brush(self.fill))
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         if lod < DETAIL_THRESHOLD:
-            painter.drawRect(rect)
+            painter.drawRect(NODE_RECT)
             return
-        painter.drawRoundedRect(rect, 6, 6)
+        painter.drawRoundedRect(NODE_RECT, 6, 6)
         if not self.lines:
             self.lines = self.elided_lines()
-        painter.fillRect(QRectF(1, 1, 5, NODE_HEIGHT - 2), self.accent)
-        painter.setPen(QColor(25, 25, 25))
+        painter.fillRect(ACCENT_BAR, self.accent)
+        text, subtext = theme.text_on(self.fill)
+        painter.setPen(text)
         painter.setFont(self.title_font)
-        painter.drawText(QRectF(10, 4, NODE_WIDTH - 14, 16), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.lines[0])
+        painter.drawText(TEXT_BOXES[0], TEXT_ALIGN, self.lines[0])
         painter.setFont(self.body_font)
         for row, text in enumerate(self.lines[1:]):
-            color = ERROR_BORDER if (self.error and row == 2) else QColor(60, 60, 60)
-            painter.setPen(color)
-            box = QRectF(10, 20 + row * 15, NODE_WIDTH - 14, 15)
-            painter.drawText(box, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
-        painter.setPen(QPen(QColor(60, 60, 60), 1))
-        painter.setBrush(QBrush(QColor(255, 255, 255)))
+            painter.setPen(colours.error_text if (self.error and row == 2) else subtext)
+            painter.drawText(TEXT_BOXES[row + 1], TEXT_ALIGN, text)
+        painter.setPen(pen(colours.port_pen, 1))
+        painter.setBrush(brush(colours.port))
         for i in range(self.n_inputs):
             painter.drawEllipse(self.input_port(i), PORT_RADIUS, PORT_RADIUS)
-        painter.setBrush(QBrush(self.accent))
+        painter.setBrush(brush(self.accent))
         for k in range(self.n_outputs):
             painter.drawEllipse(self.output_port(k), PORT_RADIUS, PORT_RADIUS)

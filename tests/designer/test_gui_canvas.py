@@ -9,7 +9,8 @@ from PyQt6.QtWidgets import QApplication
 from convstudio.designer.gui.edge_item import EdgeItem
 from convstudio.designer.gui.layout import layered_layout
 from convstudio.designer.gui.mainwindow import MainWindow
-from convstudio.designer.gui.node_item import ERROR_FILL
+from convstudio.designer.gui.messages import for_people
+from convstudio.designer.gui.theme import active
 from convstudio.ir.design import Design
 from convstudio.ir.templates import build_template
 from tests.designer.windows import make_window
@@ -203,19 +204,19 @@ def test_bad_shape_shows_error_colour_and_reason(window):
     ctl = window.ctl
     assert ctl.set_attr("conv1", "kernel_size", 40) is None
     item = window.scene.nodes["conv1"]
-    error = ctl.graph.nodes["conv1"].meta["error"]
-    assert error and "conv1" in error
-    assert item.fill == ERROR_FILL
+    error = for_people(ctl.graph.nodes["conv1"].meta["error"])
+    assert error and "conv1" in error and "attrs." not in error
+    assert item.fill == active().error_fill
     assert error in item.toolTip()
     ctl.select(["conv1"])
     assert window.inspector.error_label.text() == error
     downstream = window.scene.nodes["fc1"]
-    assert downstream.texts[2:] == ["shape unknown", "cost unknown"] and downstream.fill != ERROR_FILL
+    assert downstream.texts[2:] == ["shape unknown", "upstream node conv1 has an error"] and downstream.fill != active().error_fill
     model = window.cost_panel.model
     assert model.data(model.index(model.row_of("fc1"), 3)) == "?"
     assert "1 error(s)" in window.cost_panel.totals.text()
     ctl.undo_stack.undo()
-    assert window.scene.nodes["conv1"].fill != ERROR_FILL
+    assert window.scene.nodes["conv1"].fill != active().error_fill
 
 
 def test_zoom_and_fit(window):

@@ -293,7 +293,8 @@ def test_train_one_epoch_updates_curves_saves_weights_and_undoes(window, qtbot, 
     dialog.close()
 
 
-def test_train_cancel_after_first_epoch_stops_early(window, qtbot):
+def test_train_cancel_after_first_epoch_stops_early_and_keeps_nothing(window, qtbot):
+    before = dumps(window.ctl.design)
     dialog = TrainDialog(window)
     small_run(dialog, 30)
     dialog.epoch_done.connect(lambda _row: dialog.cancel_button.click())
@@ -301,9 +302,10 @@ def test_train_cancel_after_first_epoch_stops_early(window, qtbot):
         dialog.start()
     result = finished.args[0]
     assert result["stopped_early"] and 1 <= len(result["history"]) < 30
-    assert dialog.progress_label.text().startswith("cancelled after")
+    assert dialog.progress_label.text().startswith("cancelled after") and "nothing written" in dialog.progress_label.text()
     assert len(dialog.loss_curve.getData()[0]) == len(result["history"])
-    assert window.ctl.design.weights_path().is_file()
+    assert not window.ctl.design.weights_path().exists() and dialog.scratch is None
+    assert window.ctl.undo_stack.count() == 0 and dumps(window.ctl.design) == before and not window.ctl.modified
     dialog.close()
 
 

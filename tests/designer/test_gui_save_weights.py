@@ -1,5 +1,6 @@
 """Save As in the designer carries the weights a design holds (after a training run) to the new file's side,
-as one design + weights pair; a plain Save leaves the weights beside the design alone."""
+as one design + weights pair; a plain Save writes the weights the design holds, so a pruned or retrained design
+never sits beside the weights of the one it replaced."""
 
 import numpy as np
 
@@ -20,5 +21,9 @@ def test_save_as_writes_the_held_weights_beside_the_new_design(qapp, tmp_path):
     assert copy.weights is None and load_design_weights(copy, required=True) == tmp_path / "copy.safetensors"
     assert np.array_equal(copy.graph.nodes["conv1"].params["weight"], ctl.graph.nodes["conv1"].params["weight"])
     written = (tmp_path / "copy.safetensors").read_bytes()
-    init_params(ctl.graph, seed=3, only_missing=False)
-    assert ctl.save() is None and (tmp_path / "copy.safetensors").read_bytes() == written  # Save keeps the file the run wrote
+    assert ctl.save() is None and (tmp_path / "copy.safetensors").read_bytes() == written  # the same weights give the same bytes
+    init_params(ctl.graph, seed=3, only_missing=False)  # weights changed in memory (a rewrite that kept and cut them)
+    assert ctl.save() is None
+    again = load(tmp_path / "copy.json")
+    load_design_weights(again, required=True)
+    assert np.array_equal(again.graph.nodes["conv1"].params["weight"], ctl.graph.nodes["conv1"].params["weight"])

@@ -30,6 +30,7 @@ from PyQt6.QtWidgets import (
 from convstudio.designer.cli.common import human, load_design
 from convstudio.designer.cli.verb_compare import variant
 from convstudio.designer.gui.dialogs.common import METRIC_ROWS, StatusLabel, ToolDialog, error_line
+from convstudio.designer.gui.diff_view import open_diff
 from convstudio.ir.cost import CONVENTIONS
 from convstudio.ir.graph import Graph
 from convstudio.ir.passes.compare import BREAKDOWN_METRICS
@@ -75,6 +76,9 @@ class CompareDialog(ToolDialog):
         self.variant_box.setToolTip("a variant of the current design: fused, or a strategy applied everywhere it applies")
         self.add_variant_button = QPushButton("Add variant")
         self.remove_button = QPushButton("Remove")
+        self.diff_button = QPushButton("Show diff")
+        self.diff_button.setToolTip("The baseline and the selected design (else the last one) side by side: added, removed and changed layers, cost deltas")
+        self.diff_dialog = None
         self.convention_box = QComboBox()
         self.convention_box.addItems(CONVENTIONS)
         self.convention_box.setCurrentText(self.ctl.convention)
@@ -102,6 +106,7 @@ class CompareDialog(ToolDialog):
         variant_row.addWidget(self.add_variant_button)
         column.addLayout(variant_row)
         column.addWidget(self.remove_button)
+        column.addWidget(self.diff_button)
         options = QHBoxLayout()
         options.addWidget(QLabel("Convention"))
         options.addWidget(self.convention_box)
@@ -130,6 +135,7 @@ class CompareDialog(ToolDialog):
         self.add_file_button.clicked.connect(lambda: self.add_file())
         self.add_variant_button.clicked.connect(lambda: self.add_variant(self.variant_box.currentText()))
         self.remove_button.clicked.connect(self.remove_selected)
+        self.diff_button.clicked.connect(lambda: self.show_diff())
         self.convention_box.currentTextChanged.connect(lambda _text: self.refresh())
         self.metric_box.currentTextChanged.connect(lambda _text: self.draw_chart())
         self.refresh()
@@ -174,6 +180,22 @@ class CompareDialog(ToolDialog):
             if len(self.graphs) > 1:
                 del self.graphs[item.text()]
         self.refresh()
+
+    def show_diff(self, label: str | None = None):
+        """Open the diff of the baseline against design `label` (default: the selected one, else the last); returns the dialog."""
+        labels = list(self.graphs)
+        chosen = [item.text() for item in self.design_list.selectedItems() if item.text() != labels[0]]
+        label = label or (chosen[0] if chosen else labels[-1])
+        if label == labels[0]:
+            self.status.show_error("add a file or a variant to diff against the baseline")
+            return None
+        try:
+            self.diff_dialog = open_diff(self.parent(), self.graphs[labels[0]], self.graphs[label], labels[0], label,
+                                         self.convention_box.currentText())
+        except Exception as e:  # shown as one line; a failing analysis must not take the designer down
+            self.status.show_error(error_line(e))
+            return None
+        return self.diff_dialog
 
     # ---- the results ------------------------------------------------------------------------
     def refresh(self) -> None:

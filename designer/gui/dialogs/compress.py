@@ -3,13 +3,16 @@
 The menu lists every strategy of `ir.passes.compress.STRATEGIES`; those whose `applies(graph, node)`
 gives a reason for every chosen node are disabled with the reasons as tooltip. The preview shows
 before / after / delta of params, MACs, FLOPs and memory (`ir.passes.compare.before_after` on the
-strategy's result), with the strategy's parameters editable; Apply replaces the graph in one
-undoable step.
+strategy's result) and of the latency the controller's latency model predicts at batch 1, with the strategy's
+parameters editable; Apply replaces the graph in one undoable step. A strategy that keeps weights rewrites the
+trained weights the designer holds (else those in the design's weights file, which the result then holds); the
+accuracy measured on the design as it is now (training, explore) shows, or "not measured".
 """
 
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,24 +26,57 @@ from PyQt6.QtWidgets import (
     QListWidget,
     QMenu,
     QSpinBox,
+    QTableWidgetItem,
     QVBoxLayout,
 )
 
-from convstudio.designer.gui.dialogs.common import BeforeAfterTable, StatusLabel, error_line
+from convstudio.backends.latency_model import predict as predict_latency
+from convstudio.backends.weights import load_design_weights
+from convstudio.designer.cli.latency import change
+from convstudio.designer.gui.cost_panel import CALIBRATE_HINT
+from convstudio.designer.gui.dialogs.common import GAIN, LOSS, BeforeAfterTable, StatusLabel, error_line
+from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
 from convstudio.ir.ops.activation import FUSED_ACTIVATION_CHOICES
 from convstudio.ir.passes.compare import before_after
 from convstudio.ir.passes.compress import STRATEGIES
+from convstudio.ir.passes.compress.lowrank import METHODS
 from convstudio.ir.passes.compress.pool import KINDS
+from convstudio.ir.passes.compress.prune import IMPORTANCE
 
-CHOICES = {"activation": FUSED_ACTIVATION_CHOICES, "kind": tuple(KINDS)}
+CHOICES = {"activation": FUSED_ACTIVATION_CHOICES, "kind": tuple(KINDS), "importance": IMPORTANCE, "method": METHODS}
 PARAM_HELP = {
     "groups": "groups of the grouped convs",
     "alpha": "channel multiplier",
     "reduction": "channel reduction of the bottleneck",
     "width": "channels between the stacked 3x3 convs (0 = the output width)",
     "kernel": "pooling window",
+    "ratio": "share of each channel group removed",
+    "importance": "which channels stay: l1 = largest L1 norm of their filters, bn = largest BatchNorm scale",
+    "method": "spatial = kxk as kx1 then 1xk; tucker = 1x1, kxk, 1x1",
+    "rank": "rank kept (0 = the smallest that keeps the energy below)",
+    "energy": "share of the squared singular values kept when rank is 0",
 }
+
+
+def accuracy_text(ctl) -> str:
+    """The accuracy measured on the design as it is now, or 'not measured'."""
+    measured = ctl.measured_accuracy()
+    if measured is None:
+        return "not measured (train the design, or explore compression variants)"
+    accuracy, source = measured
+    return f"{100 * accuracy:.2f} % ({source}); after compression: not measured"
+
+
+LATENCY_ROW = "pred. latency (batch 1)"
+
+
+def add_latency_row(table: BeforeAfterTable) -> int:
+    """A row under the counts for the predicted latency; returns its index."""
+    row = table.rowCount()
+    table.insertRow(row)
+    table.setVerticalHeaderItem(row, QTableWidgetItem(LATENCY_ROW))
+    return row
 
 
 def applicability(graph, strategy, names: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -100,15 +136,22 @@ def open_preview(window, strategy: str, names: list[str] | None) -> CompressDial
     return dialog
 
 
+def first_applying(graph, names: list[str]) -> str | None:
+    """The first strategy that applies to one of `names` at least, or None."""
+    return next((s.name for s in STRATEGIES.values() if applicability(graph, s, names)[0]), None)
+
+
 def compress_selection(window) -> CompressDialog:
-    """Tools > Compress: preview a strategy on the selected nodes, or everywhere when nothing is selected."""
-    names = list(window.ctl.selection)
-    first = None
-    for strategy in STRATEGIES.values():
-        if not names or applicability(window.ctl.graph, strategy, names)[0]:
-            first = strategy.name
-            break
-    return open_preview(window, first or next(iter(STRATEGIES)), names or None)
+    """Tools > Compress: preview the first strategy that applies to the selected nodes; with nothing selected, or
+    when none applies to them, the first that applies somewhere in the design, everywhere it applies."""
+    graph, names = window.ctl.graph, list(window.ctl.selection)
+    chosen = first_applying(graph, names) if names else None
+    if chosen is not None:
+        return open_preview(window, chosen, names)
+    everywhere = first_applying(graph, list(graph.nodes))
+    if names and everywhere is not None:
+        window.show_message(f"no strategy applies to {_targets_text(names)}; showing {everywhere} everywhere it applies")
+    return open_preview(window, everywhere or next(iter(STRATEGIES)), None)
 
 
 class CompressDialog(QDialog):
@@ -123,6 +166,9 @@ class CompressDialog(QDialog):
         self.names = list(names) if names else None
         self.result = None
         self.editors: dict = {}
+        self.weights_read = False
+        self.weighted_graph = None  # the design's graph with the weights read from its weights file
+        self.weights_source = ""
 
         self.strategy_box = QComboBox()
         for index, s in enumerate(STRATEGIES.values()):
@@ -136,9 +182,16 @@ class CompressDialog(QDialog):
             self.strategy_box.setItemData(index, s.summary, Qt.ItemDataRole.ToolTipRole)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
+        self.weights_label = QLabel()
+        self.weights_label.setWordWrap(True)
+        self.accuracy_label = QLabel(accuracy_text(self.ctl))
+        self.accuracy_label.setWordWrap(True)
         self.params_box = QGroupBox("Parameters")
         self.params_form = QFormLayout(self.params_box)
         self.table = BeforeAfterTable()
+        self.latency_row = add_latency_row(self.table)
+        self.latency_before: float | None = None  # predicted ms of the design (modal: it does not change meanwhile)
+        self.latency: dict | None = None  # the predicted change shown: before, after, delta, pct
         self.report = QListWidget()
         self.report.setMinimumHeight(70)
         self.status = StatusLabel()
@@ -150,6 +203,8 @@ class CompressDialog(QDialog):
         form = QFormLayout()
         form.addRow("Nodes", QLabel(_targets_text(self.names)))
         form.addRow("Strategy", self.strategy_box)
+        form.addRow("Weights", self.weights_label)
+        form.addRow("Accuracy", self.accuracy_label)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.summary)
@@ -173,6 +228,7 @@ class CompressDialog(QDialog):
     def _on_strategy(self, _name: str) -> None:
         strategy = self.strategy
         self.summary.setText(strategy.summary)
+        self.weights_label.setText(self.weights_text())
         while self.params_form.rowCount():
             self.params_form.removeRow(0)
         self.editors = {key: self._editor(key, default) for key, default in strategy.params.items()}
@@ -209,6 +265,37 @@ class CompressDialog(QDialog):
         editor.setToolTip(PARAM_HELP.get(key, key))
         return editor
 
+    def source_graph(self):
+        """The graph the strategy rewrites: the design's; for a strategy that keeps weights, with the trained weights read
+        from the design's weights file when the designer holds none (the result then holds them too)."""
+        graph = self.ctl.graph
+        if not self.strategy.keeps_weights or any(node.params for node in graph.nodes.values()):
+            return graph
+        if not self.weights_read:
+            self.weights_read = True
+            design = self.ctl.design
+            copy = Design(graph.copy(), dict(design.training), design.weights, design.path)
+            try:
+                path = load_design_weights(copy)
+            except DesignError as e:
+                self.weights_source = f"not read: {e.line()}"
+            else:
+                self.weighted_graph = copy.graph if path is not None else None
+                self.weights_source = f"read from {path.name}" if path is not None else ""
+        return self.weighted_graph or graph
+
+    def weights_text(self) -> str:
+        """What happens to the trained weights under the chosen strategy."""
+        if not self.strategy.keeps_weights:
+            return "the layers it rewrites start from fresh weights; the others keep theirs"
+        graph = self.source_graph()
+        if any(node.params for node in graph.nodes.values()):
+            where = self.weights_source if graph is self.weighted_graph else "held by the designer"
+            return f"kept: rewritten layers start from the trained ones ({where})"
+        if self.weights_source:
+            return f"the design's weights file was {self.weights_source}; the result has no weights"
+        return "the design has no trained weights yet, so the result has none (train it first to carry them)"
+
     def params(self) -> dict:
         """The parameter values the editors hold."""
         out = {}
@@ -242,11 +329,12 @@ class CompressDialog(QDialog):
         self.apply_button.setEnabled(False)
         self.report.clear()
         self.table.clear_data()
-        graph = self.ctl.graph
+        graph = self.source_graph()
         try:
             result = self.strategy.apply(graph, self.names, **self.params())
             if result.changed:
                 self.table.show_data(before_after(graph, result.graph, self.ctl.convention))
+                self.show_latency(graph, result.graph)
         except Exception as e:  # shown as one line; a failing pass must not take the designer down
             self.status.show_error(error_line(e))
             return
@@ -259,6 +347,27 @@ class CompressDialog(QDialog):
         nodes = f"{len(changed)} node{'s' if len(changed) != 1 else ''}"
         self.status.show_info(f"{nodes} added or rewritten; Apply to keep it (undo with Ctrl+Z)")
         self.apply_button.setEnabled(True)
+
+    def show_latency(self, before, after) -> None:
+        """Fill the latency row with the model's prediction for both graphs, or say how to get a model."""
+        model = self.ctl.latency_model
+        self.latency = None
+        if model is None:
+            item = QTableWidgetItem("no latency model")
+            item.setToolTip(CALIBRATE_HINT)
+            self.table.setItem(self.latency_row, 0, item)
+            return
+        if self.latency_before is None:
+            self.latency_before = predict_latency(before, 1, model)[1]
+        self.latency = c = change(self.latency_before, predict_latency(after, 1, model)[1])
+        cells = (f"{c['before']:.3f} ms", f"{c['after']:.3f} ms", f"{c['delta']:+.3f} ms", "" if c["pct"] is None else f"{c['pct']:+.1f}%")
+        for col, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setToolTip(f"predicted by the latency model for {model.runtime} on {model.provider}, without running either design")
+            if col >= 2 and c["delta"]:
+                item.setForeground(QColor(GAIN if c["delta"] < 0 else LOSS))
+            self.table.setItem(self.latency_row, col, item)
 
     def apply(self) -> None:
         """Replace the graph with the previewed one, as one undoable command."""

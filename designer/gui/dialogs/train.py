@@ -1,15 +1,20 @@
 """Train: the design's training section as a form, a run off the GUI thread with live curves and Cancel.
 
 The run is `backends.torch.train.fit` on a copy of the design (the dialog is window-modal, so the
-design cannot change meanwhile). `fit` saves the weights beside the design (<design>.safetensors); the
-trained graph and the training section as edited here then replace the design's in one undoable step,
-which marks the design modified.
+design cannot change meanwhile), writing only into a scratch folder. A run that finishes becomes one
+undoable step: the trained graph and the training section as edited here replace the design's, and the
+weights file the design uses (<design>.safetensors) gets the run's weights; undo brings back the old
+weights in memory and on disk. A cancelled run (Cancel, or the dialog closed mid-run) writes nothing
+and adds no undo step. The spin boxes only offer values `ir.training.RANGES` accepts.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import shutil
+import tempfile
+from pathlib import Path
 
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt, pyqtSignal
@@ -33,10 +38,11 @@ from PyQt6.QtWidgets import (
 )
 
 from convstudio.backends.torch.train import RunOptions, default_weights_path, fit, merged_config
+from convstudio.designer.gui.commands import ReplaceGraphAndFile
 from convstudio.designer.gui.dialogs.common import Job, StatusLabel, ToolDialog, error_line
 from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
-from convstudio.ir.training import LOSSES, OPTIMIZERS, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
+from convstudio.ir.training import LOSSES, OPTIMIZERS, RANGES, SCHEDULER_PARAMS, SCHEDULERS, training_config, validate_training
 
 PLAIN_FIELDS = ("dataset", "loss", "l1", "epochs", "batch_size", "val_split", "seed")
 OPTIMIZER_FIELDS = ("name", "lr", "momentum", "nesterov", "weight_decay")
@@ -44,6 +50,7 @@ STEPS = 1000  # progress-bar resolution per epoch
 FULL_BATCH = 0  # the batch-size spin box value that means 'full' (batch gradient descent)
 DEVICES = ("auto", "cpu", "cuda")
 ZERO_MEANS = {"t_max": "0 (the number of epochs)"}  # scheduler parameters whose 0 stands for something else
+SPIN_MAX = 2**31 - 1  # the largest value a QSpinBox holds
 
 
 def train(window) -> TrainDialog:
@@ -73,12 +80,22 @@ def updated_section(section: dict, overrides: dict) -> dict:
     return validate_training(out)
 
 
-def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
+def fit_range(box: QAbstractSpinBox, field: str) -> QAbstractSpinBox:
+    """Limit `box` to what RANGES[field] accepts: an excluded end moves in by one step of the box's precision."""
+    lo, hi, lo_open, hi_open, _ = RANGES[field]
+    if isinstance(box, QSpinBox):
+        box.setRange(int(lo) + lo_open, min(int(hi) - hi_open, SPIN_MAX))
+    else:
+        step = 10.0 ** -box.decimals()
+        box.setRange(lo + step if lo_open else lo, hi - step if hi_open else hi)
+    return box
+
+
+def _double(field: str, decimals: int, step: float) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
-    box.setRange(lo, hi)
     box.setDecimals(decimals)
     box.setSingleStep(step)
-    return box
+    return fit_range(box, field)
 
 
 def _param_label(name: str) -> str:
@@ -90,10 +107,9 @@ def _param_label(name: str) -> str:
 def _param_box(name: str, default: float) -> QAbstractSpinBox:
     """A spin box for one scheduler parameter: whole numbers for integer defaults, else six decimals."""
     if isinstance(default, int):
-        box = QSpinBox()
-        box.setRange(0, 1_000_000)
+        box = fit_range(QSpinBox(), name)
     else:
-        box = _double(0.0, 10.0, 6, 0.01)
+        box = _double(name, 6, 0.01)
         box.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
     if name in ZERO_MEANS:
         box.setSpecialValueText(ZERO_MEANS[name])
@@ -124,6 +140,8 @@ class TrainDialog(ToolDialog):
         self.busy = False
         self.run_design: Design | None = None
         self.run_overrides: dict = {}
+        self.scratch: Path | None = None  # the run's own folder for its weights and checkpoints, removed after it
+        self.target: Path | None = None  # the weights file the design uses, which a finished run replaces
         self.stop_requested = False
         self.history: list[dict] = []
         self.result: dict | None = None
@@ -137,24 +155,22 @@ class TrainDialog(ToolDialog):
         self.loss_box.addItems(LOSSES)
         self.optimizer_box = QComboBox()
         self.optimizer_box.addItems(OPTIMIZERS)
-        self.lr_box = _double(0.0, 10.0, 6, 0.001)
-        self.momentum_box = _double(0.0, 1.0, 3, 0.05)
+        self.lr_box = _double("lr", 6, 0.001)
+        self.momentum_box = _double("momentum", 3, 0.05)
         self.nesterov_box = QCheckBox("Nesterov momentum (sgd)")
-        self.weight_decay_box = _double(0.0, 1.0, 6, 0.0001)
-        self.l1_box = _double(0.0, 1.0, 6, 0.0001)
+        self.weight_decay_box = _double("weight_decay", 6, 0.0001)
+        self.l1_box = _double("l1", 6, 0.0001)
         self.scheduler_box = QComboBox()
         self.scheduler_box.addItems(SCHEDULERS)
         self.scheduler_params = {name: {param: _param_box(param, default) for param, default in params.items()}
                                  for name, params in SCHEDULER_PARAMS.items()}
-        self.epochs_box = QSpinBox()
-        self.epochs_box.setRange(1, 100_000)
-        self.batch_box = QSpinBox()
-        self.batch_box.setRange(FULL_BATCH, 1_000_000)
+        self.epochs_box = fit_range(QSpinBox(), "epochs")
+        self.batch_box = fit_range(QSpinBox(), "batch_size")
+        self.batch_box.setMinimum(FULL_BATCH)
         self.batch_box.setSpecialValueText("full (batch gradient descent)")
         self.batch_box.setToolTip("1 = stochastic gradient descent, n = mini-batch, full = batch gradient descent")
-        self.val_box = _double(0.0, 0.9, 2, 0.05)
-        self.seed_box = QSpinBox()
-        self.seed_box.setRange(0, 2**31 - 1)
+        self.val_box = _double("val_split", 2, 0.05)
+        self.seed_box = fit_range(QSpinBox(), "seed")
         self.prefill(training_config(self.ctl.design.training))
         self.device_box = QComboBox()
         self.device_box.addItems(DEVICES)
@@ -343,9 +359,11 @@ class TrainDialog(ToolDialog):
         try:
             overrides = self.overrides()
             merged_config(design.training, overrides)
+            self.target = default_weights_path(design)
         except Exception as e:  # shown as one line; a failing pass must not take the designer down
             self.status.show_error(error_line(e))
             return False
+        self.scratch = Path(tempfile.mkdtemp(prefix="convstudio-train-"))
         self.run_overrides = overrides
         self.run_design = Design(design.graph.copy(), copy.deepcopy(design.training), design.weights, design.path)
         self.stop_requested = False
@@ -360,7 +378,8 @@ class TrainDialog(ToolDialog):
         self.status.show_info("")
         self._set_running(True)
         run_design = self.run_design
-        options = RunOptions(device=self.device_box.currentText(), from_scratch=self.scratch_box.isChecked())
+        options = RunOptions(device=self.device_box.currentText(), from_scratch=self.scratch_box.isChecked(),
+                             weights_out=self.scratch / "weights.safetensors", checkpoint=self.scratch / "run.ckpt")
 
         def work(job: Job) -> dict:
             return fit(run_design, overrides, options=options,
@@ -376,7 +395,7 @@ class TrainDialog(ToolDialog):
         return True
 
     def cancel(self) -> None:
-        """Ask the run to stop at its next step (a checkpoint and the weights so far are saved)."""
+        """Ask the run to stop at its next step; what it trained is dropped (nothing written, no undo step)."""
         if self.running():
             self.stop_requested = True
             self.cancel_button.setEnabled(False)
@@ -421,32 +440,52 @@ class TrainDialog(ToolDialog):
         done = len(result["history"])
         epochs = f"{done} epoch{'s' if done != 1 else ''}"
         if result["stopped_early"]:
-            self.progress_label.setText(f"cancelled after {epochs} of {self.epochs}")
-        else:
-            self.progress_label.setText(f"finished {epochs} on {result['device']}")
+            self._drop_scratch()
+            result.update(weights=None, checkpoint=None)
+            self.progress_label.setText(f"cancelled after {epochs} of {self.epochs}: nothing written, the design is unchanged")
+            self.finished_run.emit(result)
+            return
+        try:
+            data = Path(result["weights"]).read_bytes()
+        except OSError as e:
+            self._on_failed(f"error: cannot read the trained weights: {e.strerror or e}, file '{result['weights']}'")
+            return
+        self._drop_scratch()
+        self.progress_label.setText(f"finished {epochs} on {result['device']}")
         design = self.run_design
         section = updated_section(self.ctl.design.training, self.run_overrides)
-        self.ctl.replace_graph(design.graph, f"Train {epochs}", training=section, weights=design.weights)
-        self.weights_label.setText(f"weights saved to {result['weights']} (checkpoint {result['checkpoint']})")
-        self.ctl.message.emit(f"trained {epochs}; weights saved to {result['weights']}")
+        self.ctl.push(ReplaceGraphAndFile(self.ctl, design.graph, f"Train {epochs}", section, design.weights, self.target, data))
+        last = result["history"][-1]["accuracy"] if result["history"] else None
+        if last is not None:
+            self.ctl.record_accuracy(last, f"validation after training {epochs}")
+        result.update(weights=str(self.target), checkpoint=None)
+        self.weights_label.setText(f"weights written to {self.target} (undo brings back the ones before)")
+        self.ctl.message.emit(f"trained {epochs}; weights written to {self.target}")
         self.finished_run.emit(result)
 
+    def _drop_scratch(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
     def _on_failed(self, line: str) -> None:
+        self._drop_scratch()
         self._set_running(False)
         self.progress_label.setText("stopped")
         self.status.show_error(line)
         self.failed.emit(line)
 
     def stop_and_wait(self) -> None:
-        """Stop a run and wait for its thread; what it trained is still kept."""
+        """Stop a run and wait for its thread; a run stopped this way is cancelled (nothing kept)."""
         if self.job is not None:
             self.stop_requested = True
             self.job.wait()
             if self.job.result is not None:
                 self._on_done(self.job.result)
+            self._drop_scratch()
 
     def release(self) -> None:
-        """Closing stops a run (what it trained is kept), then the curves and the thread go."""
+        """Closing cancels a run, then the curves and the thread go."""
         self.stop_and_wait()
         QApplication.instance().aboutToQuit.disconnect(self.stop_and_wait)
         super().release()
