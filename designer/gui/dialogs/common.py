@@ -151,6 +151,23 @@ class ToolDialog(QDialog):
         for plot in self.findChildren(pg.PlotWidget):
             close_chart(plot)
 
+    def start_job(self, work, on_done, on_progress=None) -> Job:
+        """Run `work(job)` in a Job of this dialog: its result goes to `on_done`, a failure's line to `_on_failed`."""
+        self.job = Job(work, self)
+        if on_progress is not None:
+            self.job.progress.connect(on_progress)
+        self.job.done.connect(on_done)
+        self.job.failed.connect(self._on_failed)
+        self.job.start()
+        return self.job
+
+    def request_stop(self, text: str) -> None:
+        """Ask the running job to stop at its next check (`stop_requested`); the label says what happens next."""
+        if self.running():
+            self.stop_requested = True
+            self.cancel_button.setEnabled(False)
+            self.progress_label.setText(text)
+
     def done(self, code: int) -> None:
         self.shut_down()
         super().done(code)

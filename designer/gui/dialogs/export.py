@@ -294,10 +294,7 @@ class InferenceDialog(ToolDialog):
         self.busy = True
         self.run_button.setEnabled(False)
         self.status.show_info(f"running {'the current design' if current else model} in ONNX Runtime...")
-        self.job = Job(lambda _job: run_args(args), self)
-        self.job.done.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
-        self.job.start()
+        self.start_job(lambda _job: run_args(args), self._on_done)
         return True
 
     def _on_done(self, result: dict) -> None:

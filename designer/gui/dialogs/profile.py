@@ -207,18 +207,11 @@ class ProfileDialog(ToolDialog):
             except Cancelled:
                 return None
 
-        self.job = Job(guarded, self)
-        self.job.progress.connect(self._on_progress)
-        self.job.done.connect(on_done)
-        self.job.failed.connect(self._on_failed)
-        self.job.start()
+        self.start_job(guarded, on_done, self._on_progress)
 
     def cancel(self) -> None:
         """Ask the run to stop before its next timed run (or calibration network)."""
-        if self.running():
-            self.stop_requested = True
-            self.cancel_button.setEnabled(False)
-            self.progress_label.setText("stopping...")
+        self.request_stop("stopping...")
 
     def _set_running(self, running: bool) -> None:
         self.busy = running

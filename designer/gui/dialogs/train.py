@@ -387,19 +387,12 @@ class TrainDialog(ToolDialog):
                        on_step=lambda step, steps: job.progress.emit(("step", step, steps)),
                        should_stop=lambda: self.stop_requested)
 
-        self.job = Job(work, self)
-        self.job.progress.connect(self._on_progress)
-        self.job.done.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
-        self.job.start()
+        self.start_job(work, self._on_done, self._on_progress)
         return True
 
     def cancel(self) -> None:
         """Ask the run to stop at its next step; what it trained is dropped (nothing written, no undo step)."""
-        if self.running():
-            self.stop_requested = True
-            self.cancel_button.setEnabled(False)
-            self.progress_label.setText("stopping after this step...")
+        self.request_stop("stopping after this step...")
 
     def _set_running(self, running: bool) -> None:
         self.busy = running
