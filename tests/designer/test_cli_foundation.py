@@ -15,9 +15,9 @@ import pytest
 
 from convstudio.backends.weights import init_params, save_weights
 from convstudio.designer.cli.common import check_batch, format_shape, human, human_bytes, named_shapes, parse_shape
-from convstudio.designer.cli.main import main
 from convstudio.ir.design import load
 from convstudio.ir.errors import DesignError
+from tests.designer.cli_calls import cli, one_line
 
 GOOD = {
     "format": "convstudio.design",
@@ -30,26 +30,6 @@ GOOD = {
     ],
     "outputs": {"y": "relu"},
 }
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(code: int, err: str, *names: str) -> str:
-    assert code == 2
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for name in names:
-        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def snapshot(folder) -> dict:
@@ -121,7 +101,7 @@ def test_new_refuses_to_overwrite_without_force(tmp_path, capsys):
     path.write_text("keep me")
     before = snapshot(tmp_path)
     code, _, err = cli(capsys, "new", "lenet", "-o", path)
-    assert_one_error_line(code, err, "file exists", str(path))
+    one_line(code, err, "file exists", str(path))
     assert snapshot(tmp_path) == before
     code, _, _ = cli(capsys, "new", "lenet", "-o", path, "--force")
     assert code == 0 and load(path).graph.name == "lenet"
@@ -133,7 +113,7 @@ def test_new_never_pairs_a_fresh_design_with_weights_left_beside_it(tmp_path, ca
     stale.write_bytes(b"old trained weights")
     before = snapshot(tmp_path)
     code, _, err = cli(capsys, "new", "lenet", "-o", path)
-    assert_one_error_line(code, err, "weights 'd.safetensors' beside it would pair with the new design", str(path))
+    one_line(code, err, "weights 'd.safetensors' beside it would pair with the new design", str(path))
     assert snapshot(tmp_path) == before
     code, _, _ = cli(capsys, "new", "lenet", "-o", path, "--force")
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["d.json"]
@@ -156,7 +136,7 @@ def test_new_never_pairs_a_fresh_design_with_weights_left_beside_it(tmp_path, ca
 )
 def test_new_bad_input_writes_nothing(tmp_path, capsys, argv, names):
     code, _, err = cli(capsys, *argv, "-o", tmp_path / "out.json")
-    assert_one_error_line(code, err, *names)
+    one_line(code, err, *names)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,7 +162,7 @@ def test_validate_summarizes(tmp_path, capsys):
 def test_validate_checks_the_weights_file(tmp_path, capsys):
     design = load(write(tmp_path, {**GOOD, "weights": "tiny.safetensors"}))
     code, _, err = cli(capsys, "validate", tmp_path / "d.json")
-    assert_one_error_line(code, err, "weights file not found", "tiny.safetensors")
+    one_line(code, err, "weights file not found", "tiny.safetensors")
     init_params(design.graph, seed=1)
     save_weights(design.graph, tmp_path / "tiny.safetensors")
     code, out, _ = cli(capsys, "validate", tmp_path / "d.json")
@@ -191,7 +171,7 @@ def test_validate_checks_the_weights_file(tmp_path, capsys):
     wrong["nodes"][0]["attrs"]["out_channels"] = 5
     write(tmp_path, wrong)
     code, _, err = cli(capsys, "validate", tmp_path / "d.json")
-    assert_one_error_line(code, err, "node 'conv'", "conv.weight")
+    one_line(code, err, "node 'conv'", "conv.weight")
 
 
 # ---- cost -----------------------------------------------------------------------------------------
@@ -273,7 +253,7 @@ def test_cost_conventions_batch_and_input_override(lenet_file, capsys):
 )
 def test_cost_bad_options(lenet_file, capsys, args, names):
     code, _, err = cli(capsys, "cost", lenet_file, *args)
-    assert_one_error_line(code, err, *names)
+    one_line(code, err, *names)
 
 
 def test_cost_with_several_inputs_and_shared_weights(tmp_path, capsys):
@@ -289,7 +269,7 @@ def test_cost_with_several_inputs_and_shared_weights(tmp_path, capsys):
     assert all(n["params"] == 0 for n in towers["positive"] + towers["negative"])
     assert data["total"]["macs"] == 3 * sum(n["macs"] for n in towers["anchor"])
     code, _, err = cli(capsys, "cost", path, "--input", "1x16x16")
-    assert_one_error_line(code, err, "use --input NAME=SHAPE", "--input")
+    one_line(code, err, "use --input NAME=SHAPE", "--input")
 
 
 def test_cost_matches_torchvision_resnet50(tmp_path, capsys):
@@ -369,7 +349,7 @@ def test_bad_design_file(tmp_path, capsys, verb, case):
     path = write(tmp_path, content if isinstance(content, str) else mutated(content))
     before = snapshot(tmp_path)
     code, out, err = cli(capsys, verb, path)
-    line = assert_one_error_line(code, err, *names)
+    line = one_line(code, err, *names)
     assert line.endswith(f"'{path}'"), "the line names the design file"
     assert out == ""
     assert snapshot(tmp_path) == before
@@ -387,7 +367,7 @@ def test_bad_design_file(tmp_path, capsys, verb, case):
 )
 def test_usage_errors_are_one_line(capsys, argv, names):
     code, out, err = cli(capsys, *argv)
-    assert_one_error_line(code, err, *names)
+    one_line(code, err, *names)
     assert out == ""
 
 
@@ -396,18 +376,18 @@ def test_unusable_paths_are_one_line_errors(tmp_path, capsys):
     long_name = tmp_path / ("d" * 300 + ".json")
     for argv in (["new", "lenet", "-o", long_name], ["validate", long_name], ["cost", long_name]):
         code, out, err = cli(capsys, *argv)
-        assert_one_error_line(code, err, "d" * 300)
+        one_line(code, err, "d" * 300)
         assert out == ""
     (tmp_path / "plain").write_text("not a folder")
     code, _, err = cli(capsys, "new", "lenet", "-o", tmp_path / "plain" / "d.json")
-    assert_one_error_line(code, err, "plain")
+    one_line(code, err, "plain")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
 def test_missing_file(tmp_path, capsys):
     for verb in ("validate", "cost"):
         code, _, err = cli(capsys, verb, tmp_path / "nowhere.json")
-        assert_one_error_line(code, err, "no such file", "nowhere.json")
+        one_line(code, err, "no such file", "nowhere.json")
     assert list(tmp_path.iterdir()) == []
 
 

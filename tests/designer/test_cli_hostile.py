@@ -14,32 +14,12 @@ from pathlib import Path
 import pytest
 
 from convstudio.backends.weights import init_params, save_weights
-from convstudio.designer.cli.main import main
 from convstudio.ir.design import load
+from tests.designer.cli_calls import cli, one_line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lenet_digits.json"
 ADDRESS_SPACE = 3 * 2**30  # the verbs run under this limit: a 6 GiB activation or a 120 GiB layer cannot be allocated
 LONG = "1" + "0" * 4300  # 4301 digits, past Python's int max str digits
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(code: int, err: str, *names: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and lines[0].isprintable()
-    for name in names:
-        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def lenet(folder: Path, side: int, name: str = "lenet") -> Path:

@@ -11,18 +11,10 @@ import torch
 from convstudio.designer.cli.main import main
 from convstudio.ir.design import Design, dumps
 from convstudio.ir.templates import build_template
+from tests.designer.cli_calls import cli
 
 JSON_KEYS = {"runtime", "provider", "batch", "threads", "end_to_end_ms", "nodes", "unattributed_ms"}
 NODE_KEYS = {"name", "op", "latency_ms", "share", "gflops_per_s", "bytes", "intensity", "peak_bytes", "bound"}
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

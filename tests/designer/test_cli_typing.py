@@ -20,15 +20,7 @@ from convstudio.designer.cli.main import build_parser, main
 from convstudio.designer.cli.verb_cost import render
 from convstudio.ir.cost import analyze
 from convstudio.ir.design import load
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.designer.cli_calls import cli
 
 
 @pytest.fixture(scope="module")
