@@ -271,16 +271,30 @@ def vector_axis(c: np.ndarray, shape: tuple) -> int | None:
     return spread[0]
 
 
-def _scale(imp: Importer, node: onnx.NodeProto) -> list[Value] | None:
-    """x·c with one constant per channel (or per entry of another dimension): Scale, ConvNeXt's layer scale."""
+def _constant_operand(imp: Importer, node: onnx.NodeProto) -> tuple[int, Value, np.ndarray] | None:
+    """A binary node with exactly one constant operand: (index of the other, its value, the constant), else None."""
     if len(node.input) != 2:
         return None
     values = [imp.values[i] for i in node.input]
     if sum(v.is_const for v in values) != 1:
         return None
     k = 0 if values[1].is_const else 1
-    c = imp.const(node.input[1 - k])
-    x = imp.runtime(node.input[k])
+    return k, imp.runtime(node.input[k]), imp.const(node.input[1 - k])
+
+
+def _identity_batchnorm(imp: Importer, x_ref: str, shape, name: str, scale: np.ndarray, shift: np.ndarray) -> str:
+    """A BatchNorm with identity statistics and eps 0: exactly x·scale + shift per channel."""
+    c = len(scale)
+    params = {"weight": scale, "bias": shift, "running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
+    return imp.add("BatchNorm2d" if len(shape) == 3 else "BatchNorm1d", [x_ref], name, {"eps": 0.0}, params)
+
+
+def _scale(imp: Importer, node: onnx.NodeProto) -> list[Value] | None:
+    """x·c with one constant per channel (or per entry of another dimension): Scale, ConvNeXt's layer scale."""
+    operand = _constant_operand(imp, node)
+    if operand is None:
+        return None
+    k, x, c = operand
     axis = vector_axis(c, x.shape)
     if axis is None:
         return None
@@ -299,9 +313,7 @@ def _scale_then_shift(imp: Importer, x: Value, shift: np.ndarray) -> list[Value]
     gamma, source = scaled.params["weight"], scaled.inputs[0]
     imp.graph.erase(name)
     imp.taken.discard(name)
-    c = len(gamma)
-    params = {"weight": gamma, "bias": shift, "running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
-    bn = imp.add("BatchNorm2d" if len(x.shape) == 3 else "BatchNorm1d", [source], name, {"eps": 0.0}, params)
+    bn = _identity_batchnorm(imp, source, x.shape, name, gamma, shift)
     return [imp.out(bn, affine=bn, source=x.info["source"])]
 
 
@@ -310,14 +322,10 @@ def _affine(imp: Importer, node: onnx.NodeProto, op: str) -> list[Value] | None:
 
     An Add right after such a Mul (its only consumer) becomes that BatchNorm's bias.
     """
-    if len(node.input) != 2:
+    operand = _constant_operand(imp, node)
+    if operand is None:
         return None
-    values = [imp.values[i] for i in node.input]
-    if sum(v.is_const for v in values) != 1:
-        return None
-    k = 0 if values[1].is_const else 1
-    x = imp.runtime(node.input[k])
-    c = imp.const(node.input[1 - k])
+    k, x, c = operand
     if op == "Sub" and k == 1:
         return None
     vector = _per_channel(c, x)
@@ -337,9 +345,7 @@ def _affine(imp: Importer, node: onnx.NodeProto, op: str) -> list[Value] | None:
     channels = len(vector)
     scale = vector if op == "Mul" else np.ones(channels, np.float32)
     shift = vector if op != "Mul" else np.zeros(channels, np.float32)
-    params = {"weight": scale, "bias": shift, "running_mean": np.zeros(channels, np.float32), "running_var": np.ones(channels, np.float32)}
-    bn_op = "BatchNorm2d" if len(x.shape) == 3 else "BatchNorm1d"
-    name = imp.add(bn_op, [x.ref], base_name(node), {"eps": 0.0}, params)
+    name = _identity_batchnorm(imp, x.ref, x.shape, base_name(node), scale, shift)
     scalar = (node.input[k], float(c.reshape(-1)[0])) if c.size == 1 else None
     return [imp.out(name, affine=name, source=node.output[0], scalar_of=scalar)]
 
