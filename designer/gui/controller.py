@@ -648,10 +648,7 @@ class Controller(QObject):
         self.paste_count += 1
         xs = [p[0] for p in positions.values()]
         ys = [p[1] for p in positions.values()]
-        at = (min(xs) + 40.0 * self.paste_count, min(ys) + 40.0 * self.paste_count)
-        names = self._paste_specs(specs, positions, at, f"Paste {len(specs)} node{'s' if len(specs) != 1 else ''}")
-        self.select(names)
-        return names
+        return self.paste_at((min(xs) + 40.0 * self.paste_count, min(ys) + 40.0 * self.paste_count))
 
     def paste_at(self, pos: tuple[float, float]) -> list[str]:
         """Paste the copied nodes with the top-left of their block at scene point `pos` (the canvas menu's Paste here)."""
