@@ -16,7 +16,7 @@ from PyQt6.QtGui import QUndoStack
 from convstudio.backends.latency_model import find_model
 from convstudio.backends.weights import has_params, save_design_and_weights
 from convstudio.designer.gui import commands
-from convstudio.designer.gui.fragments import add_spec, extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
+from convstudio.designer.gui.fragments import add_spec, enclosed_groups, extract, node_spec, starter_attrs, starter_inputs, with_fresh_names
 from convstudio.designer.gui.groups import folded_layout
 from convstudio.designer.gui.layout import ROW, beside, bounds, free_offset, incremental_layout, layered_layout
 from convstudio.designer.gui.recovery import read_recovery
@@ -100,7 +100,7 @@ class Controller(QObject):
         self.laid_out: dict = {}  # where the auto-layout that gave `routes` put each node
         self._last_layout: tuple | None = None  # (graph, its structure, its layered layout): auto-layout of an unchanged graph reuses it
         self.selection: list[str] = []
-        self.clipboard: tuple[list, dict] = ([], {})
+        self.clipboard: tuple[list, dict, dict] = ([], {}, {})  # node specs, their positions, the groups wholly inside them
         self.paste_count = 0
         self.design: Design | None = None
         self.analyzer: Analyzer | None = None
@@ -636,13 +636,13 @@ class Controller(QObject):
     def copy(self, names: list[str] | None = None) -> int:
         names = self.selection if names is None else names
         specs = extract(self.graph, names)
-        self.clipboard = (specs, {s["name"]: self.graph.layout.get(s["name"], (0.0, 0.0)) for s in specs})
+        self.clipboard = (specs, {s["name"]: self.graph.layout.get(s["name"], (0.0, 0.0)) for s in specs}, enclosed_groups(self.graph.groups, names))
         self.paste_count = 0
         return len(specs)
 
     def paste(self) -> list[str]:
-        """Add the copied nodes (and the edges among them) under fresh names, offset from the originals."""
-        specs, positions = self.clipboard
+        """Add the copied nodes (and the edges and groups among them) under fresh names, offset from the originals."""
+        specs, positions, _ = self.clipboard
         if not specs:
             return []
         self.paste_count += 1
@@ -651,11 +651,12 @@ class Controller(QObject):
         return self.paste_at((min(xs) + 40.0 * self.paste_count, min(ys) + 40.0 * self.paste_count))
 
     def paste_at(self, pos: tuple[float, float]) -> list[str]:
-        """Paste the copied nodes with the top-left of their block at scene point `pos` (the canvas menu's Paste here)."""
-        specs, positions = self.clipboard
+        """Paste the copied nodes with the top-left of their block at scene point `pos` (the canvas menu's Paste here),
+        with the groups that lay wholly inside the copy, renamed where taken, in the same undo step."""
+        specs, positions, groups = self.clipboard
         if not specs:
             return []
-        names = self._paste_specs(specs, positions, pos, f"Paste {len(specs)} node{'s' if len(specs) != 1 else ''}")
+        names = self._paste_specs(specs, positions, pos, f"Paste {len(specs)} node{'s' if len(specs) != 1 else ''}", groups)
         self.select(names)
         return names
 

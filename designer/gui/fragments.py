@@ -6,6 +6,7 @@ A spec is a dict with name, op, attrs, inputs, params and share; no Qt here.
 from __future__ import annotations
 
 from convstudio.ir.graph import Graph, Node, make_ref, parse_ref
+from convstudio.ir.groups import Group, members
 from convstudio.ir.ops import registry
 
 STARTER_ATTRS = {
@@ -66,6 +67,14 @@ def extract(graph: Graph, names) -> list[dict]:
         spec["inputs"] = [ref if ref is not None and parse_ref(ref)[0] in chosen else None for ref in spec["inputs"]]
         specs.append(spec)
     return specs
+
+
+def enclosed_groups(groups: dict[str, Group], names) -> dict[str, Group]:
+    """Copies of the groups whose members all lie in `names` (what a copy of those nodes carries), in design order;
+    a parent that does not come along becomes None, so a copied group nests only in copied groups."""
+    chosen = set(names)
+    inside = {name for name in groups if (held := members(groups, name)) and chosen.issuperset(held)}
+    return {name: Group(name, list(g.nodes), g.parent if g.parent in inside else None, g.collapsed) for name, g in groups.items() if name in inside}
 
 
 def with_fresh_names(graph: Graph, specs: list[dict]) -> list[dict]:

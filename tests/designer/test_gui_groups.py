@@ -219,6 +219,40 @@ def test_inserted_template_brings_its_groups_and_undo_takes_them_away(qtbot, tmp
     assert dumps(ctl.design) == before
 
 
+def test_paste_brings_the_copied_block_group_and_undo_takes_it_away(window):
+    ctl = window.ctl
+    before = dumps(ctl.design)
+    block = members(ctl.graph.groups, "layer1_0")
+    assert ctl.copy(block) == 7
+    pasted = ctl.paste()
+    groups = ctl.graph.groups
+    assert list(groups)[-1] == "layer1_0_1" and len(groups) == 15
+    assert groups["layer1_0_1"].nodes == pasted and groups["layer1_0_1"].parent is None  # 'layer1' was not copied
+    assert groups["layer1_0"].nodes == block
+    ctl.undo_stack.undo()
+    assert dumps(ctl.design) == before
+    ctl.undo_stack.redo()
+    assert ctl.graph.groups["layer1_0_1"].nodes == pasted
+
+
+def test_paste_keeps_copied_groups_nested_and_folded_and_leaves_out_groups_copied_in_part(window):
+    ctl = window.ctl
+    ctl.collapse_group("layer1_1")
+    before = dumps(ctl.design)
+    stage = members(ctl.graph.groups, "layer1")
+    ctl.copy(["conv1", *stage])  # the stem only in part: it stays behind
+    pasted = ctl.paste_at((2000.0, 0.0))
+    groups = ctl.graph.groups
+    assert list(groups)[14:] == ["layer1_2", "layer1_0_1", "layer1_1_1"]
+    assert groups["layer1_0_1"].parent == "layer1_2" and groups["layer1_1_1"].parent == "layer1_2" and groups["layer1_2"].parent is None
+    assert set(members(groups, "layer1_2")) == set(pasted) - {"conv1_1"}
+    assert groups["layer1_1_1"].collapsed and not groups["layer1_0_1"].collapsed
+    assert "layer1_1_1" in drawn(window) and "layer1_1_conv1_1" not in drawn(window) and "layer1_0_conv1_1" in drawn(window)
+    assert rects_disjoint(drawn(window).values())
+    ctl.undo_stack.undo()
+    assert dumps(ctl.design) == before
+
+
 def test_a_group_holding_the_input_and_output_folds_too(qtbot, tmp_path):
     win = make_window(qtbot, Design(build_template("lenet")), tmp_path)
     ctl = win.ctl
