@@ -29,10 +29,11 @@ def stage_params(depth: int, w_0: int, w_a: float, w_m: float, group_width: int,
 
 def regnet(name: str, depth: int, w_0: int, w_a: float, w_m: float, group_width: int, input_shape, num_classes: int,
            se_ratio: float = 0.25, stem_width: int = 32) -> Graph:
-    """Stem (3x3 stride-2 conv, BN, ReLU), four stages of Y blocks (the first of each strided), global pool and fc."""
+    """Stem (3x3 stride-2 conv, BN, ReLU), four stages of Y blocks (the first of each strided), global pool and fc; each of them a group."""
     b = Builder(name)
     x = b.input("x", input_shape)
-    x = conv_norm_act(b, x, "stem", stem_width, 3, stride=2)
+    with b.group("stem"):
+        x = conv_norm_act(b, x, "stem", stem_width, 3, stride=2)
     channels = stem_width
     for stage, (width, blocks, groups) in enumerate(stage_params(depth, w_0, w_a, w_m, group_width), start=1):
         with b.group(f"stage{stage}"):
@@ -40,9 +41,10 @@ def regnet(name: str, depth: int, w_0: int, w_a: float, w_m: float, group_width:
                 with b.scope(f"trunk_output_block{stage}_block{stage}_{i}", group=True):
                     x = regnet_y(b, x, channels, out_channels=width, stride=2 if i == 0 else 1, group_width=groups, se_ratio=se_ratio)
                 channels = width
-    x = b.op("GlobalAvgPool", x, "avgpool")
-    x = b.op("Flatten", x, "flatten")
-    x = b.op("Linear", x, "fc", out_features=num_classes)
+    with b.group("head"):
+        x = b.op("GlobalAvgPool", x, "avgpool")
+        x = b.op("Flatten", x, "flatten")
+        x = b.op("Linear", x, "fc", out_features=num_classes)
     b.output(x, "logits")
     return b.graph
 

@@ -40,6 +40,16 @@ def test_resnet152_has_stem_four_stages_of_3_8_36_3_blocks_and_head():
     assert [len(children(graph.groups, s)) for s in top[1:5]] == [3, 8, 36, 3]
 
 
+def test_regnet_groups_stem_stages_blocks_and_head():
+    graph = build_template("regnet_y_400mf")
+    assert children(graph.groups, None) == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+    assert graph.groups["stem"].nodes == ["stem_0", "stem_1", "stem_2"]
+    assert graph.groups["head"].nodes == ["avgpool", "flatten", "fc"]
+    layers = {n for n, node in graph.nodes.items() if node.op not in ("Input", "Output")}
+    assert grouped_nodes(graph) == layers
+    assert sum(len(members(graph.groups, g)) for g in children(graph.groups, None)) == len(layers)
+
+
 @pytest.mark.parametrize("name, expected", [
     ("googlenet", ["inception3a", "inception4e", "inception5b", "stem", "head"]),
     ("inception_v3", ["Mixed_5b", "Mixed_7c", "stem", "head"]),
