@@ -28,6 +28,11 @@ PASS_OPS = frozenset({"Dropout", "Identity", "StochasticDepth", "MaxPool2d", "Av
 NORM_OPS = frozenset({"BatchNorm2d", "BatchNorm1d"})
 
 
+def full_dim(dim: int, shape) -> int:
+    """Dimension `dim` of a value whose per-sample shape is `shape`, counted from the batch (0); a negative one counts from the end."""
+    return dim + len(shape) + 1 if dim < 0 else dim
+
+
 @dataclass
 class Group:
     """Layers whose channels are coupled; `channels` are atom-class roots, `importance` one value per channel,
@@ -183,7 +188,7 @@ class ChannelGraph:
             out = x
             if node.opdef.params(a, in_shapes).get("weight", (1,))[0] != 1:
                 self.touched.append((name, [x]))
-        elif op == "Softmax" and (a["dim"] + len(in_shapes[0]) + 1 if a["dim"] < 0 else a["dim"]) == 1:
+        elif op == "Softmax" and full_dim(a["dim"], in_shapes[0]) == 1:
             return self._opaque(name, f"Softmax {name} normalizes across channels")
         elif node.opdef.category == "activation" or op in PASS_OPS or op == "Scale":
             out = x
@@ -195,8 +200,7 @@ class ChannelGraph:
                 self._unite(full[0], other)
             out = full[0]
         elif op == "Concat":
-            rank = len(shapes[0]) + 1
-            dim = a["dim"] + rank if a["dim"] < 0 else a["dim"]
+            dim = full_dim(a["dim"], shapes[0])
             layouts = [self._in(name, k) for k in range(len(node.inputs))]
             if any(lay is None for lay in layouts):
                 return self._opaque(name, f"Concat {name} joins values without channels")
@@ -207,8 +211,7 @@ class ChannelGraph:
                     self._unite(layouts[0], other)
                 out = layouts[0]
         elif op == "Flatten":
-            rank = len(in_shapes[0]) + 1
-            end = a["end_dim"] + rank if a["end_dim"] < 0 else a["end_dim"]
+            end = full_dim(a["end_dim"], in_shapes[0])
             out = np.repeat(x, int(np.prod(in_shapes[0][1:end], dtype=np.int64))) if a["start_dim"] == 1 else x
         elif op in ("ChannelShuffle", "ChannelSplit"):
             why = "couples channels across groups" if op == "ChannelShuffle" else "splits channels by position"
