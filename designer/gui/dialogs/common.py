@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PyQt6.QtCore import QSize, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QColor
-from PyQt6.QtWidgets import QAbstractItemView, QDialog, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
+from PyQt6.QtWidgets import QAbstractItemView, QApplication, QDialog, QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem
 
 from convstudio.designer.cli.common import METRIC_ROWS, signed
 from convstudio.designer.gui.charts import close_chart
@@ -132,12 +132,21 @@ class Job(QThread):
 
 class ToolDialog(QDialog):
     """A dialog of the designer window that may hold runs and charts. However it closes (its buttons, Esc,
-    close(), or its window closing, shown or never shown) `release` runs once, before it is deleted."""
+    close(), or its window closing, shown or never shown) `release` runs once, before it is deleted.
+
+    A dialog with `runs_jobs` starts its runs with `start_job`; closing it, or quitting the application,
+    stops the run (`stop_requested`) and waits for its thread (`stop_and_wait`)."""
+
+    runs_jobs = False
 
     def __init__(self, window):
         super().__init__(window)
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.is_shut_down = False
+        self.job: Job | None = None
+        self.stop_requested = False
+        if self.runs_jobs:
+            QApplication.instance().aboutToQuit.connect(self.stop_and_wait)
 
     def shut_down(self) -> None:
         if not self.is_shut_down:
@@ -145,7 +154,10 @@ class ToolDialog(QDialog):
             self.release()
 
     def release(self) -> None:
-        """Wait for the dialog's runs and drop what they still have queued for it, then take its charts down."""
+        """Stop the dialog's run and wait for it, drop what its runs still have queued for it, then take its charts down."""
+        if self.runs_jobs:
+            self.stop_and_wait()
+            QApplication.instance().aboutToQuit.disconnect(self.stop_and_wait)
         for job in self.findChildren(Job):
             job.detach()
         for plot in self.findChildren(pg.PlotWidget):
@@ -160,6 +172,16 @@ class ToolDialog(QDialog):
         self.job.failed.connect(self._on_failed)
         self.job.start()
         return self.job
+
+    def stop_and_wait(self) -> None:
+        """Stop the run and wait for its thread; then `stopped` deals with what the run left."""
+        if self.job is not None:
+            self.stop_requested = True
+            self.job.wait()
+            self.stopped(self.job)
+
+    def stopped(self, job: Job) -> None:
+        """What a run stopped by `stop_and_wait` leaves behind (its result, its files); nothing here."""
 
     def request_stop(self, text: str) -> None:
         """Ask the running job to stop at its next check (`stop_requested`); the label says what happens next."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
-    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -39,7 +38,7 @@ from convstudio.backends.onnx.runtime import PROVIDERS
 from convstudio.backends.weights import has_params, load_design_weights
 from convstudio.designer.cli.common import human_bytes
 from convstudio.designer.cli.verb_infer import TIME_LIMIT, output_line, run_args
-from convstudio.designer.gui.dialogs.common import Job, StatusLabel, ToolDialog, error_line
+from convstudio.designer.gui.dialogs.common import StatusLabel, ToolDialog, error_line
 from convstudio.ir.budget import check_memory
 from convstudio.ir.design import Design
 from convstudio.ir.errors import DesignError
@@ -169,6 +168,7 @@ class ExportDialog(QDialog):
 class InferenceDialog(ToolDialog):
     """Model, input (random or .npy), provider and runs; Run works on a thread and reports back."""
 
+    runs_jobs = True
     ran = pyqtSignal(dict)
     failed = pyqtSignal(str)
 
@@ -176,7 +176,6 @@ class InferenceDialog(ToolDialog):
         super().__init__(window)
         self.setWindowTitle("Run inference")
         self.ctl = window.ctl
-        self.job: Job | None = None
         self.busy = False
         self.result: dict | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
@@ -251,7 +250,6 @@ class InferenceDialog(ToolDialog):
         self.npy_edit.textEdited.connect(lambda _text: self.npy_radio.setChecked(True))
         self.run_button.clicked.connect(lambda: self.run())
         self.close_button.clicked.connect(self.reject)
-        QApplication.instance().aboutToQuit.connect(self.wait)
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "ONNX model", self.model_edit.text(), ONNX_FILTER)
@@ -317,14 +315,8 @@ class InferenceDialog(ToolDialog):
         self.status.show_error(line)
         self.failed.emit(line)
 
-    def wait(self) -> None:
-        """Let a run in progress finish (closing or quitting waits for it)."""
-        if self.job is not None:
-            self.job.wait()
-
     def release(self) -> None:
         """Closing waits for a run in progress, then removes the scratch export."""
-        QApplication.instance().aboutToQuit.disconnect(self.wait)
         super().release()
         if self._scratch is not None:
             self._scratch.cleanup()

@@ -14,7 +14,6 @@ import json
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -71,14 +70,14 @@ def summary_text(report) -> str:
 class ProfileDialog(ToolDialog):
     """Options, Profile / Calibrate model / Cancel run, a progress bar, the summary and Export JSON."""
 
+    runs_jobs = True
+
     def __init__(self, window):
         super().__init__(window)
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setWindowTitle("Profile")
         self.ctl = window.ctl
-        self.job: Job | None = None
         self.busy = False
-        self.stop_requested = False
         self.reports: list = []
 
         self.runtime_box = QComboBox()
@@ -146,7 +145,6 @@ class ProfileDialog(ToolDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.export_button.clicked.connect(lambda: self.export_json())
         self.close_button.clicked.connect(self.reject)
-        QApplication.instance().aboutToQuit.connect(self.stop_and_wait)
 
     @property
     def runtime(self) -> str:
@@ -277,15 +275,3 @@ class ProfileDialog(ToolDialog):
             return False
         self.status.show_info(f"profile written to {path}")
         return True
-
-    def stop_and_wait(self) -> None:
-        """Stop a run and wait for its thread."""
-        if self.job is not None:
-            self.stop_requested = True
-            self.job.wait()
-
-    def release(self) -> None:
-        """Closing stops a run and waits for its thread before the dialog goes."""
-        self.stop_and_wait()
-        QApplication.instance().aboutToQuit.disconnect(self.stop_and_wait)
-        super().release()

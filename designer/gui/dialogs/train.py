@@ -20,7 +20,6 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QAbstractSpinBox,
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -127,6 +126,8 @@ def weights_target(design: Design) -> str:
 class TrainDialog(ToolDialog):
     """The training form, Start / Cancel, a progress bar and the loss and accuracy curves."""
 
+    runs_jobs = True
+
     epoch_done = pyqtSignal(dict)
     finished_run = pyqtSignal(dict)
     failed = pyqtSignal(str)
@@ -136,13 +137,11 @@ class TrainDialog(ToolDialog):
         self.setWindowModality(Qt.WindowModality.WindowModal)
         self.setWindowTitle("Train")
         self.ctl = window.ctl
-        self.job: Job | None = None
         self.busy = False
         self.run_design: Design | None = None
         self.run_overrides: dict = {}
         self.scratch: Path | None = None  # the run's own folder for its weights and checkpoints, removed after it
         self.target: Path | None = None  # the weights file the design uses, which a finished run replaces
-        self.stop_requested = False
         self.history: list[dict] = []
         self.result: dict | None = None
         self.epochs = 0
@@ -269,7 +268,6 @@ class TrainDialog(ToolDialog):
         self.start_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.reject)
-        QApplication.instance().aboutToQuit.connect(self.stop_and_wait)
 
     # ---- the form ---------------------------------------------------------------------------
     def prefill(self, config: dict) -> None:
@@ -468,17 +466,8 @@ class TrainDialog(ToolDialog):
         self.status.show_error(line)
         self.failed.emit(line)
 
-    def stop_and_wait(self) -> None:
-        """Stop a run and wait for its thread; a run stopped this way is cancelled (nothing kept)."""
-        if self.job is not None:
-            self.stop_requested = True
-            self.job.wait()
-            if self.job.result is not None:
-                self._on_done(self.job.result)
-            self._drop_scratch()
-
-    def release(self) -> None:
-        """Closing cancels a run, then the curves and the thread go."""
-        self.stop_and_wait()
-        QApplication.instance().aboutToQuit.disconnect(self.stop_and_wait)
-        super().release()
+    def stopped(self, job: Job) -> None:
+        """A run stopped by closing or quitting is cancelled: its result is shown (nothing kept) and its folder removed."""
+        if job.result is not None:
+            self._on_done(job.result)
+        self._drop_scratch()
