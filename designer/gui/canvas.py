@@ -7,6 +7,7 @@ commands, and the scene redraws from the controller's `graph_changed` notificati
 from __future__ import annotations
 
 from contextlib import contextmanager
+from operator import attrgetter
 
 from PyQt6.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QCursor, QPainter, QPen, QPixmapCache
@@ -59,8 +60,10 @@ class GraphScene(QGraphicsScene):
         self._wire_from: tuple[str, int] | None = None
         self._press_positions: dict[str, tuple[float, float]] = {}
         self._lit_edges: set[EdgeItem] = set()
+        self._routes_drawn: dict = {}  # the controller's edge routes when the edges were last drawn
         self.edge_shapes = False
         self._labels_batch: int | None = None
+        self.cached = True  # items keep their drawing as pixmaps (the view zoomed in far enough to draw text)
         self.obstacles = CountedObstacles(margin=EDGE_CLEARANCE)  # node rectangles the edges route around
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
         controller.graph_changed.connect(self.apply_change)
@@ -87,8 +90,7 @@ class GraphScene(QGraphicsScene):
         if self.ctl.heatmap == "latency":
             new = max(map(self.metric, self.ctl.analyzer.costs), default=0) or 1
         else:
-            field = METRIC_FIELDS[self.ctl.heatmap]
-            new = max((getattr(c, field) for c in self.ctl.analyzer.costs.values()), default=0) or 1
+            new = max(map(attrgetter(METRIC_FIELDS[self.ctl.heatmap]), self.ctl.analyzer.costs.values()), default=0) or 1
         changed = new != self._metric_max
         self._metric_max = new
         return changed
@@ -99,6 +101,16 @@ class GraphScene(QGraphicsScene):
         unknown = node.meta.get("shapes") is None and not node.meta.get("error")
         culprit = upstream_errors(self.ctl.graph, name, self._culprits) if unknown else None
         item.sync(node, self._heat(name), self.ctl.batch, culprit)
+
+    def set_cached(self, cached: bool) -> None:
+        """Cache each node's and edge's drawing as a pixmap, or draw them directly: zoomed far out, filling pixmaps for
+        thousands of plain boxes and lines costs more than drawing them on every frame."""
+        if cached == self.cached:
+            return
+        self.cached = cached
+        mode = QGraphicsItem.CacheMode.DeviceCoordinateCache if cached else QGraphicsItem.CacheMode.NoCache
+        for item in [*self.nodes.values(), *self.edges.values()]:
+            item.setCacheMode(mode)
 
     def restyle(self) -> None:
         """Redraw everything in the current theme's colours (the palette changed)."""
@@ -127,12 +139,13 @@ class GraphScene(QGraphicsScene):
         for name in graph.nodes:
             self._create_edges(name)
         reserve_item_cache(len(self.nodes) + len(self.edges))
+        self._routes_drawn = dict(self.ctl.routes)
         self.folds.refresh()
         self.setSceneRect(self.itemsBoundingRect().adjusted(-400, -400, 400, 400))
         self._syncing = False
 
     def _create_node(self, name: str) -> None:
-        item = NodeItem(name)
+        item = NodeItem(name, self.cached)
         x, y = self.ctl.graph.layout.get(name, (0.0, 0.0))
         item.setPos(x, y)
         self.sync_node(name, item)
@@ -156,7 +169,7 @@ class GraphScene(QGraphicsScene):
             if ref is None:
                 continue
             src, out = parse_ref(ref)
-            edge = EdgeItem(self.nodes[src], out, self.nodes[name], index, self.ctl.route, self.obstacles)
+            edge = EdgeItem(self.nodes[src], out, self.nodes[name], index, self.ctl.route, self.obstacles, self.cached)
             self.addItem(edge)
             self.edges[(name, index)] = edge
             if self.edge_shapes:
@@ -200,16 +213,25 @@ class GraphScene(QGraphicsScene):
             self._create_node(name)
             vacated_or_filled.append(self.nodes[name].sceneBoundingRect())
             rewire.add(name)
+        shifted = set()  # moved nodes whose place, or whether they stray from the auto-layout, changed
         for name in change.moved:
             if name in self.nodes:
                 item = self.nodes[name]
                 x, y = graph.layout.get(name, (0.0, 0.0))
                 if (item.x(), item.y()) != (x, y):
                     item.setPos(x, y)
+                    shifted.add(name)
                 before = self.obstacles.rects.get(name)  # where edges last routed around it (before a drag, too)
+                was_stray = name in self.obstacles.strays
                 self.obstacles.set(name, (x, y), stray=self.ctl.laid_out.get(name) != (x, y))
-                if before is not None and before != self.obstacles.rects[name]:
+                if before is None:
+                    shifted.add(name)
+                elif before != self.obstacles.rects[name]:
                     vacated_or_filled += [QRectF(QPointF(*before[:2]), QPointF(*before[2:])), item.sceneBoundingRect()]
+                    shifted.add(name)
+                elif was_stray != (name in self.obstacles.strays):
+                    vacated_or_filled.append(item.sceneBoundingRect())  # edges near it are checked against it now, or no longer
+                    shifted.add(name)
         redraw = change.touched() | rewire
         for name in redraw:
             if name in self.nodes:
@@ -221,7 +243,8 @@ class GraphScene(QGraphicsScene):
                 self._remove_edges_into(name)
                 self._create_edges(name)
         touched_edges = set()
-        for name in redraw | change.moved:
+        routes_kept = self.ctl.routes == self._routes_drawn  # else an edge may have new waypoints though its ends stay
+        for name in redraw | (shifted if routes_kept else change.moved):
             if name in self.nodes:
                 touched_edges.update(self.nodes[name].edges)
         if len(vacated_or_filled) > len(self.edges) // 8:  # a large rearrangement: re-route every edge
@@ -237,13 +260,14 @@ class GraphScene(QGraphicsScene):
             edge.update_path()
             if self.edge_shapes:
                 edge.set_label(self.shape_label(edge))
-        placed = [self.nodes[name].pos() for name in change.added | change.moved if name in self.nodes]
+        placed = [self.nodes[name].pos() for name in change.added | shifted if name in self.nodes]
         if placed:
             xs, ys = [p.x() for p in placed], [p.y() for p in placed]
             nodes = QRectF(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)).adjusted(*NODE_BOUNDS)  # their sceneBoundingRects united
             grown = self.sceneRect().united(nodes.adjusted(-400, -400, 400, 400))
             if grown != self.sceneRect():
                 self.setSceneRect(grown)
+        self._routes_drawn = dict(self.ctl.routes)
         self.folds.refresh(change)
         self._syncing = False
         self.show_selection(self.ctl.selection)
@@ -281,11 +305,12 @@ class GraphScene(QGraphicsScene):
     def helpEvent(self, event) -> None:
         """Over a port, the tooltip names the port's value and shape; elsewhere the node's own tooltip."""
         item = self.node_at(event.scenePos())
-        port = item.port_at(item.mapFromScene(event.scenePos())) if item else None
-        if port is None:
+        if item is None or not item.isVisible():
             super().helpEvent(event)
             return
-        QToolTip.showText(event.screenPos(), self.port_tooltip(item.name, *port), event.widget())
+        port = item.port_at(item.mapFromScene(event.scenePos()))
+        text = self.port_tooltip(item.name, *port) if port is not None else item.toolTip()  # a node's tooltip is composed when asked for
+        QToolTip.showText(event.screenPos(), text, event.widget())
         event.accept()
 
     @contextmanager
@@ -504,8 +529,10 @@ class GraphView(QGraphicsView):
         self._zoomed()
 
     def _zoomed(self) -> None:
-        """Antialias only when details are drawn; zoomed far out, plain lines render much faster."""
-        self.setRenderHint(QPainter.RenderHint.Antialiasing, self.zoom() >= DETAIL_THRESHOLD)
+        """Antialias and cache items' drawings only when details are drawn; zoomed far out, plain lines render much faster."""
+        detail = self.zoom() >= DETAIL_THRESHOLD
+        self.setRenderHint(QPainter.RenderHint.Antialiasing, detail)
+        self.scene().set_cached(detail)
         self.zoom_changed.emit(self.zoom())
 
     def zoom_by(self, factor: float) -> None:

@@ -70,6 +70,7 @@ class DiffScene(QGraphicsScene):
             x, y = positions[name]
             item.setPos(x + dx, y)
             item.sync(node, 0.0)
+            item.setToolTip(item.toolTip())  # this scene shows the tooltips set on items
             d = status.get(name)
             if d is not None and d.status in STATUS_FILL:
                 item.fill = STATUS_FILL[d.status]

@@ -23,15 +23,18 @@ BEND_STEPS = 8
 _PENS: list = [None, {}]  # [the theme, {selected: its pen}]
 _STROKER = QPainterPathStroker()  # an edge's clickable shape: its path 8 units wide
 _STROKER.setWidth(8)
+CACHED = QGraphicsItem.CacheMode.DeviceCoordinateCache
+SELECTABLE = QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
 
 
 def curve(start: QPointF, end: QPointF, waypoints: list[tuple[float, float]] | None = None) -> QPainterPath:
     """A downward S-curve from start to end; through waypoints, straight runs join S-curved bends."""
     path = QPainterPath(start)
-    points = [QPointF(x, y) for x, y in (waypoints or [])]
-    if not points:
-        _bend(path, start, end)
+    if not waypoints:
+        dy = _bend_depth(start.y(), end.y())
+        path.cubicTo(start.x(), start.y() + dy, end.x(), end.y() - dy, end.x(), end.y())
         return path
+    points = [QPointF(x, y) for x, y in waypoints]
     for a, b in zip([start, *points], [*points, end]):
         if a.x() == b.x() or a.y() == b.y():
             path.lineTo(b)
@@ -153,9 +156,9 @@ class EdgeLabel(QGraphicsSimpleTextItem):
 
 
 class EdgeItem(QGraphicsPathItem):
-    """The edge feeding input `index` of `dst` from output `out` of `src` (both NodeItems)."""
+    """The edge feeding input `index` of `dst` from output `out` of `src` (both NodeItems); `cached` as for NodeItem."""
 
-    def __init__(self, src, out: int, dst, index: int, route_of, obstacles=None):
+    def __init__(self, src, out: int, dst, index: int, route_of, obstacles=None, cached: bool = True):
         super().__init__()
         self.src = src
         self.out = out
@@ -165,8 +168,9 @@ class EdgeItem(QGraphicsPathItem):
         self.obstacles = obstacles
         self.label: EdgeLabel | None = None
         self.routed: tuple | None = None  # the ends, waypoints and obstacles' version the path was last routed for
-        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        if cached:
+            self.setCacheMode(CACHED)
+        self.setFlags(SELECTABLE)
         self.setPen(self._pen(False))
         src.edges.add(self)
         dst.edges.add(self)
@@ -180,37 +184,42 @@ class EdgeItem(QGraphicsPathItem):
         """Route the path between the ports, unless its ends, waypoints and the counted obstacles are as at the last routing."""
         start = self.src.pos() + self.src.output_port(self.out)  # nodes are top-level, untransformed items
         end = self.dst.pos() + self.dst.input_port(self.index)
+        a, b = (start.x(), start.y()), (end.x(), end.y())
         points = self.route_of(self.dst.name, self.index)
-        version = self.obstacles.version if isinstance(self.obstacles, CountedObstacles) else None
-        routed = (start.x(), start.y(), end.x(), end.y(), points, version)
+        obstacles = self.obstacles
+        version = obstacles.version if isinstance(obstacles, CountedObstacles) else None
+        routed = (*a, *b, points, version)
         if version is not None and routed == self.routed:
             return
         self.routed = routed
-        if self.obstacles is None or self._clear(start, end, points):
+        if obstacles is None or self._clear(a, b, points):
             self.setPath(curve(start, end, points))
-        elif points is not None and self._clear(start, end, None):
+        elif points is not None and self._clear(a, b, None):
             self.setPath(curve(start, end))
         else:
-            ends = (self.src.name, self.dst.name)
-            route = orthogonal_route((start.x(), start.y()), (end.x(), end.y()), self.obstacles, ends)
+            route = orthogonal_route(a, b, obstacles, (self.src.name, self.dst.name))
             self.setPath(rounded(start, route, end) if route is not None else curve(start, end, points))
         if self.label is not None:
             self.label.place(end, self.index)
 
-    def _clear(self, start: QPointF, end: QPointF, points) -> bool:
-        """Whether the curve through `points` touches no node but its own ends (without points, it must run downward)."""
-        a, b = (start.x(), start.y()), (end.x(), end.y())
+    def _clear(self, a: tuple[float, float], b: tuple[float, float], points) -> bool:
+        """Whether the curve from port `a` through `points` to port `b` touches no node but its own ends (without points,
+        it must run downward)."""
         if not points and b[1] <= a[1]:
             return False
         strays = bool(points)  # an auto-layout route is clear of every node still where that layout put it
         if strays and not self.obstacles.strays:
             return True
         ends = (self.src.name, self.dst.name)
+        first_hit = self.obstacles.first_hit
+        if not points:  # one S-bend: clear when nothing is near its box, else when no chord along it touches a node
+            depth = _bend_depth(a[1], b[1])
+            return first_hit(*bend_box(a, b, depth), ends) is None or not any(first_hit(*p, *q, ends) is not None for p, q in _pairs(bend_points(a, b, depth)))
 
         def hit(*box) -> bool:
-            return self.obstacles.first_hit(*box, ends, strays) is not None
+            return first_hit(*box, ends, strays) is not None
 
-        pieces = curve_pieces(a, b, points) if points else [("bend", a, b, _bend_depth(a[1], b[1]))]
+        pieces = curve_pieces(a, b, points)
         boxes = [(*piece[1], *piece[2]) if piece[0] == "line" else bend_box(*piece[1:]) for piece in pieces]
         if len(boxes) > 1:
             xs, ys = [box[0] for box in boxes] + [box[2] for box in boxes], [box[1] for box in boxes] + [box[3] for box in boxes]

@@ -52,21 +52,19 @@ def layered_layout(graph: Graph) -> Layout:
     generations = graph.generations()
     layer_of = {name: k for k, gen in enumerate(generations) for name in gen}
     layers: list[list[object]] = [list(gen) for gen in generations]
+    sources = {name: [(index, parse_ref(ref)[0]) for index, ref in enumerate(node.inputs) if ref is not None] for name, node in graph.nodes.items()}
     preds: dict[object, list[object]] = {}
     chains: dict[tuple[str, int], list[object]] = {}
-    for name, node in graph.nodes.items():
-        preds.setdefault(name, [])
-        for index, ref in enumerate(node.inputs):
-            if ref is None:
-                continue
-            src = parse_ref(ref)[0]
+    for name, inputs in sources.items():
+        own = preds[name] = []
+        for index, src in inputs:
             chain: list[object] = [src]
             for k in range(layer_of[src] + 1, layer_of[name]):
                 lane = ("lane", name, index, k)
                 layers[k].append(lane)
                 preds[lane] = [chain[-1]]
                 chain.append(lane)
-            preds[name].append(chain[-1])
+            own.append(chain[-1])
             chain.append(name)
             chains[(name, index)] = chain
     x: dict[object, float] = {}
@@ -79,11 +77,16 @@ def layered_layout(graph: Graph) -> Layout:
             if isinstance(item, str):
                 cx, top = grid.place(item, k)
                 positions[item] = (round(cx - NODE_WIDTH / 2, 2), round(top, 2))
-    chain_layers = {key: [layer_of[chain[0]] + i for i in range(len(chain))] for key, chain in chains.items()}
-    grid.assign_tracks(chains, chain_layers)
-    routes = {}
+    column = grid.column
+    long = {}  # the chains that need waypoints: through lanes, or into the next column
     for key, chain in chains.items():
-        points = grid.route(key, chain, chain_layers[key])
+        first = layer_of[chain[0]]
+        if len(chain) > 2 or column(first) != column(first + 1):
+            long[key] = (chain, list(range(first, first + len(chain))))
+    grid.assign_tracks(long)
+    routes = {}
+    for key, (chain, chain_layers) in long.items():
+        points = grid.route(key, chain, chain_layers)
         if points:
             routes[key] = points
     return Layout(positions, routes)
@@ -125,15 +128,16 @@ class _Columns:
                 return i
         return None
 
-    def assign_tracks(self, chains: dict, chain_layers: dict) -> None:
-        """Give every edge crossing a gap its track number there and the number of tracks in that gap."""
+    def assign_tracks(self, chains: dict) -> None:
+        """Give every edge crossing a gap its track number there and the number of tracks in that gap
+        (`chains`: key -> (its chain, the layer of each step))."""
         by_gap: dict[int, list] = {}
-        for key, chain in chains.items():
-            i = self._crossing(chain, chain_layers[key])
+        for key, (chain, chain_layers) in chains.items():
+            i = self._crossing(chain, chain_layers)
             if i is not None:
-                src_x = self.place(chain[i - 1], chain_layers[key][i - 1])[0]
-                dst_x = self.place(chain[i], chain_layers[key][i])[0]
-                by_gap.setdefault(self.column(chain_layers[key][i - 1]), []).append((src_x, dst_x, key))
+                src_x = self.place(chain[i - 1], chain_layers[i - 1])[0]
+                dst_x = self.place(chain[i], chain_layers[i])[0]
+                by_gap.setdefault(self.column(chain_layers[i - 1]), []).append((src_x, dst_x, key))
         for crossing in by_gap.values():
             crossing.sort(key=lambda c: (c[0], c[1]))
             count = len(crossing)
@@ -165,28 +169,34 @@ def _width(item: object) -> float:
 
 
 def _place_layer(layer: list, preds: dict, x: dict, first: bool) -> None:
-    desired = {}
+    count = len(layer)
+    desired: list = [None] * count
     for i, item in enumerate(layer):
         placed_preds = [p for p in preds.get(item, ()) if p in x]
         real = [p for p in placed_preds if isinstance(p, str)] or placed_preds
-        desired[item] = sum(x[p] for p in real) / len(real) if real else (i * (NODE_WIDTH + H_GAP) if first else None)
-    known = [d for d in desired.values() if d is not None]
-    fallback = max(known) + NODE_WIDTH + H_GAP if known else 0.0
-    for item in layer:
-        if desired[item] is None:
-            desired[item] = fallback
-            fallback += NODE_WIDTH + H_GAP
-    position = {item: i for i, item in enumerate(layer)}
-    layer.sort(key=lambda item: (desired[item], not isinstance(item, str), position[item]))
+        if real:
+            desired[i] = sum([x[p] for p in real]) / len(real)
+        elif first:
+            desired[i] = i * (NODE_WIDTH + H_GAP)
+    if None in desired:
+        known = [d for d in desired if d is not None]
+        fallback = max(known) + NODE_WIDTH + H_GAP if known else 0.0
+        for i in range(count):
+            if desired[i] is None:
+                desired[i] = fallback
+                fallback += NODE_WIDTH + H_GAP
+    if count > 1:
+        order = sorted(range(count), key=lambda i: (desired[i], not isinstance(layer[i], str), i))
+        layer[:] = [layer[i] for i in order]
+        desired = [desired[i] for i in order]
     placed: list[float] = []
     for i, item in enumerate(layer):
-        want = desired[item]
+        want = desired[i]
         if i:
-            prev = layer[i - 1]
-            want = max(want, placed[-1] + (_width(prev) + _width(item)) / 2 + H_GAP)
+            want = max(want, placed[-1] + (_width(layer[i - 1]) + _width(item)) / 2 + H_GAP)
         placed.append(want)
-    real = [i for i, item in enumerate(layer) if isinstance(item, str)] or list(range(len(layer)))
-    shift = sum(desired[layer[i]] - placed[i] for i in real) / len(real)
+    real = [i for i, item in enumerate(layer) if isinstance(item, str)] or list(range(count))
+    shift = sum([desired[i] - placed[i] for i in real]) / len(real)
     for item, value in zip(layer, placed):
         x[item] = value + shift
 
@@ -337,11 +347,10 @@ class Obstacles:
         for name, pos in (positions or {}).items():
             self.set(name, pos)
 
-    def _span(self, x0: float, y0: float, x1: float, y1: float):
+    def _span(self, x0: float, y0: float, x1: float, y1: float) -> list[tuple[int, int]]:
         c = self.CELL
-        for i in range(int(math.floor(x0 / c)), int(math.floor(x1 / c)) + 1):
-            for j in range(int(math.floor(y0 / c)), int(math.floor(y1 / c)) + 1):
-                yield (i, j)
+        rows = range(math.floor(y0 / c), math.floor(y1 / c) + 1)
+        return [(i, j) for i in range(math.floor(x0 / c), math.floor(x1 / c) + 1) for j in rows]
 
     def set(self, name: str, pos, stray: bool = True) -> None:
         """Put node `name` with its top-left corner at `pos` (moving it if it was elsewhere)."""

@@ -124,36 +124,43 @@ def brush(colour: QColor) -> QBrush:
     return found
 
 
+NODE_FLAGS = QGraphicsItem.GraphicsItemFlag.ItemIsSelectable | QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+CACHED = QGraphicsItem.CacheMode.DeviceCoordinateCache
+
+
 class NodeItem(QGraphicsItem):
-    """Draws one node; the scene keeps its text, ports and tint in step with the controller."""
+    """Draws one node; the scene keeps its text, ports and tint in step with the controller. `cached`: keep its drawing
+    as a pixmap (worth it where text is drawn; zoomed far out the plain box is cheaper to draw than to cache)."""
 
     title_font = QFont("Sans Serif", 9, QFont.Weight.Bold)
     body_font = QFont("Sans Serif", 8)
+    accent = CATEGORY_COLORS["structure"]
+    error: str | None = None
+    heat = 0.0
+    n_inputs = 1
+    n_outputs = 1
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, cached: bool = True):
         super().__init__()
         self.name = name
-        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable | QGraphicsItem.GraphicsItemFlag.ItemIsMovable)
-        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setFlags(NODE_FLAGS)
+        if cached:
+            self.setCacheMode(CACHED)
         self.setZValue(1)
-        self.texts: list[str] = ["", "", "", ""]
+        self.source: tuple | None = None  # (node, batch, culprit) of the last sync
+        self._texts: list[str] | None = ["", "", "", ""]
+        self._tip: str | None = ""
         self.lines: list[str] = []
         self.fill = blend(0.0)
-        self.accent = CATEGORY_COLORS["structure"]
-        self.error: str | None = None
-        self.heat = 0.0
-        self.n_inputs = 1
-        self.n_outputs = 1
         self.edges: set = set()
 
     # ---- content ---------------------------------------------------------------------------
     def sync(self, node: Node, heat: float, batch: int | None = None, culprit: str | None = None) -> None:
-        """Refresh text, ports, tooltip and colour from the node and its analysis results. Figures count `batch`
-        samples (None: one, said as 'per sample'); `culprit` is the upstream node whose error leaves the shape unknown."""
-        meta, opdef, colours = node.meta, node.opdef, theme.active()
-        cost = meta.get("cost")
-        shapes = meta.get("shapes")
-        self.error = for_people(meta.get("error"))
+        """Refresh ports and colour from the node and its analysis results; its text and tooltip are composed when first
+        needed (most of a large design's nodes are never drawn in detail nor hovered). Figures count `batch` samples
+        (None: one, said as 'per sample'); `culprit` is the upstream node whose error leaves the shape unknown."""
+        opdef, colours = node.opdef, theme.active()
+        self.error = for_people(node.meta.get("error"))
         lo, hi = opdef.arity
         self.n_inputs = len(node.inputs) + (1 if hi is None else 0) if hi != 0 else 0
         self.n_inputs = max(self.n_inputs, lo)
@@ -161,6 +168,32 @@ class NodeItem(QGraphicsItem):
         self.accent = CATEGORY_COLORS.get(opdef.category, CATEGORY_COLORS["structure"])
         if opdef.category == "io" and colours.dark:
             self.accent = colours.subtext  # the io accent is near black
+        self.source = (node, batch, culprit)
+        self._texts = None
+        self._tip = None
+        self.lines = []
+        self.fill = colours.error_fill if self.error else blend(heat)
+        self.heat = heat
+        self.update()  # the bounds never change (BOUNDS)
+
+    @property
+    def texts(self) -> list[str]:
+        """The four lines drawn: name, op and key attributes, output shape, cost (or the error)."""
+        if self._texts is None:
+            self._describe()
+        return self._texts
+
+    def toolTip(self) -> str:
+        """The tooltip set on the item, else the node's figures in full."""
+        if self._tip is None:
+            self._describe()
+        return super().toolTip() or self._tip
+
+    def _describe(self) -> None:
+        node, batch, culprit = self.source
+        meta = node.meta
+        cost = meta.get("cost")
+        shapes = meta.get("shapes")
         n = batch or 1
         shape_text = f"{shapes_text(shapes, f'{batch}×' if batch else '')} · {scope(batch)}" if shapes else "shape unknown"
         if self.error:
@@ -169,10 +202,7 @@ class NodeItem(QGraphicsItem):
             cost_text = f"{compact(cost.macs * n)} MACs · {compact(cost.params)} params"
         else:
             cost_text = f"upstream node {culprit} has an error" if culprit else "cost unknown"
-        self.texts = [node.name, f"{node.op}  {key_attributes(node)}".strip(), shape_text, cost_text]
-        self.lines = []
-        self.fill = colours.error_fill if self.error else blend(heat)
-        self.heat = heat
+        self._texts = [node.name, f"{node.op}  {key_attributes(node)}".strip(), shape_text, cost_text]
         tip = [f"<b>{node.name}</b> ({node.op})", shape_text if shapes else unknown_shape_text(culprit)]
         if cost is not None and shapes and not self.error:
             tip.append(f"params {cost.params:,} · MACs {cost.macs * n:,} · FLOPs {cost.flops * n:,} ({scope(batch)})")
@@ -180,9 +210,8 @@ class NodeItem(QGraphicsItem):
             if cost.latency_ms is not None:
                 tip.append(f"predicted latency {cost.latency_ms:.3f} ms (batch {n})")
         if self.error:
-            tip.append(f"<span style='color:{colours.error_text.name()}'>{self.error}</span>")
-        self.setToolTip("<br>".join(tip))
-        self.update()  # the bounds never change (BOUNDS)
+            tip.append(f"<span style='color:{theme.active().error_text.name()}'>{self.error}</span>")
+        self._tip = "<br>".join(tip)
 
     def set_heat(self, heat: float) -> None:
         """Change only the tint (the heatmap's maximum moved); repaints when the colour differs."""

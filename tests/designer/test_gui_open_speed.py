@@ -1,14 +1,19 @@
 """What makes a large design open, lay out and render quickly, checked for the behaviour it must keep: auto-layout of
 an unchanged design reuses its layout and re-routes no edge, a changed one is laid out afresh; an edge is routed
-again when a node lands on its path though its ends stay; tints and pens are shared; the overview's first render
-waits until the window is up."""
+again when a node lands on its path though its ends stay, and when the layout gives it new waypoints; tints and pens
+are shared; the overview's first render waits until the window is up; items cache their drawing only where text is
+drawn; a node's text and tooltip are composed when first needed, from the node as last synced; the layered layout's
+rows are the graph's topological generations."""
 
 from PyQt6.QtGui import QColor
+from PyQt6.QtWidgets import QGraphicsItem
 
-from convstudio.designer.gui import theme
-from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH, layered_layout
-from convstudio.designer.gui.node_item import blend, brush, pen
+from convstudio.designer.gui import commands, theme
+from convstudio.designer.gui.diff_view import DiffScene
+from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH, ROW, layered_layout
+from convstudio.designer.gui.node_item import DETAIL_THRESHOLD, blend, brush, pen
 from convstudio.ir.design import Design
+from convstudio.ir.diff import diff
 from convstudio.ir.templates import build_template
 from tests.designer.test_gui_tidy import segment_crosses
 from tests.designer.windows import make_window
@@ -77,3 +82,74 @@ def test_the_overview_renders_after_the_window_is_shown_not_while_it_opens(qtbot
     renders = minimap.renders
     minimap.resize(minimap.width() + 20, minimap.height())  # once drawn, a resize renders at once
     assert minimap.renders == renders + 1
+
+
+def test_items_cache_their_drawing_only_where_text_is_drawn(qtbot, tmp_path):
+    win = make_window(qtbot, Design(build_template("resnet18")), tmp_path / "recovery", (1200, 800))
+    scene, view = win.scene, win.view
+
+    def modes() -> set:
+        return {item.cacheMode() for item in [*scene.nodes.values(), *scene.edges.values()]}
+
+    view.set_zoom(1.0)
+    assert modes() == {QGraphicsItem.CacheMode.DeviceCoordinateCache}
+    view.set_zoom(DETAIL_THRESHOLD / 2)  # plain boxes and lines: cheaper drawn than cached
+    assert modes() == {QGraphicsItem.CacheMode.NoCache}
+    conv = next(name for name, node in win.ctl.graph.nodes.items() if node.op == "Conv2d")
+    added = win.ctl.add_op_after("ReLU", f"{conv}:0")
+    assert scene.nodes[added].cacheMode() == QGraphicsItem.CacheMode.NoCache and modes() == {QGraphicsItem.CacheMode.NoCache}
+    view.set_zoom(DETAIL_THRESHOLD * 1.5)
+    assert modes() == {QGraphicsItem.CacheMode.DeviceCoordinateCache}
+    with scene.plain():  # a picture draws every item directly, then the modes come back
+        assert modes() == {QGraphicsItem.CacheMode.NoCache}
+    assert modes() == {QGraphicsItem.CacheMode.DeviceCoordinateCache}
+
+
+def test_node_text_and_tooltip_follow_each_sync_and_a_tooltip_set_on_the_item_wins(qtbot, tmp_path):
+    win = make_window(qtbot, Design(build_template("lenet")), tmp_path / "recovery")
+    conv = next(name for name, node in win.ctl.graph.nodes.items() if node.op == "Conv2d")
+    item = win.scene.nodes[conv]
+    assert item.texts[0] == conv and f"<b>{conv}</b> (Conv2d)" in item.toolTip()
+    win.ctl.set_attr(conv, "out_channels", 7)
+    assert "→7" in item.texts[1] and item.texts[2].startswith("7×") and "params" in item.texts[3]
+    assert f"<b>{conv}</b> (Conv2d)<br>7×" in item.toolTip()
+    item.setToolTip("added: +1 k params")  # as the diff view does
+    assert item.toolTip() == "added: +1 k params"
+
+
+def test_the_diff_view_shows_every_node_tooltip_through_qt(qtbot):
+    a = build_template("lenet")
+    b = a.copy()
+    conv = next(name for name, node in b.nodes.items() if node.op == "Conv2d")
+    b.set_attr(conv, "out_channels", 7)
+    scene = DiffScene(diff(a, b), "a", "b")
+    for item in [*scene.items_a.values(), *scene.items_b.values()]:
+        assert QGraphicsItem.toolTip(item).startswith(f"<b>{item.name}</b>")  # what the scene's own help event reads
+    assert "changed" in QGraphicsItem.toolTip(scene.items_b[conv])
+
+
+def test_an_edge_is_drawn_again_when_the_layout_gives_it_new_waypoints_though_its_ends_stay(qtbot, tmp_path):
+    win = make_window(qtbot, Design(build_template("resnet18")), tmp_path / "recovery")
+    ctl, scene = win.ctl, win.scene
+    key, (ends, points) = next(iter(ctl.routes.items()))
+    shifted = [(x + 40.0, y) for x, y in points]
+    routes = {**ctl.routes, key: (ends, shifted)}
+    ctl.push(commands.SetLayout(ctl, dict(ctl.graph.layout), routes))  # the same positions, one lane moved
+    assert ctl.route(*key) == shifted
+    path = scene.edges[key].path()
+    drawn = {(path.elementAt(i).x, path.elementAt(i).y) for i in range(path.elementCount())}
+    assert set(shifted) <= drawn and not set(points) <= drawn
+
+
+def test_layered_layout_rows_are_the_topological_generations(qtbot, tmp_path):
+    win = make_window(qtbot, Design(build_template("googlenet")), tmp_path / "recovery")
+    ctl = win.ctl
+    conv = next(name for name, node in ctl.graph.nodes.items() if node.op == "Conv2d")
+    ctl.add_op_after("ReLU", f"{conv}:0")  # inserted last: the insertion order is no longer topological
+    positions = layered_layout(ctl.graph).positions
+    tops = []
+    for generation in ctl.graph.generations():
+        rows = {positions[name][1] for name in generation}
+        assert len(rows) == 1, f"generation of {generation[0]} spread over rows {rows}"
+        tops.append(rows.pop())
+    assert tops[0] == 0.0 and all(b in (a + ROW, 0.0) for a, b in zip(tops, tops[1:]))  # a row down, or the top of the next column
