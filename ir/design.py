@@ -96,6 +96,15 @@ def design_to_dict(design: Design) -> dict:
     return data
 
 
+def _one_per_line(objects: list[dict]) -> str:
+    """JSON objects one per line, as `json.dumps` writes each: encoded in one pass and split between objects, where
+    '}, {' stands; item by item when a string inside holds that text too."""
+    text = json.dumps(objects, ensure_ascii=False)[1:-1]
+    if text.count("}, {") != len(objects) - 1:
+        return ",\n".join(f"    {json.dumps(n, ensure_ascii=False)}" for n in objects)
+    return "    " + text.replace("}, {", "},\n    {")
+
+
 def dumps(design: Design) -> str:
     """Canonical text: top level indented, one line per node and per layout entry."""
     data = design_to_dict(design)
@@ -104,8 +113,7 @@ def dumps(design: Design) -> str:
     for i, (key, value) in enumerate(items):
         comma = "," if i < len(items) - 1 else ""
         if key in ("nodes", "groups"):
-            inner = [f"    {json.dumps(n, ensure_ascii=False)}" for n in value]
-            body = "[\n" + ",\n".join(inner) + "\n  ]" if inner else "[]"
+            body = "[\n" + _one_per_line(value) + "\n  ]" if value else "[]"
         elif key in ("layout", "inputs", "outputs"):
             inner = [f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in value.items()]
             body = "{\n" + ",\n".join(inner) + "\n  }" if inner else "{}"
@@ -199,7 +207,7 @@ def _parse_int(text: str) -> int | LongNumber:
         return LongNumber(len(text.lstrip("-")))
 
 
-@paused_gc()
+@paused_gc(long_lived=True)
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:
@@ -307,7 +315,7 @@ def design_from_dict(data: Any) -> Design:
         if not (share is None or isinstance(share, str)):
             raise DesignError("share must be a group name", f"node '{node_name}' (nodes[{i}]) field share")
         try:
-            graph.add(op, refs if direct else [None] * len(refs), name=node_name, attrs=entry.get("attrs", {}), share=share)
+            graph.add(op, refs if direct else [None] * len(refs), node_name, entry.get("attrs"), None, share)
         except DesignError as e:
             where = f"node '{node_name}' (nodes[{i}])"
             raise type(e)(e.what, e.where.replace(f"node '{node_name}'", where) if e.where else where) from None
@@ -318,8 +326,12 @@ def design_from_dict(data: Any) -> Design:
     _expect(isinstance(outputs, dict) and outputs, "outputs must be an object mapping output names to node names", "field outputs")
     for out_name, ref in outputs.items():
         _expect(isinstance(ref, str), f"output must name a node, got {ref!r}", f"field outputs.{out_name}")
-        graph.add("Output", [None], name=out_name)
-        pending.append((out_name, [ref], None))
+        producer = known.get(ref)
+        if producer is not None and producer.op != "Output":  # connected at once, keeping the graph's cached order
+            graph.add("Output", [ref], name=out_name)
+        else:
+            graph.add("Output", [None], name=out_name)
+            pending.append((out_name, [ref], None))
 
     for node_name, refs, i in pending:
         for k, ref in enumerate(refs):

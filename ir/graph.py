@@ -28,11 +28,12 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches
 
 
 @contextmanager
-def paused_gc() -> Iterator[None]:
+def paused_gc(long_lived: bool = False) -> Iterator[None]:
     """Pause Python's cyclic garbage collector while building or analysing many nodes at once.
 
     Its full collections rescan every live object, which makes bulk work on a large graph grow faster
-    than the graph; what the paused stretch leaves unreachable is collected after it.
+    than the graph; what the paused stretch leaves unreachable is collected after it. With `long_lived`
+    (a design just loaded), what the stretch built is kept: it is aged at once, not rescanned as young.
     """
     if not gc.isenabled():
         yield
@@ -41,7 +42,22 @@ def paused_gc() -> Iterator[None]:
     try:
         yield
     finally:
+        if long_lived:
+            _age_young_objects()
         gc.enable()
+
+
+def _age_young_objects() -> None:
+    """Move every object the collector tracks into its oldest generation without scanning it.
+
+    A graph keeps nearly everything its edits allocate, and Python's collector would scan those objects in each
+    young generation and then in full collections triggered by their number, again and again as the graph grows.
+    Aged, they are scanned only by the full collections that other work triggers, which still free any cycle among
+    them. Nothing is done while the program keeps objects of its own frozen (`gc.freeze`), which this would thaw.
+    """
+    if not gc.get_freeze_count():
+        gc.freeze()
+        gc.unfreeze()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -70,7 +86,7 @@ class Node:
 
     __slots__ = ("name", "op", "attrs", "inputs", "params", "share", "meta", "_resolved")
 
-    def __init__(self, name: str, op: str, attrs: dict, inputs: list, params: dict | None, share: str | None):
+    def __init__(self, name: str, op: str, attrs: dict, inputs: list, params: dict | None, share: str | None, resolved: dict | None = None):
         self.name = name
         self.op = op
         self.attrs = attrs
@@ -78,7 +94,7 @@ class Node:
         self.params: dict[str, np.ndarray] = params or {}
         self.share = share
         self.meta: dict[str, Any] = {}
-        self._resolved: dict | None = None
+        self._resolved: dict | None = resolved  # `attrs` resolved, when the caller has them at hand
 
     @property
     def opdef(self) -> registry.OpDef:
@@ -128,22 +144,26 @@ class Graph:
 
     def layer_count(self) -> int:
         """The design's layers: every node but Input and Output (the count every command and dialog reports)."""
-        return sum(1 for n in self.nodes.values() if n.op not in ("Input", "Output"))
+        return len(self.nodes) - len([1 for n in self.nodes.values() if n.op in ("Input", "Output")])
 
     def __iter__(self):
         return iter(self.nodes.values())
 
     @property
     def inputs(self) -> list[str]:
-        return [n.name for n in self.nodes.values() if n.op == "Input"]
+        return [name for name, n in self.nodes.items() if n.op == "Input"]
 
     @property
     def outputs(self) -> list[str]:
-        return [n.name for n in self.nodes.values() if n.op == "Output"]
+        return [name for name, n in self.nodes.items() if n.op == "Output"]
 
     def users(self, name: str) -> list[tuple[str, int]]:
         """Consumers of any output of `name` as (consumer, input index) pairs."""
         return list(self._users.get(name, ()))
+
+    def user_count(self, name: str) -> int:
+        """How many inputs read any output of `name` (`len(users(name))` without the copy)."""
+        return len(self._users.get(name, ()))
 
     def value_users(self, ref: str) -> list[tuple[str, int]]:
         """Consumers of one value reference."""
@@ -173,13 +193,16 @@ class Graph:
     def fresh_name(self, base: str) -> str:
         """`base` as a valid node name if it is free, else `base_k` with the smallest free k >= 1."""
         base = _name_base(base)
-        if base not in self.nodes:
+        nodes = self.nodes
+        if base not in nodes:
             return base
         i = self._suffix_floor.get(base, 1)
-        while f"{base}_{i}" in self.nodes:
+        name = f"{base}_{i}"
+        while name in nodes:
             i += 1
+            name = f"{base}_{i}"
         self._suffix_floor[base] = i
-        return f"{base}_{i}"
+        return name
 
     def _name_freed(self, name: str) -> None:
         """A name left the graph: `fresh_name` may hand it out again."""
@@ -214,40 +237,37 @@ class Graph:
         share: str | None = None,
     ) -> Node:
         """Create a node; attributes are validated against the op's schema."""
-        name = name if name is not None else self.fresh_name(str(op).lower())
-        opdef = registry.find(op) or registry.get(op, f"node '{name}' field op")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
         nodes = self.nodes
-        if name in nodes:
-            raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
+        opdef = registry.find(op)
+        given = name is not None  # only a given name is checked: one from `fresh_name` is valid and free
+        if not given:
+            name = self.fresh_name(str(op).lower())
+        if opdef is None:
+            registry.get(op, f"node '{name}' field op")
+        if given:
+            if not isinstance(name, str) or not (name.isascii() and name.isidentifier()):  # NAME_RE's rule, tested faster
+                raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
+            if name in nodes:
+                raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
         attrs, resolved = opdef.validate_node({} if attrs is None else attrs, name)
         inputs = list(inputs)
-        sources = []
-        for i, ref in enumerate(inputs):
-            if ref is None:
-                continue
-            if type(ref) is not str or ":" in ref:
+        for i, ref in enumerate(inputs):  # checked before anything changes; a bare name, the common case, is checked inline
+            if ref is not None and (type(ref) is not str or ":" in ref or (producer := nodes.get(ref)) is None or producer.op == "Output"):
                 self._check_ref(ref, name, i)
-                src = parse_ref(ref)[0]
-            else:  # a bare name, the common case: checked inline, as this runs once per edge of a large graph
-                src = ref
-                producer = nodes.get(src)
-                if producer is None or producer.op == "Output":
-                    self._check_ref(ref, name, i)
-            sources.append((src, i))
-        node = Node(name, op, attrs, inputs, dict(params) if params else {}, share)
-        node._resolved = resolved
+        node = Node(name, op, attrs, inputs, dict(params) if params else None, share, resolved)
         if share:
             self._owners = None
         nodes[name] = node
         users = self._users
         users[name] = []
-        for src, i in sources:
-            users[src].append((name, i))
+        for i, ref in enumerate(inputs):
+            if ref is not None:
+                users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
             self._order_cache[name] = self._order_end
             self._order_end += 1
+        if not len(nodes) & 1023 and gc.isenabled():  # a graph built node by node: see _age_young_objects
+            _age_young_objects()
         if self._listeners:
             self._emit("add", name=name)
         return node
@@ -381,7 +401,7 @@ class Graph:
         if self._order_cache is not None:  # dropping a node nothing consumes leaves the others' order as it was
             del self._order_cache[name]
         self._name_freed(name)
-        self._emit("erase", name=name)
+        self._emit("erase", name=name, producers=node.input_names())
         return node
 
     def replace_all_uses(self, old_ref: str, new_ref: str, exclude: Iterable[str] = ()) -> int:

@@ -218,7 +218,7 @@ class OpDef:
     def validate_node(self, attrs: dict, name: str) -> tuple[dict, dict]:
         """`validate_resolved` for node `name`, remembering attribute sets that passed: designs repeat a few layer
         configurations, so most nodes of a large graph are checked once per distinct set. Each call returns fresh dicts."""
-        key = _memo_key(attrs) if type(attrs) is dict else None
+        key = (_memo_key(attrs) if attrs else _NO_ATTRS) if type(attrs) is dict else None
         found = self._checked.get(key) if key is not None else None
         if found is None:
             out, resolved = self.validate_resolved(attrs, f"node '{name}'")
@@ -266,6 +266,7 @@ class OpDef:
 
 
 _PLAIN_KINDS = frozenset((int, bool, str, type(None)))
+_NO_ATTRS = ((), ())  # `_memo_key({})`, the key of most nodes (BatchNorm, ReLU, Add, ...)
 
 
 def _memo_key(attrs: dict) -> tuple | None:

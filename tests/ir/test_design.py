@@ -116,6 +116,8 @@ LOAD_ERRORS = [
     (lambda d: d["nodes"][3].update(inputs=["split:7"]), "asks for output 7", "node 'cat' input 0"),
     (lambda d: d["nodes"].append({"name": "x", "op": "Input", "inputs": []}), "Input nodes are declared in 'inputs'", "field op"),
     (lambda d: d["outputs"].update(map="ghost"), "input 'ghost' refers to no node", "field outputs.map input 0"),
+    (lambda d: d["outputs"].update(again="map"), "input 'map' is an Output node", "field outputs.again input 0"),
+    (lambda d: d["outputs"].update(drop="cat"), "duplicate node name 'drop'", "node 'drop' field name"),
     (lambda d: d["layout"].update(ghost=[1, 2]), "layout names unknown node 'ghost'", "field layout.ghost"),
     (lambda d: d["layout"].update(left=[1]), "position must be [x, y]", "field layout.left"),
     (lambda d: d.update(weights=""), "weights must be a file name", "field weights"),
