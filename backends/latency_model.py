@@ -1,20 +1,29 @@
 """Calibrate, store and apply a per-machine latency model (the table `ir.latency` reads).
 
-Calibration profiles small synthetic networks (`backends.profile`) built from the blocks templates use:
-dense, strided, grouped (4 groups and group width 8), depthwise (3x3, 5x5), pointwise and large-kernel convs
-with BN and activations (ReLU, ReLU6, SiLU, Hardswish), standalone BN and activations, residual adds, max /
-average / global pooling, SE-style scaling, concat, channel shuffle, nearest upsampling and linear layers, over
-the channel counts and feature-map sizes templates reach (mobile nets' narrow layers included), at batch 1 and 4;
-and ShuffleNet-v1 units (grouped 1x1 convs around a channel shuffle and a depthwise conv).
+Calibration profiles two sets of networks (`backends.profile`):
+- synthetic networks built from the blocks templates use: dense, strided, grouped (4 groups and group width 8),
+  grouped 1x1 (4 groups), depthwise (3x3, 5x5), pointwise and large-kernel convs with BN and activations (ReLU,
+  ReLU6, SiLU, Hardswish), standalone BN and activations, residual adds, max / average / global pooling, SE-style
+  scaling, concat, channel shuffle, nearest upsampling and linear layers, over the channel counts templates use
+  (mobile nets' narrow layers included), entering at the feature-map sizes of 224 and 160 inputs (112 to 5), at batch 1 and 4; 7x7 and 3x3
+  stride-2 stems on 224 and 160 inputs; and ShuffleNet-v1 units (grouped 1x1 convs around a channel shuffle);
+- the templates' own layers (TEMPLATES: the shapes, kernels, strides, groups and channel counts they use) at the
+  input sizes TEMPLATE_SIZES, 224 and 160, batch 1. `bench/latency_model.py` tests on other input sizes (128 and
+  96) and on compressed and fused variants, none of which calibration sees.
 Rules:
-- Each network is also timed without the profiler (`profile.measure_latency`, its reference): the profiler's own
-  cost per kernel and the waits other processes cause do not reach the model.
+- Each network is also timed without the profiler (its reference), interleaved with the others
+  (`interleaved_ms`): one run per network per round, so every run finds the caches holding the other networks'
+  weights, and a busy period of a shared machine slows every network alike. With one thread the reference is the
+  fastest run's CPU time of the calling thread, else the fastest wall time.
 - A node's sample is its profiled time (with one thread: scaled by each run's CPU over wall time, see
-  `ProfileReport.cpu_scaled_ms`; else its fastest run); the time of a fused tail (BN / activation / add a
-  runtime fuses into a conv) counts for its head; each network's samples are scaled to sum to its reference.
-- Per family, latency = a + b * GMACs + c * MB is fitted by non-negative least squares with rows weighted by
-  1 / (ms + ROW_FLOOR_MS): relative error for layers above the floor, so small layers count, absolute below it,
-  so the tiniest do not dominate.
+  `ProfileReport.cpu_scaled_ms`; else its fastest run); the time of a fused tail (BN / activation / residual add a
+  runtime fuses into a conv) counts for its head; each network's samples are scaled to sum to its reference less the
+  time outside the runtime's run. A kernel's time includes the executor's gap before it, so the fixed cost of a
+  kernel (dispatch, output allocation) is part of its sample.
+- Per family, latency = a + b * GMACs + c * MB of activations + d * MB of weights is fitted by non-negative least
+  squares (`_terms`: the memory-bound families fit only a and c, linear layers no c, depthwise convs no d) with rows
+  weighted by 1 / (ms + ROW_FLOOR_MS): relative error for layers above the floor, so small layers count, absolute
+  below it, so the tiniest do not dominate.
 - Relative least squares fits low where samples scatter: one factor (the median over the networks of reference
   over predicted node sum) corrects it. The per-run overhead is the measured time outside the runtime's run (the
   Python call, input and output copies), left out of the node samples.
@@ -24,41 +33,52 @@ The model is stored in ``<cache>/latency-<runtime>-<provider>-t<threads>.json``.
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from convstudio.backends.profile import Cancelled, check_options, measure_latency, profile_design
+from convstudio.backends.profile import WARMUP, Cancelled, check_options, prepare, profile_design, random_inputs
 from convstudio.backends.roofline import cache_dir, machine_id, write_cache
 from convstudio.ir.cost import analyze
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, parse_ref
 from convstudio.ir.latency import LatencyTable, family, features, fused_head, read_table
 from convstudio.ir.latency import predict as predict_table
+from convstudio.ir.templates import build_template
 from convstudio.ir.templates.builder import Builder
 
 # (channels, feature-map size, batch) of the calibration networks
-FULL_GRID = ((16, 112, 1), (32, 56, 1), (64, 56, 1), (96, 28, 1), (128, 28, 1), (192, 14, 1), (256, 14, 1), (384, 7, 1), (512, 7, 1),
-             (24, 64, 1), (48, 32, 1), (160, 16, 1), (320, 8, 1), (32, 28, 4), (64, 14, 4), (128, 7, 4), (16, 56, 4),
-             (8, 56, 1), (24, 56, 1), (40, 28, 1), (80, 14, 1), (112, 14, 1), (16, 32, 1), (32, 16, 1), (64, 8, 1))
+FULL_GRID = ((16, 112, 1), (32, 56, 1), (64, 56, 1), (8, 56, 1), (24, 56, 1), (96, 28, 1), (128, 28, 1), (40, 28, 1), (192, 14, 1),
+             (256, 14, 1), (80, 14, 1), (112, 14, 1), (384, 7, 1), (512, 7, 1),  # the feature maps of a 224 input
+             (16, 80, 1), (24, 80, 1), (32, 40, 1), (48, 40, 1), (64, 20, 1), (160, 20, 1), (128, 10, 1), (320, 10, 1), (512, 5, 1),  # of a 160 input
+             (32, 28, 4), (64, 14, 4), (128, 7, 4), (16, 56, 4))
 QUICK_GRID = ((8, 16, 1), (16, 8, 1), (8, 8, 2))
 FULL_RUNS, QUICK_RUNS = 10, 1
-REFERENCE_RUNS = 30  # unprofiled runs per network: the fastest is its reference
+REFERENCE_RUNS = 30  # unprofiled runs per network, one per round of all networks: the fastest is its reference
 ROW_FLOOR_MS = 0.5
-STEMS = ((3, 64, 224, 1), (3, 32, 112, 1), (3, 64, 128, 4))  # (input channels, output channels, size, batch) of 7x7 / 3x3 stride-2 stems
+STEMS = ((3, 64, 224, 1), (3, 32, 160, 1), (3, 64, 160, 4))  # (input channels, output channels, size, batch) of 7x7 / 3x3 stride-2 stems
 QUICK_STEMS = ((3, 8, 16, 1),)
 SHUFFLE = ((64, 56), (96, 28), (128, 28), (240, 14), (256, 14), (512, 7))  # (channels, size) of ShuffleNet-v1 units
 QUICK_SHUFFLE = ((16, 8),)
+# templates whose layers calibration profiles, at input sizes other than those `bench/latency_model.py` tests on
+TEMPLATES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
+             "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "googlenet", "densenet121", "resnext50_32x4d")
+TEMPLATE_SIZES = (224, 160)
 
 
-def calibration_networks(quick: bool = False) -> list[tuple[Graph, int]]:
-    """The synthetic networks calibration profiles, each with its batch."""
+def calibration_networks(quick: bool = False, templates: bool = True) -> list[tuple[Graph, int]]:
+    """The networks calibration profiles, each with its batch: the synthetic ones, then (unless `quick` or not
+    `templates`) the templates' layers at TEMPLATE_SIZES."""
     out = [(_blocks(c, hw), batch) for c, hw, batch in (QUICK_GRID if quick else FULL_GRID)]
     out += [(_stem(cin, cout, hw), batch) for cin, cout, hw, batch in (QUICK_STEMS if quick else STEMS)]
     out += [(_shuffle_unit(c, hw), 1) for c, hw in (QUICK_SHUFFLE if quick else SHUFFLE)]
+    if templates and not quick:
+        out += [(build_template(name, input_shape=[3, size, size]), 1) for name in TEMPLATES for size in TEMPLATE_SIZES]
     return out
 
 
@@ -81,6 +101,7 @@ def _blocks(c: int, hw: int) -> Graph:
     m = b.op("Mul", [d5, gate], "scale")
     g = _cbr(b, m, c, 3, groups=4 if c % 4 == 0 else 1)
     g = _cbr(b, g, c, 3, groups=c // 8 if c % 8 == 0 else 1)  # group width 8, as RegNet and ResNeXt use
+    g = _cbr(b, g, c, 1, groups=4, act=None)  # grouped 1x1, as the group_shuffle strategy and ShuffleNet-v1 make
     cat = b.op("ChannelShuffle", b.op("Concat", [g, r], "concat", dim=1), "shuffle", groups=2)
     s = _cbr(b, cat, 2 * c, 3, stride=2)
     mp = b.op("MaxPool2d", s, "maxpool", kernel_size=3, stride=2, padding=1)
@@ -138,8 +159,8 @@ def _nnls(rows: list[list[float]], target: list[float], floor: float) -> list[fl
     return [float(x) for x in coef / scale]
 
 
-def node_samples(graph: Graph, batch: int) -> dict[str, tuple[str, float, float]]:
-    """family, GMACs and MB of every node of an analyzed graph at `batch`."""
+def node_samples(graph: Graph, batch: int) -> dict[str, tuple[str, float, float, float]]:
+    """family, GMACs, MB of activations and MB of weights of every node of an analyzed graph at `batch`."""
     out = {}
     for name in graph.topo_order():
         node = graph.nodes[name]
@@ -148,10 +169,10 @@ def node_samples(graph: Graph, batch: int) -> dict[str, tuple[str, float, float]
     return out
 
 
-def _merged(graph: Graph, kinds: dict[str, tuple[str, float, float]], node_ms: dict[str, float]) -> dict[str, float]:
+def _merged(graph: Graph, kinds: dict[str, tuple], node_ms: dict[str, float]) -> dict[str, float]:
     """Node times with each fused tail's time counted for its head; views and tails left out."""
     out: dict[str, float] = {}
-    for name, (fam, _, _) in kinds.items():
+    for name, (fam, *_) in kinds.items():
         if fam == "view":
             continue
         head = fused_head(graph, graph.nodes[name]) if fam.endswith("_fused") else None
@@ -160,70 +181,142 @@ def _merged(graph: Graph, kinds: dict[str, tuple[str, float, float]], node_ms: d
     return out
 
 
-def measure_networks(runtime: str, provider: str, threads: int, quick: bool, progress: Callable | None = None,
-                     cancel: Callable | None = None) -> tuple[list[tuple[dict, dict[str, float], float, float]], str]:
-    """Profile the calibration networks: per network (family, GMACs, MB of each node; its sample ms, fused tails in
-    their heads; its reference ms; the part of it outside the runtime's run), and the provider used."""
-    networks = calibration_networks(quick)
+def interleaved_ms(graphs: list[tuple[Graph, int]], threads: int = 1, runs: int = REFERENCE_RUNS, provider: str = "cpu",
+                   cancel: Callable | None = None) -> list[float]:
+    """End-to-end ms of each (graph, batch) on ONNX Runtime without the profiler, after a warm-up: `runs` rounds that
+    each run every graph once in turn, so each run finds the caches holding the other graphs' weights and a busy period
+    slows every graph alike. With one thread on CPU the fastest run's CPU time of the calling thread (the waits other
+    processes cause left out), else the fastest wall time."""
+    from convstudio.backends.onnx.export import build
+    from convstudio.backends.onnx.runtime import open_session, run
+
+    check_options("ort", provider, 1, threads, runs)
+    sessions = []
+    for graph, batch in graphs:
+        g = prepare(graph, False)
+        session = open_session(build(g)[2], provider, True, threads)[0]
+        feeds = random_inputs(g, batch)
+        for _ in range(WARMUP):
+            run(session, feeds)
+        sessions.append((session, feeds))
+    clock = time.thread_time if threads == 1 and provider == "cpu" else time.perf_counter
+    best = [math.inf] * len(sessions)
+    for _ in range(runs):
+        for i, (session, feeds) in enumerate(sessions):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            start = clock()
+            run(session, feeds)
+            best[i] = min(best[i], (clock() - start) * 1e3)
+    return best
+
+
+def measure_networks(runtime: str, provider: str, threads: int, quick: bool, progress: Callable | None = None, cancel: Callable | None = None,
+                     templates: bool = True, alongside: list[tuple[Graph, int]] | tuple = ()) -> tuple[list[tuple], str, list[float]]:
+    """Profile the calibration networks: per network (family and features of each node; its sample ms, fused tails in
+    their heads; its reference ms; the part of it outside the runtime's run), the provider used, and the ms of the
+    (graph, batch) pairs `alongside` (ONNX Runtime only), timed in the same interleaved rounds as the references."""
+    networks = calibration_networks(quick, templates)
     runs = QUICK_RUNS if quick else FULL_RUNS
-    out, used = [], provider
+    steps = len(networks) + (runtime == "ort")
+    profiled, used = [], provider
     for i, (graph, batch) in enumerate(networks):
         if cancel is not None and cancel():
             raise Cancelled()
         report = profile_design(graph, runtime, provider, batch, threads, runs)[0]
         used = report.provider
-        if runtime == "ort":  # the profiled runs carry the profiler's cost per kernel: time the network without it
-            reference = measure_latency(graph, batch, threads, QUICK_RUNS if quick else REFERENCE_RUNS, used)["reference"]
-        else:  # torch times its plain forward; the per-node interpreter runs are separate
-            reference = reference_ms(report)
-        g = graph.copy()
-        analyze(g, "flops", None, strict=True)
-        kinds = node_samples(g, batch)
-        node_ms = report.cpu_scaled_ms if report.cpu_scaled_ms and threads == 1 and used == "cpu" else report.fastest_ms
-        merged = _merged(g, kinds, node_ms)
-        outside = min(report.outside_run_ms or 0.0, reference / 2)  # the Python call around the runtime's run: no node's
-        total = sum(merged.values())
-        scale = (reference - outside) / total if total > 0 else 1.0  # samples share the rest of the network's reference time
-        out.append(({name: kinds[name] for name in merged}, {name: ms * scale for name, ms in merged.items()}, reference, outside))
+        profiled.append(report)
         if progress is not None:
-            progress(i + 1, len(networks))
-    return out, used
+            progress(i + 1, steps)
+    others: list[float] = []
+    if runtime == "ort":  # the profiled runs carry the profiler's cost per kernel: time the networks without it
+        references = interleaved_ms([*networks, *alongside], threads, QUICK_RUNS if quick else REFERENCE_RUNS, used, cancel)
+        references, others = references[:len(networks)], references[len(networks):]
+        if progress is not None:
+            progress(steps, steps)
+    else:  # torch times its plain forward; the per-node interpreter runs are separate
+        references = [reference_ms(report) for report in profiled]
+    samples = [network_samples(graph, batch, report, reference) for (graph, batch), report, reference in zip(networks, profiled, references)]
+    return samples, used, others
+
+
+def network_samples(graph: Graph, batch: int, report, reference: float) -> tuple[dict, dict[str, float], float, float]:
+    """One network's calibration data from its profile and reference: (family and features of each node; its sample
+    ms, fused tails in their heads; the reference ms; the part of it outside the runtime's run)."""
+    g = graph.copy()
+    analyze(g, "flops", None, strict=True)
+    kinds = node_samples(g, batch)
+    scaled = report.cpu_scaled_ms and report.threads == 1 and report.provider == "cpu"
+    merged = _merged(g, kinds, report.cpu_scaled_ms if scaled else report.fastest_ms)
+    outside = min(report.outside_run_ms or 0.0, reference / 2)  # the Python call around the runtime's run: no node's
+    total = sum(merged.values())
+    scale = (reference - outside) / total if total > 0 else 1.0  # samples share the rest of the network's reference time
+    return {name: kinds[name] for name in merged}, {name: ms * scale for name, ms in merged.items()}, reference, outside
 
 
 def fit_model(measured: list[tuple[dict, dict[str, float], float, float]]) -> tuple[dict[str, list[float]], float, float]:
-    """Per family [a, b, c], the per-run overhead and the MACs-proportional baseline from `measure_networks`' data."""
-    samples: dict[str, list[tuple[float, float, float]]] = {}
+    """Per family [a, b, c, d], the per-run overhead and the MACs-proportional baseline from `measure_networks`' data."""
+    samples: dict[str, list[tuple[list[float], float]]] = {}
     for kinds, node_ms, _, _ in measured:
         for name, ms in node_ms.items():
-            fam, gmacs, mb = kinds[name]
-            samples.setdefault(fam, []).append((gmacs, mb, ms))
-    families = {fam: _nnls([[1.0, m, b] for m, b, _ in rows], [ms for _, _, ms in rows], ROW_FLOOR_MS) for fam, rows in samples.items()}
-    sums = [sum(families[f][0] + families[f][1] * m + families[f][2] * b for f, m, b in kinds.values()) for kinds, _, _, _ in measured]
+            fam, *values = kinds[name]
+            samples.setdefault(fam, []).append(([x if used else 0.0 for x, used in zip([1.0, *values], _terms(fam))], ms))
+    families = {fam: _nnls([row for row, _ in rows], [ms for _, ms in rows], ROW_FLOOR_MS) for fam, rows in samples.items()}
+    sums = [sum(_dot(families[f], [1.0, *values]) for f, *values in kinds.values()) for kinds, _, _, _ in measured]
     factor = statistics.median((reference - outside) / max(s, 1e-9) for (_, _, reference, outside), s in zip(measured, sums))
     families = {fam: [factor * x for x in coef] for fam, coef in families.items()}
     overhead = statistics.median(outside for _, _, _, outside in measured)
-    macs = [sum(m for _, m, _ in kinds.values()) for kinds, _, _, _ in measured]
+    macs = [sum(values[1] for values in kinds.values()) for kinds, _, _, _ in measured]
     baseline = statistics.median(reference / max(m, 1e-12) for (_, _, reference, _), m in zip(measured, macs))
     return families, overhead, baseline
 
 
-def calibrate(runtime: str = "ort", provider: str = "cpu", threads: int = 0, quick: bool = False, progress: Callable | None = None,
-              cancel: Callable | None = None, save: bool = True) -> LatencyTable:
-    """Profile the calibration networks, fit the model and (with `save`) store it in the cache; returns it.
+def _terms(fam: str) -> tuple[bool, bool, bool, bool]:
+    """Which of (a, b, c, d) a family fits: convs all four; depthwise convs no weights (they hardly have any); linear
+    no activations (a vector per sample); the memory-bound rest only a and c."""
+    if fam.startswith("conv_depthwise"):
+        return True, True, True, False
+    if fam.startswith("conv_"):
+        return True, True, True, True
+    if fam == "linear":
+        return True, True, False, True
+    return True, False, True, False
 
-    `progress(done, total)` after each network; `cancel()` returning true stops with `Cancelled`.
+
+def _dot(coef: list[float], values: list[float]) -> float:
+    return sum(c * v for c, v in zip(coef, values))
+
+
+def calibrate(runtime: str = "ort", provider: str = "cpu", threads: int = 0, quick: bool = False, progress: Callable | None = None,
+              cancel: Callable | None = None, save: bool = True, templates: bool = True) -> LatencyTable:
+    """Profile the calibration networks, fit the model and (with `save`) store it in the cache; returns it.
+    `templates` false: the synthetic networks only.
+
+    `progress(done, total)` after each network and after the references; `cancel()` returning true stops with `Cancelled`.
     """
+    return _calibrate(runtime, provider, threads, quick, progress, cancel, save, templates, ())[0]
+
+
+def calibrate_and_time(designs: list[tuple[Graph, int]], threads: int = 1, quick: bool = False, templates: bool = True) -> tuple[LatencyTable, list[float]]:
+    """Calibrate ONNX Runtime on CPU (stored as `calibrate` stores it) and time each (graph, batch) of `designs` in the
+    same interleaved rounds as the calibration references: a machine whose speed drifts (other work starting or
+    ending) then shifts the model and the measurements alike. Returns the model and the designs' ms."""
+    return _calibrate("ort", "cpu", threads, quick, None, None, True, templates, designs)
+
+
+def _calibrate(runtime: str, provider: str, threads: int, quick: bool, progress: Callable | None, cancel: Callable | None, save: bool,
+               templates: bool, alongside) -> tuple[LatencyTable, list[float]]:
     if runtime not in ("ort", "torch"):
         raise DesignError(f"calibration is per runtime: ort or torch, got {runtime!r}", "--runtime")
     check_options(runtime, provider, 1, threads, 1)
-    measured, used = measure_networks(runtime, provider, threads, quick, progress, cancel)
+    measured, used, others = measure_networks(runtime, provider, threads, quick, progress, cancel, templates, alongside)
     families, overhead, baseline = fit_model(measured)
     table = LatencyTable(runtime, used, threads, machine_id(), families, overhead, baseline,
                          {"networks": len(measured), "runs": QUICK_RUNS if quick else FULL_RUNS, "quick": quick,
-                          "python": platform.python_version()})
+                          "templates": templates and not quick, "python": platform.python_version()})
     if save:
         write_cache(model_path(runtime, used, threads).name, table.to_dict())
-    return table
+    return table, others
 
 
 def stored_path(runtime: str = "ort", provider: str = "cpu", threads: int | None = None) -> Path:

@@ -432,8 +432,8 @@ def test_running_latency_total_stays_the_exact_sum_through_edits():
 
     from convstudio.ir.latency import LatencyTable, predict
 
-    families = {"conv_dense": [1e17, 0.0, 0.0], "conv_pointwise": [0.003, 0.0, 0.0], "activation_fused": [0.0007, 0.0, 0.0],
-                "activation": [0.0011, 0.0, 0.0]}
+    families = {"conv_dense": [1e17, 0.0, 0.0, 0.0], "conv_pointwise": [0.003, 0.0, 0.0, 0.0], "activation_fused": [0.0007, 0.0, 0.0, 0.0],
+                "activation": [0.0011, 0.0, 0.0, 0.0]}
     table = LatencyTable("ort", "cpu", 1, "test", families, overhead_ms=0.05)
     g = Graph()
     x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
@@ -485,8 +485,8 @@ def test_a_latency_model_with_non_finite_coefficients_is_refused_in_one_line():
     """Python's JSON reader takes NaN and Infinity: a model holding them is refused when read, before any sum."""
     from convstudio.ir.latency import LatencyTable
 
-    data = {"format": 1, "runtime": "ort", "provider": "cpu", "threads": 1, "machine": "m", "overhead_ms": 0.0, "baseline_ms_per_gmac": 0.0}
+    data = {"format": 2, "runtime": "ort", "provider": "cpu", "threads": 1, "machine": "m", "overhead_ms": 0.0, "baseline_ms_per_gmac": 0.0}
     for bad in (float("nan"), float("inf")):
         with pytest.raises(DesignError, match="bad or missing field") as info:
-            LatencyTable.from_dict({**data, "families": {"conv_dense": [0.1, bad, 0.0]}}, "file 'm.json'")
+            LatencyTable.from_dict({**data, "families": {"conv_dense": [0.1, bad, 0.0, 0.0]}}, "file 'm.json'")
         assert info.value.line().count("\n") == 0

@@ -9,10 +9,10 @@ from convstudio.ir.templates import build_template
 
 # fused and standalone families priced far apart, so a stale family shows
 FAMILIES = {
-    "conv_dense": [0.02, 1.0, 0.01], "conv_pointwise": [0.01, 1.2, 0.01], "linear": [0.01, 0.5, 0.02],
-    "norm": [0.03, 0.0, 0.05], "norm_fused": [0.001, 0.0, 0.001], "activation": [0.02, 0.0, 0.04],
-    "activation_fused": [0.0005, 0.0, 0.0005], "elementwise": [0.02, 0.0, 0.04], "elementwise_fused": [0.001, 0.0, 0.001],
-    "pool": [0.01, 0.0, 0.03], "global_pool": [0.005, 0.0, 0.02], "memory": [0.01, 0.0, 0.03],
+    "conv_dense": [0.02, 1.0, 0.01, 0.01], "conv_pointwise": [0.01, 1.2, 0.01, 0.01], "linear": [0.01, 0.5, 0.02, 0.02],
+    "norm": [0.03, 0.0, 0.05, 0.05], "norm_fused": [0.001, 0.0, 0.001, 0.001], "activation": [0.02, 0.0, 0.04, 0.04],
+    "activation_fused": [0.0005, 0.0, 0.0005, 0.0005], "elementwise": [0.02, 0.0, 0.04, 0.04], "elementwise_fused": [0.001, 0.0, 0.001, 0.001],
+    "pool": [0.01, 0.0, 0.03, 0.03], "global_pool": [0.005, 0.0, 0.02, 0.02], "memory": [0.01, 0.0, 0.03, 0.03],
 }
 TABLE = LatencyTable("ort", "cpu", 1, "test", FAMILIES, overhead_ms=0.05, baseline_ms_per_gmac=1.0)
 
