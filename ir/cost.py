@@ -19,15 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+import numpy as np
+
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
-from convstudio.ir.latency import LatencyTable, dependents
+from convstudio.ir.latency import LatencyTable, dependents, fused
 from convstudio.ir.ops.registry import OpCost, numel
 from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
 LATENCY = "latency"  # full FLOPs plus latency_ms predicted from a calibrated table (ir.latency); needs that table
 BYTES_PER_ELEMENT = 4  # float32 activations
+EXACT_FLOAT = 2**53  # float64 sums of whole numbers below this are exact
 MEMO_SIZE = 65536  # distinct node signatures the analyzer remembers before it starts over
 
 
@@ -70,7 +73,7 @@ class Totals:
     macs: int = 0
     flops: int = 0
     activation_bytes: int = 0
-    peak_activation_bytes: int = 0
+    peak_activation_bytes: int | None = 0  # None: not planned (an analysis with memory=False)
     latency_ms: float | None = None
 
     def as_dict(self) -> dict:
@@ -162,7 +165,13 @@ class CostReport:
         """The report as JSON data: every node in schedule order, or with `top` the `top` nodes with the most
         FLOPs (then MACs, then parameters; ties in schedule order)."""
         lead = self.batch if self.batch is not None else "N"
-        nodes = self.nodes if top is None else heapq.nsmallest(top, self.nodes, key=lambda n: (-n.flops, -n.macs, -n.params))
+        nodes = self.nodes
+        if top is not None:
+            nodes = list(nodes)
+            if len(nodes) > top:  # only nodes with at least the top-th most FLOPs can be among the top: sort those alone
+                floor = heapq.nlargest(top, map(operator.attrgetter("flops"), nodes))[-1]
+                nodes = [n for n in nodes if n.flops >= floor]
+            nodes = heapq.nsmallest(top, nodes, key=lambda n: (-n.flops, -n.macs, -n.params))
         return {
             "convention": self.convention,
             "input_shapes": {k: [lead, *v] for k, v in self.input_shapes.items()},
@@ -219,16 +228,24 @@ class LiveBytes:
     padding steps up to a power of two hold 0.
     """
 
-    def __init__(self, live: list[int]):
+    def __init__(self, live: list[int] | np.ndarray):
         size = 1
         while size < len(live):
             size *= 2
         self.size = size
-        tree = [0] * size + live + [0] * (size - len(live))
         half = size // 2
-        while half:
-            tree[half:2 * half] = map(max, tree[2 * half:4 * half:2], tree[2 * half + 1:4 * half:2])
-            half //= 2
+        if isinstance(live, np.ndarray):  # int64 counts (`Buffers.tally` checked they fit): the levels in numpy
+            levels = np.zeros(2 * size, dtype=np.int64)
+            levels[size:size + len(live)] = live
+            while half:
+                np.maximum(levels[2 * half:4 * half:2], levels[2 * half + 1:4 * half:2], out=levels[half:2 * half])
+                half //= 2
+            tree = levels.tolist()
+        else:
+            tree = [0] * size + live + [0] * (size - len(live))
+            while half:
+                tree[half:2 * half] = map(max, tree[2 * half:4 * half:2], tree[2 * half + 1:4 * half:2])
+                half //= 2
         self.tree = tree
         self.pending = [0] * size
 
@@ -263,7 +280,8 @@ class LiveBytes:
 class Buffers:
     """Activation buffers of a schedule: size, first step and last step each is live."""
 
-    owner: dict[str, int]  # node -> id of the first buffer it allocates, one per output in order (views allocate none)
+    values: dict[str, int]  # node -> id of the buffer of its output 0; output k has the id + k, or the same id for a view
+    views: set[str]  # nodes that allocate nothing: views of their input's buffer
     sizes: list[int]
     born: list[int]
     last_use: list[int]
@@ -272,6 +290,14 @@ class Buffers:
 
     def tally(self) -> None:
         steps = self.steps
+        if sum(self.sizes) < EXACT_FLOAT:  # every partial sum below is exact in float64: count in numpy
+            sizes = np.asarray(self.sizes, dtype=np.float64)
+            allocs = np.bincount(np.asarray(self.born, dtype=np.intp), sizes, steps + 1)
+            frees = np.bincount(np.asarray(self.last_use, dtype=np.intp), sizes, steps + 1)
+            live = np.cumsum(allocs[:steps])
+            live[1:] -= np.cumsum(frees[:steps - 1])
+            self.live = LiveBytes(live.astype(np.int64))
+            return
         allocs = [0] * (steps + 1)
         frees = [0] * (steps + 1)
         for size, start, stop in zip(self.sizes, self.born, self.last_use):
@@ -290,6 +316,10 @@ class Buffers:
     def peak(self) -> int:
         return self.live.peak()
 
+    def allocated(self, name: str) -> int | None:
+        """Id of the first buffer `name` allocates, one per output in order; None when it allocates none."""
+        return None if name in self.views else self.values.get(name)
+
 
 def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
     """Assign buffers over the schedule `order`; each is freed after its last use.
@@ -302,17 +332,17 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     # ints, not a list per node: a plan for a large graph then adds no objects for the garbage collector to scan
     values: dict[str, int] = {}  # node -> buffer id of its output 0; output k has the id + k, or the same id for a view
     views: set[str] = set()
-    owner: dict[str, int] = {}
     sizes: list[int] = []
     born: list[int] = []
     last_use: list[int] = []
     alias: dict[str, bool] = {}  # op -> whether it is a view
     get_cost = costs.get
-    for step, name in enumerate(order):
-        c = get_cost(name)
+    add_size, add_born, add_last_use = sizes.append, born.append, last_use.append
+    step = -1
+    for name, node, c in zip(order, map(nodes.__getitem__, order), map(get_cost, order)):  # the lookups run in C
+        step += 1
         if c is None or c.shapes is None:
             continue
-        node = nodes[name]
         op = node.op
         keep = end if op == "Output" else step
         first = None
@@ -342,18 +372,18 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
             values[name] = first
             views.add(name)
             continue
-        owner[name] = len(sizes)
+        if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
+            values[name] = len(sizes)
+            add_size(_bytes(shapes[0]) if is_view else c.activation_bytes)
+            add_born(step)
+            add_last_use(step)
+            continue
         if shapes:
             values[name] = len(sizes)
-        if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
-            sizes.append(_bytes(shapes[0]) if is_view else c.activation_bytes)
-            born.append(step)
-            last_use.append(step)
-            continue
         sizes.extend(map(_bytes, shapes))
         born.extend([step] * len(shapes))
         last_use.extend([step] * len(shapes))
-    buffers = Buffers(owner, sizes, born, last_use, end)
+    buffers = Buffers(values, views, sizes, born, last_use, end)
     buffers.tally()
     return buffers
 
@@ -375,12 +405,14 @@ class Analyzer:
     they touch.
     """
 
-    def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None, latency: LatencyTable | None = None):
+    def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None, latency: LatencyTable | None = None,
+                 memory: bool = True):
         if convention not in (*CONVENTIONS, LATENCY):
             raise ValueError(f"unknown convention {convention!r}; choose from {', '.join((*CONVENTIONS, LATENCY))}")
         if convention == LATENCY and latency is None:
             raise DesignError("the latency convention needs a latency model (run `convstudio profile --calibrate`)", "--convention latency")
         self.latency = latency
+        self.memory = memory  # False: no buffer plan, and the report's peak memory is None (for callers that need shapes and counts only)
         self.graph = graph
         self.convention = convention
         self.batch = batch
@@ -398,7 +430,7 @@ class Analyzer:
         self._inserted: dict[str, int] | None = None
         self._groups: dict[str, list[str]] = {}  # sharing group -> members in insertion order (the first owns)
         self._share_of: dict[str, str] = {}
-        self._owner_map: dict[str, bool] = {}
+        self._sharers: set[str] = set()  # members of a sharing group after its first: they count no parameters
         self._inputs: list[str] = []
         self._sums = [0, 0, 0, 0, 0]  # per-sample params, macs, flops, activation bytes; latency ms at the batch (`exact` steps)
         self._buffers: Buffers | None = None
@@ -407,7 +439,6 @@ class Analyzer:
         self._plain_ops: dict[str, bool] = {}  # op -> whether its nodes' signatures are memo keys
         self.report: CostReport | None = None
         self.recomputed: list[str] = []
-        self._producers: dict[str, list[str]] = {}  # with a latency table: each node's producers when last computed
         self._fanout: set[str] = set()  # with a latency table: nodes whose consumers or inputs changed since the last refresh
         graph.subscribe(self._on_event)
 
@@ -451,11 +482,9 @@ class Analyzer:
         elif event == "add":
             self._fanout.update(self.graph.nodes[info["name"]].input_names())
         elif event == "erase":
-            self._fanout.update(self._producers.pop(info["name"], ()))
+            self._fanout.update(info["producers"])
         elif event == "rename":
             old, new = info["old"], info["new"]
-            if old in self._producers:
-                self._producers[new] = self._producers.pop(old)
             if old in self._fanout:
                 self._fanout.discard(old)
                 self._fanout.add(new)
@@ -484,7 +513,7 @@ class Analyzer:
         elif self._regroup:
             self._elect(self._regroup)
         self._regroup.clear()
-        owners = self._owner_map
+        sharers = self._sharers
         if self._fanout and not self._full:
             for name in self._fanout:
                 if name in graph.nodes:
@@ -497,7 +526,7 @@ class Analyzer:
             self.costs.clear()
             self.errors.clear()
             self._sums = [0, 0, 0, 0, 0]
-            self._compute_all(owners)
+            self._compute_all(sharers)
             recomputed = list(self._order)
         else:
             position = self._position
@@ -509,7 +538,7 @@ class Analyzer:
                 known = name in self.shapes
                 old = self.shapes.get(name)
                 old_error = graph.nodes[name].meta.get("error")
-                self._compute(name, owners)
+                self._compute(name, sharers)
                 recomputed.append(name)
                 new = self.shapes.get(name)
                 if new != old:
@@ -523,11 +552,12 @@ class Analyzer:
         self._full = False
         self._dirty.clear()
         self.recomputed = recomputed
-        if structure or self._buffers is None:
-            self._buffers = schedule_buffers(graph, self._order, self.costs)
-        else:
-            self._resize(resized)
-        self._peak = self._buffers.peak()
+        if self.memory:
+            if structure or self._buffers is None:
+                self._buffers = schedule_buffers(graph, self._order, self.costs)
+            else:
+                self._resize(resized)
+            self._peak = self._buffers.peak()
         self.generation += 1
         self.report = self._report()
         return self.report
@@ -553,7 +583,7 @@ class Analyzer:
         """Update the sizes of the buffers that `names` allocate (their shapes changed, the schedule did not)."""
         buffers = self._buffers
         for name in names:
-            first = buffers.owner.get(name)
+            first = buffers.allocated(name)
             if first is not None:
                 for k, shape in enumerate(self.shapes[name]):
                     buffers.resize(first + k, _bytes(shape))
@@ -562,21 +592,18 @@ class Analyzer:
         """Sharing groups and owners from scratch: each node counts its parameters unless an earlier member
         of its group does. Nodes whose role changed are recomputed."""
         graph = self.graph
-        before = self._owner_map
-        members_before = self._share_of  # only members of a group count no parameters: the scans below skip the other nodes
+        before = self._sharers
         self._inserted = None
         self._groups = graph.share_groups()
         self._share_of = {m: group for group, members in self._groups.items() for m in members}
-        owners = dict.fromkeys(graph.nodes, True)
-        for members in self._groups.values():
-            owners.update(dict.fromkeys(members[1:], False))
-        self._dirty.update(n for n in members_before if not before.get(n, True) and owners.get(n) is True)
-        self._dirty.update(n for n in self._share_of if not owners[n] and before.get(n, True))
-        self._owner_map = owners
+        sharers = {m for members in self._groups.values() for m in members[1:]}
+        self._dirty.update(n for n in before - sharers if n in graph.nodes)
+        self._dirty.update(sharers - before)
+        self._sharers = sharers
 
     def _elect(self, names: set[str]) -> None:
         """Move `names` to their new sharing groups and re-elect the owners of the groups they left or joined."""
-        nodes, groups, owners = self.graph.nodes, self._groups, self._owner_map
+        nodes, groups, sharers = self.graph.nodes, self._groups, self._sharers
         touched = set()
         for name in names:
             old = self._share_of.pop(name, None)
@@ -590,14 +617,17 @@ class Analyzer:
                 bisect.insort(groups.setdefault(new, []), name, key=self._inserted.__getitem__)
                 self._share_of[name] = new
                 touched.add(new)
-            elif not owners[name]:
-                owners[name] = True
+            elif name in sharers:
+                sharers.discard(name)
                 self._dirty.add(name)
         for group in touched:
             members = groups.get(group, [])
             for i, member in enumerate(members):
-                if owners[member] != (i == 0):
-                    owners[member] = i == 0
+                if (member in sharers) != (i > 0):
+                    if i:
+                        sharers.add(member)
+                    else:
+                        sharers.discard(member)
                     self._dirty.add(member)
             if not members:
                 del groups[group]
@@ -628,22 +658,25 @@ class Analyzer:
     def _predict(self, node: Node, ins: list, outs: list, cost: NodeCost) -> None:
         """Set the predicted latency of a node whose shapes are known (with a latency table)."""
         cost.latency_ms = self.latency.node_ms(self.graph, node, ins, outs, self.batch or 1)
-        self._producers[node.name] = node.input_names()
 
-    def _compute_all(self, owners: dict[str, bool]) -> None:
+    def _compute_all(self, sharers: set[str]) -> None:
         """`_compute` of every node in schedule order, into emptied results.
 
-        The same results, with the common case inlined: a node whose signature an earlier node had reuses its shapes
-        and its priced cost, so a large graph of repeated blocks costs a few dictionary reads per node.
+        The same results, with the common case inlined: a node whose signature an earlier node had reuses its shapes,
+        its priced cost and, with a latency table, the latency of the earlier node that `fused` alike (`ir.latency.fused`:
+        all that the prediction reads besides the signature and the batch), so a large graph of repeated blocks costs a few
+        dictionary reads per node.
         """
-        nodes, shapes, costs, memo = self.graph.nodes, self.shapes, self.costs, self._memo
+        graph = self.graph
+        nodes, shapes, costs, memo = graph.nodes, self.shapes, self.costs, self._memo
         plain_ops = self._plain_ops
         convention = self.convention
-        priced: dict[tuple, tuple] = {}  # signature -> (output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer)
-        predicts = self.latency is not None
-        params = macs = flops = act = latency = 0
-        for name in self._order:
-            node = nodes[name]
+        table, batch = self.latency, self.batch or 1
+        # signature -> [output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer, {fused: [latency ms, `exact`
+        # ms, uses]}, nodes that used the owner's fields, the sharer's]; the totals add each entry's values times their uses at the end
+        priced: dict[tuple, list] = {}
+        order = self._order
+        for name, node in zip(order, map(nodes.__getitem__, order)):  # the lookups run in C
             ins: list | None = []
             for ref in node.inputs:
                 if ref is None:
@@ -656,41 +689,48 @@ class Analyzer:
                     break
                 ins.append(produced[idx])
             if ins is None or not plain_ops.get(node.op):  # no shapes yet, JSON attributes, or an op not met yet: the general path
-                self._compute(name, owners)
+                self._compute(name, sharers)
                 continue
-            key = (node.op, *(node._resolved or node.resolved).values(), *ins)
+            key = (node.op, *(node._resolved if node._resolved is not None else node.resolved).values(), *ins)
             entry = priced.get(key)
             if entry is None:
                 known = memo.get(key)
                 if known is None:
-                    self._compute(name, owners)
+                    self._compute(name, sharers)
                     continue
-                entry = priced[key] = (known[0], *(_fields(_priced(node, list(known[0]), known[1], known[2], convention, owns)) for owns in (True, False)))
+                entry = priced[key] = [known[0], *(_fields(_priced(node, list(known[0]), known[1], known[2], convention, owns)) for owns in (True, False)),
+                                       {}, 0, 0]
             result = list(entry[0])
-            fields = entry[1] if owners[name] else entry[2]
+            if name in sharers:
+                fields = entry[2]
+                entry[5] += 1
+            else:
+                fields = entry[1]
+                entry[4] += 1
             cost = NodeCost(name, node.op, result, *fields)
-            if predicts:
-                self._predict(node, ins, result, cost)
-                if cost.latency_ms:
-                    latency += exact(cost.latency_ms)
+            if table is not None:
+                timed = entry[3]
+                fuses = fused(graph, node)
+                ms = timed.get(fuses)
+                if ms is None:
+                    ms = table.node_ms(graph, node, ins, result, batch)
+                    ms = timed[fuses] = [ms, exact(ms), 0]
+                cost.latency_ms = ms[0]
+                ms[2] += 1
             shapes[name] = result
             meta = node.meta
             meta["shapes"] = result
             meta["error"] = None
             meta["cost"] = cost
             costs[name] = cost
-            params += fields[0]
-            macs += fields[1]
-            flops += fields[2]
-            act += fields[3]
         sums = self._sums
-        sums[0] += params
-        sums[1] += macs
-        sums[2] += flops
-        sums[3] += act
-        sums[4] += latency
+        for _, owner, sharer, timed, owned, shared in priced.values():
+            for k in range(4):
+                sums[k] += owner[k] * owned + sharer[k] * shared
+            for _, steps, uses in timed.values():
+                sums[4] += steps * uses
 
-    def _compute(self, name: str, owners: dict[str, bool]) -> None:
+    def _compute(self, name: str, sharers: set[str]) -> None:
         graph = self.graph
         node = graph.nodes[name]
         ins = input_shapes_of(graph, node, self.shapes)
@@ -716,7 +756,7 @@ class Analyzer:
         if result is None:
             cost = NodeCost(name, node.op, None, error=node.meta["error"])
         else:
-            cost = _priced(node, result, terms, params, self.convention, owners[name])
+            cost = _priced(node, result, terms, params, self.convention, name not in sharers)
         if self.latency is not None and result is not None and error is None:
             self._predict(node, ins, result, cost)
         node.meta["cost"] = cost
@@ -730,7 +770,7 @@ class Analyzer:
         """The report of this refresh: totals from the running sums, the nodes as a view, errors in schedule order."""
         scale = self.batch or 1
         params, macs, flops, act, latency = self._sums
-        total = Totals(params, macs * scale, flops * scale, act * scale, self._peak * scale)
+        total = Totals(params, macs * scale, flops * scale, act * scale, self._peak * scale if self.memory else None)
         if self.latency is not None:
             total.latency_ms = latency / EXACT_ONE + self.latency.overhead_ms
         position = self._position
@@ -739,10 +779,12 @@ class Analyzer:
         return CostReport(self.convention, self.batch, inputs, NodeCosts(self, scale), total, errors)
 
 
-def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None) -> CostReport:
+def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None,
+            memory: bool = True) -> CostReport:
     """Shapes and cost of every node. Strict mode raises the first shape error in schedule order, then
-    the first sharing group whose members need parameters of different shapes."""
-    analyzer = Analyzer(graph, convention, batch, latency)
+    the first sharing group whose members need parameters of different shapes. `memory=False` skips planning
+    activation buffers: the report's peak memory is then None."""
+    analyzer = Analyzer(graph, convention, batch, latency, memory)
     try:
         report = analyzer.refresh()
     finally:

@@ -41,10 +41,11 @@ def refuse_overwriting(out: Path, read: list[Path | None]) -> None:
                 raise DesignError(f"would overwrite '{source}', which this command reads; write elsewhere", f"file '{out}'")
 
 
-def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None) -> CostReport:
-    """Strict shapes and cost of a loaded design (with predicted latency from the table `latency`); an error also names the design file."""
+def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None, memory: bool = True) -> CostReport:
+    """Strict shapes and cost of a loaded design (with predicted latency from the table `latency`; peak memory unless `memory`
+    is false); an error also names the design file."""
     try:
-        return analyze(design.graph, convention, batch, strict=True, latency=latency)
+        return analyze(design.graph, convention, batch, strict=True, latency=latency, memory=memory)
     except DesignError as e:
         if design.path is None:
             raise

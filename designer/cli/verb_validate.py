@@ -20,7 +20,7 @@ def summary(design, weights_file: str | None = None) -> dict:
     """What a valid design holds: layer count (`nodes`, Input and Output not counted), input and output shapes, parameters,
     weights (`weights_file`, else its own)."""
     graph = design.graph
-    report = analyze_design(design)
+    report = analyze_design(design, memory=False)  # the summary shows no peak memory
     weights = load_design_weights(design, weights_file)
     if weights is not None and design.path is not None and weights.parent == design.path.parent:
         weights = weights.name
@@ -28,7 +28,7 @@ def summary(design, weights_file: str | None = None) -> dict:
         "valid": True,
         "name": graph.name,
         "nodes": graph.layer_count(),
-        "inputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.inputs},
+        "inputs": {name: ["N", *shape] for name, shape in report.input_shapes.items()},
         "outputs": {name: ["N", *graph.nodes[name].meta["shapes"][0]] for name in graph.outputs},
         "params": report.total.params,
         "weights": None if weights is None else str(weights),

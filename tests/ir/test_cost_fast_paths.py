@@ -1,0 +1,143 @@
+"""The fast paths of a full analysis give what the plain ones give: reusing the results of nodes with one signature
+(repeated blocks) equals analysing and predicting every node alone, on templates and on nodes that differ only in one
+attribute or in what reads them; the memory plan counted in numpy equals the one in Python's integers; the top nodes
+picked from the few that can be top equal a full sort."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convstudio.ir.cost import EXACT_FLOAT, Analyzer, Buffers, analyze, node_cost
+from convstudio.ir.graph import Graph
+from convstudio.ir.latency import LatencyTable, family, predict
+from convstudio.ir.shapes import infer_one
+from convstudio.ir.templates import build_template
+
+# every family priced apart, fused tails included, so a latency reused from the wrong node shows
+FAMILIES = {name: [0.001 * (i + 1), 0.5 + 0.1 * i, 0.01 * (i + 1), 0.002 * (i + 1)] for i, name in enumerate((
+    "conv_dense", "conv_pointwise", "conv_depthwise", "conv_depthwise_large", "conv_grouped", "conv_grouped_pointwise", "conv_large",
+    "linear", "norm", "norm_fused", "activation", "activation_fused", "activation_exp", "elementwise", "elementwise_fused",
+    "pool", "global_pool", "concat", "shuffle", "memory"))}
+
+
+class CountingTable(LatencyTable):
+    """A latency table that counts the nodes it was asked to predict."""
+
+    calls = 0
+
+    def node_ms(self, graph, node, ins, outs, batch):
+        self.calls += 1
+        return super().node_ms(graph, node, ins, outs, batch)
+
+
+def table() -> CountingTable:
+    return CountingTable("ort", "cpu", 1, "test", FAMILIES, overhead_ms=0.05, baseline_ms_per_gmac=1.0)
+
+
+def assert_equals_each_node_alone(graph: Graph, batch: int | None = None) -> CountingTable:
+    """Shapes and costs of a full refresh, and its predicted latency at `batch`, equal inferring, pricing and predicting
+    each node alone."""
+    report = analyze(graph)
+    shapes: dict = {}
+    for name in graph.topo_order():
+        shapes[name], error = infer_one(graph, graph.nodes[name], shapes)
+        assert error is None
+        assert report.nodes.get(name) == node_cost(graph, name, shapes, "flops", graph.param_owner(name) == name)
+    latency = table()
+    analyzer = Analyzer(graph, "flops", batch, latency)
+    report = analyzer.refresh()
+    analyzer.close()
+    per_node, total = predict(graph, LatencyTable("ort", "cpu", 1, "test", FAMILIES, overhead_ms=0.05), batch or 1)
+    assert {c.name: c.latency_ms for c in report.nodes} == per_node  # bit-identical, not approximately
+    assert report.total.latency_ms == total
+    return latency
+
+
+@pytest.mark.parametrize("template", ["resnet18", "mobilenet_v2", "googlenet", "efficientnet_b0", "shufflenet_v2_x1_0", "convnext_tiny"])
+def test_memoised_analysis_of_a_template_equals_each_node_alone(template):
+    graph = build_template(template, input_shape=[3, 64, 64], num_classes=10)
+    latency = assert_equals_each_node_alone(graph, batch=3)
+    assert latency.calls < len(graph.nodes)  # repeated blocks were predicted once per signature and fusion
+
+
+def test_nodes_differing_in_one_attribute_or_in_their_readers_are_not_mixed_up():
+    """Blocks alike but for one attribute (kernel, groups, BN eps, stride), and alike blocks whose conv has a second
+    reader (its BN and ReLU then run apart, not fused into it)."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [8, 16, 16]}).name
+    variants = [{}, {"kernel_size": 1, "padding": 0}, {"groups": 8}, {"groups": 2}, {"stride": 1}]
+    for i in range(20):
+        conv = {"out_channels": 8, "kernel_size": 3, "padding": 1, **variants[i % len(variants)]}
+        c = g.add("Conv2d", [x], name=f"conv{i}", attrs=conv).name
+        b = g.add("BatchNorm2d", [c], name=f"bn{i}", attrs={"eps": 1e-3} if i % 3 == 0 else {}).name
+        r = g.add("ReLU", [b], name=f"relu{i}").name
+        if i % 4 == 1:
+            r = g.add("Add", [r, g.add("Sigmoid", [c], name=f"probe{i}").name], name=f"add{i}").name
+        x = r
+    g.add("Output", [x], name="y")
+    latency = assert_equals_each_node_alone(g)
+    assert latency.calls < len(g.nodes)
+    analyze(g)  # shapes in meta, for `family`
+    fused = {family(g, g.nodes[n], [g.nodes["x"].meta["shapes"][0]]) for n in ("bn0", "bn1", "relu0", "relu1")}
+    assert fused == {"norm_fused", "norm", "activation_fused", "activation"}
+
+
+def test_an_analysis_without_a_memory_plan_reports_the_same_but_the_peak():
+    graph = build_template("resnet18", input_shape=[3, 32, 32], num_classes=10)
+    full, lean = analyze(graph.copy()), analyze(graph.copy(), memory=False)
+    assert lean.total.peak_activation_bytes is None and full.total.peak_activation_bytes > 0
+    assert {**lean.as_dict(), "total": None} == {**full.as_dict(), "total": None}
+    assert {**lean.total.as_dict(), "peak_activation_bytes": 0} == {**full.total.as_dict(), "peak_activation_bytes": 0}
+    analyzer = Analyzer(graph, memory=False)  # edits refresh without a plan too
+    analyzer.refresh()
+    graph.set_attr("conv1", "out_channels", 32)
+    graph.add("ReLU", ["conv1"], name="probe")
+    report = analyzer.refresh()
+    analyzer.close()
+    cold = analyze(graph.copy(), strict=False)
+    assert report.total.params == cold.total.params and report.total.flops == cold.total.flops
+    assert report.total.peak_activation_bytes is None
+
+
+@pytest.mark.parametrize("top", [1, 3, 10, 50, 200])
+def test_top_nodes_among_many_ties_are_the_first_in_schedule_order(top):
+    """Most nodes of a long chain tie on FLOPs: the top nodes are those a full sort gives, ties in schedule order."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    for i in range(150):
+        x = g.add("Conv2d", [x], attrs={"out_channels": 4, "kernel_size": 3, "padding": 1, "bias": i % 2 == 0}).name
+        x = g.add("ReLU", [x]).name
+    g.add("Output", [x], name="y")
+    for batch in (None, 2):
+        report = analyze(g, batch=batch)
+        expected = sorted(report.as_dict()["nodes"], key=lambda n: (-n["flops"], -n["macs"], -n["params"]))[:top]
+        assert report.as_dict(top)["nodes"] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(buffers=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 30), st.integers(0, 31)), max_size=40),
+       adds=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 10**5)), max_size=10))
+def test_the_memory_plan_counted_in_numpy_equals_counting_in_python_integers(buffers, adds):
+    """Sizes whose sum is below 2**53 are counted in numpy; scaled by 2**60 the same plan is counted in Python's integers
+    (float64 and int64 would lose them): every step's live bytes, the peak and later resizes scale alike."""
+    steps = 31
+    plans = []
+    for scale in (1, 2**60):
+        sizes = [size * scale for size, _, _ in buffers]
+        born = [min(start, stop) for _, start, stop in buffers]
+        last_use = [max(start, stop) for _, start, stop in buffers]
+        plan = Buffers({}, set(), sizes, born, last_use, steps)
+        plan.tally()
+        plans.append(plan)
+    small, huge = plans
+    assert sum(small.sizes) < EXACT_FLOAT <= sum(huge.sizes) or not any(small.sizes)
+    assert huge.live.tree == [v * 2**60 for v in small.live.tree] and huge.peak() == small.peak() * 2**60
+    live = [sum(size for size, first, last in zip(small.sizes, small.born, small.last_use) if first <= step <= last) for step in range(steps)]
+    assert small.peak() == max(live, default=0)
+    for sid, grow in adds if buffers else ():
+        sid %= len(buffers)
+        small.resize(sid, small.sizes[sid] + grow)
+        huge.resize(sid, huge.sizes[sid] + grow * 2**60)
+        assert huge.peak() == small.peak() * 2**60
