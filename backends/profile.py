@@ -10,18 +10,22 @@ Rules:
   gap since the previous kernel: output allocation and dispatch) is split over its design nodes by their FLOPs (an
   equal split when none has FLOPs); layout kernels ORT inserts (ReorderInput/ReorderOutput) count for the node they
   feed or are fed by. Every kernel is accounted for.
-- PyTorch: `torch.fx.Interpreter` times each fx node's call (named after its design node; fetching its
-  arguments is left out) with torch's thread count set; CUDA runs synchronise around each node.
+- PyTorch: end to end is the lowered module's own forward. After each timed run, a copy of that forward with a time
+  stamp at each design node's boundary runs (`_stamped`): a node's time is everything between its stamp and the next
+  one (its calls and the freeing of the values it was the last to read), so only the module's call and return stay
+  unattributed. Torch's thread count is set for both; on CUDA each stamp synchronises first.
 - Per node: latency (mean over the middle half of the runs), share of the summed node time, achieved GFLOP/s, bytes moved
   (inputs, outputs, weights), arithmetic intensity (FLOPs per byte), peak memory and the roofline bound when a
   roofline is given. Peak memory is computed from the schedule, not measured: the activation bytes live while the
   node runs (its inputs, its outputs and every earlier output a later node still reads, `ir.cost.schedule_buffers`)
   plus its own weights. `unattributed_ms` is end-to-end minus the node sum: on ONNX Runtime the Python call with its
-  input and output copies (`outside_run_ms`) and the run's start and end around the kernels.
+  input and output copies (`outside_run_ms`) and the run's start and end around the kernels; on PyTorch the module's
+  call and return, and the spread between the timed runs and the stamped runs (most of it on a busy machine).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import statistics
@@ -476,9 +480,9 @@ def measure_latency(graph: Graph, batch: int = 1, threads: int = 0, runs: int = 
 
 
 def profile_torch(g: Graph, work: dict[str, NodeWork], provider: str, batch: int, threads: int, runs: int, step: Callable) -> ProfileReport:
-    """Profile on PyTorch: an fx interpreter times each fx node; fx nodes carry their design node's name."""
+    """Profile on PyTorch: end to end from the lowered module's own forward; per node from a copy of its forward with a
+    time stamp at each design node's boundary (`_stamped`), run after each timed run."""
     import torch
-    import torch.fx as fx
 
     from convstudio.backends.torch.lower import lower
 
@@ -496,20 +500,13 @@ def profile_torch(g: Graph, work: dict[str, NodeWork], provider: str, batch: int
         owner = {n.name: _fx_design_node(n.name, design) for n in module.graph.nodes}
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         feeds = [torch.from_numpy(a).to(device) for a in random_inputs(g, batch).values()]
-        timings: dict[str, float] = {}
+        stamps: list[float] = []
 
-        class Timed(fx.Interpreter):
-            def run_node(self, n):
-                args, kwargs = self.fetch_args_kwargs_from_env(n)  # the interpreter's own bookkeeping stays outside the timing
-                sync()
-                start = time.perf_counter()
-                result = getattr(self, n.op)(n.target, args, kwargs)
-                sync()
-                name = owner.get(n.name)
-                if name is not None:
-                    timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1e3
-                return result
+        def stamp() -> None:
+            sync()
+            stamps.append(time.perf_counter())
 
+        timed, charged = _stamped(module, owner, stamp)
         walls, cpu, per_run = [], [], []
         with torch.inference_mode():
             for i in range(WARMUP + runs):
@@ -519,8 +516,12 @@ def profile_torch(g: Graph, work: dict[str, NodeWork], provider: str, batch: int
                 sync()
                 walls.append((time.perf_counter() - start) * 1e3)
                 cpu.append((time.process_time() - start_cpu) * 1e3)
-                timings = {}
-                Timed(module).run(*feeds)
+                stamps.clear()
+                timed(*feeds)
+                timings: dict[str, float] = {}
+                for k, name in enumerate(charged):
+                    if name is not None:
+                        timings[name] = timings.get(name, 0.0) + (stamps[k + 1] - stamps[k]) * 1e3
                 per_run.append(timings)
                 step(i + 1, WARMUP + runs)
     except RuntimeError as err:
@@ -530,6 +531,30 @@ def profile_torch(g: Graph, work: dict[str, NodeWork], provider: str, batch: int
     per_run = per_run[WARMUP:]
     return ProfileReport("torch", "cuda" if cuda else "cpu", batch, threads, walls[WARMUP:], _node_times(work, per_run), {}, note,
                          _fastest(work, per_run), cpu[WARMUP:])
+
+
+def _stamped(module, owner: dict[str, str | None], stamp: Callable) -> tuple:
+    """A GraphModule sharing `module`'s submodules whose forward is `module`'s generated code with a call to `stamp()`
+    before each design node's first fx node and before the return, and the design node charged with each interval
+    between two stamps (None: fx nodes of no design node, left unattributed).
+
+    The code between two stamps is the node's calls and the freeing of the values it was the last to read, as in the
+    plain forward, so the intervals add up to the forward's time less its call and return.
+    """
+    import torch.fx as fx
+
+    graph = copy.deepcopy(module.graph)
+    charged: list[str | None] = []
+    body = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    for i, n in enumerate(body):
+        name = owner.get(n.name)
+        if i == 0 or name != charged[-1]:
+            with graph.inserting_before(n):
+                graph.call_function(stamp)
+            charged.append(name)
+    with graph.inserting_before(graph.find_nodes(op="output")[0]):
+        graph.call_function(stamp)
+    return fx.GraphModule(module, graph), charged
 
 
 def _fx_design_node(fx_name: str, design: set[str]) -> str | None:
