@@ -5,10 +5,10 @@ Calibration profiles two sets of networks (`backends.profile`):
   grouped 1x1 (4 groups), depthwise (3x3, 5x5), pointwise and large-kernel convs with BN and activations (ReLU,
   ReLU6, SiLU, Hardswish), standalone BN and activations, residual adds, max / average / global pooling, SE-style
   scaling, concat, channel shuffle, nearest upsampling and linear layers, over the channel counts templates use
-  (mobile nets' narrow layers included), entering at the feature-map sizes of 224 and 160 inputs (112 to 5), at batch 1 and 4; 7x7 and 3x3
-  stride-2 stems on 224 and 160 inputs; and ShuffleNet-v1 units (grouped 1x1 convs around a channel shuffle);
+  (mobile nets' narrow layers included), entering at the feature-map sizes of 224, 160 and 64 inputs (112 to 2), at batch 1 and 4; 7x7 and 3x3
+  stride-2 stems on 224, 160 and 64 inputs; and ShuffleNet-v1 units (grouped 1x1 convs around a channel shuffle);
 - the templates' own layers (TEMPLATES: the shapes, kernels, strides, groups and channel counts they use) at the
-  input sizes TEMPLATE_SIZES, 224 and 160, batch 1. `bench/latency_model.py` tests on other input sizes (128 and
+  input sizes TEMPLATE_SIZES, 224, 160 and 64, batch 1. `bench/latency_model.py` tests on other input sizes (128 and
   96) and on compressed and fused variants, none of which calibration sees.
 Rules:
 - Each network is also timed without the profiler (its reference), interleaved with the others
@@ -24,9 +24,11 @@ Rules:
   squares (`_terms`: the memory-bound families fit only a and c, linear layers no c, depthwise convs no d) with rows
   weighted by 1 / (ms + ROW_FLOOR_MS): relative error for layers above the floor, so small layers count, absolute
   below it, so the tiniest do not dominate.
-- Relative least squares fits low where samples scatter: one factor (the median over the networks of reference
-  over predicted node sum) corrects it. The per-run overhead is the measured time outside the runtime's run (the
-  Python call, input and output copies), left out of the node samples.
+- Per-node samples carry the profiler's cost per kernel, which the unprofiled references lack, and relative least
+  squares fits low where samples scatter: over the networks, reference = factor * predicted node sum + k * kernels
+  is fitted (relative error), the coefficients are scaled by the factor and k is added to each kernel's fixed cost.
+  The per-run overhead is the measured time outside the runtime's run (the Python call, input and output copies),
+  left out of the node samples.
 The MACs-proportional baseline (total MACs times one constant: the median of reference over MACs) uses the same references.
 The model is stored in ``<cache>/latency-<runtime>-<provider>-t<threads>.json``.
 """
@@ -56,19 +58,20 @@ from convstudio.ir.templates.builder import Builder
 FULL_GRID = ((16, 112, 1), (32, 56, 1), (64, 56, 1), (8, 56, 1), (24, 56, 1), (96, 28, 1), (128, 28, 1), (40, 28, 1), (192, 14, 1),
              (256, 14, 1), (80, 14, 1), (112, 14, 1), (384, 7, 1), (512, 7, 1),  # the feature maps of a 224 input
              (16, 80, 1), (24, 80, 1), (32, 40, 1), (48, 40, 1), (64, 20, 1), (160, 20, 1), (128, 10, 1), (320, 10, 1), (512, 5, 1),  # of a 160 input
+             (16, 32, 1), (24, 16, 1), (40, 8, 1), (112, 4, 1), (256, 2, 1), (512, 2, 1),  # of a 64 input
              (32, 28, 4), (64, 14, 4), (128, 7, 4), (16, 56, 4))
 QUICK_GRID = ((8, 16, 1), (16, 8, 1), (8, 8, 2))
 FULL_RUNS, QUICK_RUNS = 10, 1
 REFERENCE_RUNS = 30  # unprofiled runs per network, one per round of all networks: the fastest is its reference
 ROW_FLOOR_MS = 0.5
-STEMS = ((3, 64, 224, 1), (3, 32, 160, 1), (3, 64, 160, 4))  # (input channels, output channels, size, batch) of 7x7 / 3x3 stride-2 stems
+STEMS = ((3, 64, 224, 1), (3, 32, 160, 1), (3, 64, 160, 4), (3, 32, 64, 1))  # (input channels, output channels, size, batch) of 7x7 / 3x3 stride-2 stems
 QUICK_STEMS = ((3, 8, 16, 1),)
 SHUFFLE = ((64, 56), (96, 28), (128, 28), (240, 14), (256, 14), (512, 7))  # (channels, size) of ShuffleNet-v1 units
 QUICK_SHUFFLE = ((16, 8),)
 # templates whose layers calibration profiles, at input sizes other than those `bench/latency_model.py` tests on
 TEMPLATES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
              "shufflenet_v2_x1_0", "squeezenet1_1", "regnet_y_400mf", "googlenet", "densenet121", "resnext50_32x4d")
-TEMPLATE_SIZES = (224, 160)
+TEMPLATE_SIZES = (224, 160, 64)
 
 
 def calibration_networks(quick: bool = False, templates: bool = True) -> list[tuple[Graph, int]]:
@@ -262,13 +265,38 @@ def fit_model(measured: list[tuple[dict, dict[str, float], float, float]]) -> tu
             fam, *values = kinds[name]
             samples.setdefault(fam, []).append(([x if used else 0.0 for x, used in zip([1.0, *values], _terms(fam))], ms))
     families = {fam: _nnls([row for row, _ in rows], [ms for _, ms in rows], ROW_FLOOR_MS) for fam, rows in samples.items()}
-    sums = [sum(_dot(families[f], [1.0, *values]) for f, *values in kinds.values()) for kinds, _, _, _ in measured]
-    factor = statistics.median((reference - outside) / max(s, 1e-9) for (_, _, reference, outside), s in zip(measured, sums))
-    families = {fam: [factor * x for x in coef] for fam, coef in families.items()}
+    factor, per_kernel = _network_fit(families, measured)
+    families = {fam: [max(factor * coef[0] + (per_kernel if _is_kernel(fam) else 0.0), 0.0), *(factor * x for x in coef[1:])]
+                for fam, coef in families.items()}
     overhead = statistics.median(outside for _, _, _, outside in measured)
     macs = [sum(values[1] for values in kinds.values()) for kinds, _, _, _ in measured]
     baseline = statistics.median(reference / max(m, 1e-12) for (_, _, reference, _), m in zip(measured, macs))
     return families, overhead, baseline
+
+
+def _is_kernel(fam: str) -> bool:
+    """Whether a family's nodes run as kernels of their own (not views, not tails fused into a head)."""
+    return fam != "view" and not fam.endswith("_fused")
+
+
+def _network_fit(families: dict[str, list[float]], measured: list[tuple]) -> tuple[float, float]:
+    """(factor, ms per kernel) with reference - outside = factor * node sum + ms per kernel * kernels, fitted over the
+    networks by least squares of relative error. Node samples come from profiled runs, whose per-kernel profiler cost
+    the fixed coefficients absorb and the references lack: the per-kernel term takes it back out, which matters for
+    small networks of many small kernels. Fewer than three networks, or a fit with no positive factor: the median
+    ratio alone."""
+    rows, ratios = [], []
+    for kinds, _, reference, outside in measured:
+        total = sum(_dot(families[f], [1.0, *values]) for f, *values in kinds.values())
+        kernels = sum(1 for f, *_ in kinds.values() if _is_kernel(f))
+        target = max(reference - outside, 1e-9)
+        rows.append([total / target, kernels / target])
+        ratios.append(target / max(total, 1e-9))
+    if len(rows) >= 3:
+        (factor, per_kernel), *_ = np.linalg.lstsq(np.asarray(rows), np.ones(len(rows)), rcond=None)
+        if factor > 0 and math.isfinite(factor) and math.isfinite(per_kernel):
+            return float(factor), float(per_kernel)
+    return statistics.median(ratios), 0.0
 
 
 def _terms(fam: str) -> tuple[bool, bool, bool, bool]:

@@ -13,8 +13,8 @@ how close the per-node latencies of `convstudio profile` sum to its end-to-end f
 What calibration covers (`backends/latency_model.py`): synthetic networks of the blocks templates use (dense,
 strided, grouped, depthwise 3x3 / 5x5, pointwise and 5x5 / 7x7 convs with BN and activations, residual adds,
 pooling, SE scaling, concat, channel shuffle, upsampling, linear) over the templates' channel counts, entering
-at the feature-map sizes of 224 and 160 inputs, plus stems on 224 / 160 inputs and ShuffleNet-v1 units; and the
-templates' own layers at 224 and 160 inputs (`TEMPLATE_SIZES`; --no-templates leaves them out). None of the
+at the feature-map sizes of 224, 160 and 64 inputs, plus stems on 224 / 160 / 64 inputs and ShuffleNet-v1 units; and
+the templates' own layers at 224, 160 and 64 inputs (`TEMPLATE_SIZES`; --no-templates leaves them out). None of the
 designs below is calibrated on: the templates are tested at other input sizes (128 and 96 by default; sizes
 calibration uses are refused) and the compressed and fused variants are not calibrated on at any size.
 

@@ -207,6 +207,33 @@ def test_fit_recovers_known_coefficients():
     assert baseline == pytest.approx(statistics.median(ref / m for (_, _, ref, _), m in zip(measured, macs)))
 
 
+def test_fit_takes_the_profilers_per_kernel_cost_back_out_at_the_network_level():
+    """Node samples that each carry a fixed extra cost the unprofiled references lack: the network-level fit finds that
+    cost per kernel, takes it off each kernel's fixed cost (never below zero) and then predicts the references."""
+    truth = {"conv_dense": [0.05, 30.0, 0.05, 0.2], "activation": [0.02, 0.0, 0.08, 0.0]}
+    extra = 0.01  # ms the profiler adds to every kernel's sample
+    rng = np.random.default_rng(2)
+    measured = []
+    for n in range(4, 16):
+        kinds, node_ms = {}, {}
+        for i in range(n):
+            fam = "conv_dense" if i % 2 == 0 else "activation"
+            values = [float(rng.uniform(0.001, 0.3)) if fam == "conv_dense" else 0.0, float(rng.uniform(0.05, 8)), 0.0]
+            if fam == "conv_dense":
+                values[2] = float(rng.uniform(0, 3))
+            kinds[f"n{i}"] = (fam, *values)
+            node_ms[f"n{i}"] = lm._dot(truth[fam], [1.0, *values])
+        reference = sum(node_ms.values()) + 0.1
+        measured.append((kinds, {k: ms + extra for k, ms in node_ms.items()}, reference, 0.1))
+    families, _, _ = lm.fit_model(measured)
+    for fam, coef in truth.items():
+        assert families[fam] == pytest.approx(coef, rel=1e-6, abs=1e-9), fam
+    factor, per_kernel = lm._network_fit({f: [c[0] + extra, *c[1:]] for f, c in truth.items()}, measured)
+    assert (factor, per_kernel) == pytest.approx((1.0, -extra), abs=1e-9)
+    two = [({"a": ("conv_dense", 0.0, 0.0, 0.0)}, {}, ref, 0.0) for ref in (2.0, 4.0)]  # too few networks: the median ratio
+    assert lm._network_fit({"conv_dense": [1.0, 0.0, 0.0, 0.0]}, two) == (3.0, 0.0)
+
+
 def test_calibration_covers_the_templates_layers_at_sizes_the_benchmark_does_not_test():
     full = lm.calibration_networks()
     synthetic = lm.calibration_networks(templates=False)
