@@ -207,7 +207,7 @@ def _parse_int(text: str) -> int | LongNumber:
         return LongNumber(len(text.lstrip("-")))
 
 
-@paused_gc(long_lived=True)
+@paused_gc()
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:

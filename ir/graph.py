@@ -28,12 +28,11 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches
 
 
 @contextmanager
-def paused_gc(long_lived: bool = False) -> Iterator[None]:
+def paused_gc() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while building or analysing many nodes at once.
 
     Its full collections rescan every live object, which makes bulk work on a large graph grow faster
-    than the graph; what the paused stretch leaves unreachable is collected after it. With `long_lived`
-    (a design just loaded), what the stretch built is kept: it is aged at once, not rescanned as young.
+    than the graph; what the paused stretch leaves unreachable is collected after it.
     """
     if not gc.isenabled():
         yield
@@ -42,22 +41,7 @@ def paused_gc(long_lived: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        if long_lived:
-            _age_young_objects()
         gc.enable()
-
-
-def _age_young_objects() -> None:
-    """Move every object the collector tracks into its oldest generation without scanning it.
-
-    A graph keeps nearly everything its edits allocate, and Python's collector would scan those objects in each
-    young generation and then in full collections triggered by their number, again and again as the graph grows.
-    Aged, they are scanned only by the full collections that other work triggers, which still free any cycle among
-    them. Nothing is done while the program keeps objects of its own frozen (`gc.freeze`), which this would thaw.
-    """
-    if not gc.get_freeze_count():
-        gc.freeze()
-        gc.unfreeze()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -266,8 +250,6 @@ class Graph:
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
             self._order_cache[name] = self._order_end
             self._order_end += 1
-        if not len(nodes) & 1023 and gc.isenabled():  # a graph built node by node: see _age_young_objects
-            _age_young_objects()
         if self._listeners:
             self._emit("add", name=name)
         return node
