@@ -139,7 +139,7 @@ class GraphScene(QGraphicsScene):
         for name in graph.nodes:
             self._create_edges(name)
         reserve_item_cache(len(self.nodes) + len(self.edges))
-        self._routes_drawn = dict(self.ctl.routes)
+        self._routes_drawn = self.ctl.routes  # the controller replaces its routes, never edits them in place
         self.folds.refresh()
         self.setSceneRect(self.itemsBoundingRect().adjusted(-400, -400, 400, 400))
         self._syncing = False
@@ -243,8 +243,10 @@ class GraphScene(QGraphicsScene):
                 self._remove_edges_into(name)
                 self._create_edges(name)
         touched_edges = set()
-        routes_kept = self.ctl.routes == self._routes_drawn  # else an edge may have new waypoints though its ends stay
-        for name in redraw | (shifted if routes_kept else change.moved):
+        moved = change.moved
+        if moved and self.ctl.routes == self._routes_drawn:  # else an edge may have new waypoints though its ends stay
+            moved = shifted
+        for name in redraw | moved:
             if name in self.nodes:
                 touched_edges.update(self.nodes[name].edges)
         if len(vacated_or_filled) > len(self.edges) // 8:  # a large rearrangement: re-route every edge
@@ -267,7 +269,7 @@ class GraphScene(QGraphicsScene):
             grown = self.sceneRect().united(nodes.adjusted(-400, -400, 400, 400))
             if grown != self.sceneRect():
                 self.setSceneRect(grown)
-        self._routes_drawn = dict(self.ctl.routes)
+        self._routes_drawn = self.ctl.routes
         self.folds.refresh(change)
         self._syncing = False
         self.show_selection(self.ctl.selection)
