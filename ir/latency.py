@@ -111,7 +111,7 @@ def family(graph: Graph, node: Node, ins: list) -> str:
         return {"ConvTranspose2d": "conv_transpose", "DeformConv2d": "conv_deform", "Linear": "linear"}[op]
     kind = TAIL_KIND.get(op)
     if kind is not None:
-        if op in FUSABLE_TAILS and fused_head(graph, node) is not None:
+        if fused(graph, node):
             return f"{kind}_fused"
         return "activation_exp" if op in EXP_ACTIVATIONS else kind
     if op in ("GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool2d"):
