@@ -8,7 +8,7 @@ from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
 from convstudio.ir.design import Design
 from convstudio.ir.query import find_nodes, value_matches
 from convstudio.ir.templates import build_template
-from tests.designer.windows import make_window
+from tests.designer.windows import make_window, view_centre
 
 SHIFT = Qt.KeyboardModifier.ShiftModifier
 
@@ -18,10 +18,6 @@ def window(qtbot, tmp_path):
     win = make_window(qtbot, Design(build_template("resnet18")), tmp_path / "recovery", (1400, 900))
     win.activateWindow()
     return win
-
-
-def view_centre(view) -> QPointF:
-    return view.mapToScene(view.viewport().rect().center())
 
 
 def node_centre(window, name: str) -> QPointF:

@@ -10,7 +10,7 @@ from convstudio.designer.gui.canvas import NUDGE_BIG_STEP, NUDGE_STEP
 from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
 from convstudio.ir.design import Design
 from convstudio.ir.templates import build_template
-from tests.designer.windows import make_window
+from tests.designer.windows import make_window, view_centre
 
 CTRL = Qt.KeyboardModifier.ControlModifier
 
@@ -27,10 +27,6 @@ def lenet(qtbot, tmp_path):
     win = make_window(qtbot, Design(build_template("lenet")), tmp_path / "recovery", (1200, 800))
     win.activateWindow()
     return win
-
-
-def view_centre(view) -> QPointF:
-    return view.mapToScene(view.viewport().rect().center())
 
 
 # ---- minimap ---------------------------------------------------------------------------------

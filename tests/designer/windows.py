@@ -1,5 +1,7 @@
 """The designer window as the GUI tests open it: it closes without asking, and is shown when given a size."""
 
+from PyQt6.QtCore import QPointF
+
 from convstudio.designer.gui.mainwindow import MainWindow
 
 
@@ -13,3 +15,8 @@ def make_window(qtbot, design, folder, size: tuple[int, int] | None = None, **kw
         with qtbot.waitExposed(win, timeout=60_000):
             win.show()
     return win
+
+
+def view_centre(view) -> QPointF:
+    """The scene point at the middle of `view`'s viewport."""
+    return view.mapToScene(view.viewport().rect().center())
