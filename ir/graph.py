@@ -44,11 +44,17 @@ def paused_gc() -> Iterator[None]:
         gc.enable()
 
 
+def is_node_name(name) -> bool:
+    """Whether `name` is a valid node name: NAME_RE's rule (ASCII letters, digits and '_', not starting with a digit),
+    tested without the regular expression, as this runs once per node of a large graph."""
+    return isinstance(name, str) and name.isascii() and name.isidentifier()
+
+
 @functools.lru_cache(maxsize=4096)
 def _name_base(text: str) -> str:
     """`text` made a valid node name: other characters become '_', and a leading digit gets 'n_' before it."""
     base = re.sub(r"[^A-Za-z0-9_]", "_", text) or "node"
-    return base if NAME_RE.match(base) else "n_" + base
+    return base if is_node_name(base) else "n_" + base
 
 
 def parse_ref(ref: str) -> tuple[str, int]:
@@ -229,7 +235,7 @@ class Graph:
         if opdef is None:
             registry.get(op, f"node '{name}' field op")
         if given:
-            if not isinstance(name, str) or not (name.isascii() and name.isidentifier()):  # NAME_RE's rule, tested faster
+            if not is_node_name(name):
                 raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
             if name in nodes:
                 raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
@@ -402,7 +408,7 @@ class Graph:
         if old == new:
             return
         node = self[old]
-        if not isinstance(new, str) or not NAME_RE.match(new):
+        if not is_node_name(new):
             raise GraphError(f"invalid node name {new!r}", f"node '{old}'")
         if new in self.nodes:
             raise GraphError(f"duplicate node name '{new}'", f"node '{old}'")
@@ -558,9 +564,8 @@ def verify(graph: Graph, check_attrs: bool = True, built: bool = False) -> None:
     nodes = graph.nodes
     users: dict[str, list[tuple[str, int]]] = defaultdict(list) if built else {name: [] for name in nodes}
     arity: dict[str, tuple[int, int | None]] = {}  # op -> (fewest, most) inputs, for the ops met so far
-    match = NAME_RE.match
     for name, node in nodes.items():  # `where` strings are built only on failure: this loop runs once per node
-        if not built and (not match(name) or node.name != name):
+        if not built and (not is_node_name(name) or node.name != name):
             raise GraphError(f"invalid node name {name!r}", f"node '{name}'")
         bounds = arity.get(node.op)
         if bounds is None:

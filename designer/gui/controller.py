@@ -23,7 +23,7 @@ from convstudio.designer.gui.recovery import read_recovery
 from convstudio.ir.cost import Analyzer, CostReport
 from convstudio.ir.design import Design, dumps, load, save
 from convstudio.ir.errors import DesignError
-from convstudio.ir.graph import NAME_RE, Graph, parse_ref, paused_gc
+from convstudio.ir.graph import Graph, is_node_name, parse_ref, paused_gc
 from convstudio.ir.groups import Group, ancestors, copy_groups, group_of, members, prune_empty
 from convstudio.ir.ops import registry
 from convstudio.ir.templates import BLOCKS, build_template, insert_block
@@ -593,7 +593,7 @@ class Controller(QObject):
     def rename_error(self, old: str, new: str) -> str | None:
         if new == old:
             return None
-        if not NAME_RE.match(new):
+        if not is_node_name(new):
             return "a name uses letters, digits and '_' and does not start with a digit"
         if new in self.graph.nodes:
             return f"a node named '{new}' already exists"
@@ -607,7 +607,7 @@ class Controller(QObject):
 
     def set_share(self, name: str, group: str | None) -> str | None:
         group = (group or "").strip() or None
-        if group is not None and not NAME_RE.match(group):
+        if group is not None and not is_node_name(group):
             return "a group name uses letters, digits and '_'"
         if group != self.graph.nodes[name].share:
             self.push(commands.SetShare(self, name, group))
