@@ -59,3 +59,48 @@ def test_dumps_writes_one_node_per_line_whatever_the_strings_inside_hold(reason)
         "  ],",
     ]
     assert dumps(loads(text)) == text and loads(text).graph.nodes["kept"].attrs["reason"] == reason
+
+
+AGEING = """
+import gc
+from convstudio.ir.graph import AGE_EVERY, LARGE_GRAPH, Graph, verify
+
+def build(graph, n):
+    x = graph.nodes["x"].name if "x" in graph.nodes else graph.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    while len(graph) < n:
+        x = graph.add("ReLU", [x]).name
+    return x
+
+kept = [[i] for i in range(1000)]  # the program's own objects, frozen as a forking server does
+gc.freeze()
+frozen = gc.get_freeze_count()
+g = Graph("frozen")
+build(g, LARGE_GRAPH + AGE_EVERY)
+assert gc.get_freeze_count() == frozen, "a program's frozen objects stayed frozen: nothing was aged"
+gc.unfreeze()
+
+g = Graph("large")
+gc.collect()
+gc.set_threshold(10**9)  # no collection of its own: what is young below was built since the last ageing
+x = build(g, LARGE_GRAPH + AGE_EVERY - 1)
+young = len(gc.get_objects(0))
+g.add("ReLU", [x])  # the node that makes the size a multiple of AGE_EVERY
+assert len(gc.get_objects(0)) < 100 and young > AGE_EVERY, (len(gc.get_objects(0)), young)
+assert gc.get_freeze_count() == 0
+g.add("Output", [g.topo_order()[-1]], name="y")
+verify(g)
+print(len(g))
+"""
+
+
+def test_a_large_graph_ages_what_it_built_and_leaves_a_programs_frozen_objects_frozen():
+    """From LARGE_GRAPH nodes on, `add` moves young objects to the collector's oldest generation every AGE_EVERY nodes;
+    run in its own interpreter, so the collector of this test process keeps its own timing."""
+    import subprocess
+    import sys
+
+    from convstudio.ir.graph import AGE_EVERY, LARGE_GRAPH
+
+    done = subprocess.run([sys.executable, "-c", AGEING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == LARGE_GRAPH + AGE_EVERY + 1
