@@ -135,6 +135,7 @@ class Graph:
         self._order_end = 0  # the key the next node appended to that order gets
         self._owners: dict[str, str] | None = None  # sharing group -> its first member, built on demand, dropped by share edits
         self._suffix_floor: dict[str, int] = {}  # base -> k such that every base_j with j < k is taken
+        self._ends: tuple[list[str], list[str]] | None = None  # Input and Output names in insertion order, built on demand
         self.layout: dict[str, tuple[float, float]] = {}
         self.groups: dict[str, Group] = {}  # see ir/groups.py
 
@@ -153,18 +154,30 @@ class Graph:
 
     def layer_count(self) -> int:
         """The design's layers: every node but Input and Output (the count every command and dialog reports)."""
-        return len(self.nodes) - len([1 for n in self.nodes.values() if n.op in ("Input", "Output")])
+        inputs, outputs = self._ends or self._find_ends()
+        return len(self.nodes) - len(inputs) - len(outputs)
 
     def __iter__(self):
         return iter(self.nodes.values())
 
     @property
     def inputs(self) -> list[str]:
-        return [name for name, n in self.nodes.items() if n.op == "Input"]
+        return list((self._ends or self._find_ends())[0])
 
     @property
     def outputs(self) -> list[str]:
-        return [name for name, n in self.nodes.items() if n.op == "Output"]
+        return list((self._ends or self._find_ends())[1])
+
+    def _find_ends(self) -> tuple[list[str], list[str]]:
+        """Input and Output names, kept until an Input or Output node is added, erased or renamed, or the nodes reordered."""
+        ends: tuple[list[str], list[str]] = ([], [])
+        for name, n in self.nodes.items():
+            if n.op == "Input":
+                ends[0].append(name)
+            elif n.op == "Output":
+                ends[1].append(name)
+        self._ends = ends
+        return ends
 
     def users(self, name: str) -> list[tuple[str, int]]:
         """Consumers of any output of `name` as (consumer, input index) pairs."""
@@ -266,6 +279,8 @@ class Graph:
         node = Node(name, op, attrs, inputs, dict(params) if params else None, share, resolved)
         if share:
             self._owners = None
+        if op == "Input" or op == "Output":
+            self._ends = None
         nodes[name] = node
         users = self._users
         users[name] = []
@@ -404,6 +419,8 @@ class Graph:
         del self._users[name]
         if node.share:
             self._owners = None
+        if node.op in ("Input", "Output"):
+            self._ends = None
         self.layout.pop(name, None)
         if self.groups:
             drop_node(self.groups, name)
@@ -438,6 +455,8 @@ class Graph:
         node.name = new
         if node.share:
             self._owners = None
+        if node.op in ("Input", "Output"):
+            self._ends = None
         self._users[new] = users
         for src in {parse_ref(ref)[0] for ref in node.inputs if ref is not None}:
             src_users = self._users[new if src == old else src]
@@ -463,6 +482,7 @@ class Graph:
             raise GraphError("reorder needs every node name exactly once", f"graph '{self.name}'")
         self.nodes = {name: self.nodes[name] for name in names}
         self._owners = None
+        self._ends = None
         self._structure_changed()
         self._emit("reorder")
 

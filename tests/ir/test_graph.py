@@ -417,3 +417,23 @@ def test_errors_name_what_and_where():
     assert e.line() == "input 'q' refers to no node, node 'c' input 0"
     assert isinstance(e, DesignError)
     assert e.at("file 'a.json'").where == "file 'a.json' node 'c' input 0"
+
+
+def test_inputs_outputs_and_layer_count_follow_every_edit_of_input_and_output_nodes():
+    g = Graph("ends")
+    g.add("Input", name="a", attrs={"shape": [3, 8, 8]})
+    r = g.add("ReLU", ["a"]).name
+    g.add("Output", [r], name="y")
+    assert (g.inputs, g.outputs, g.layer_count()) == (["a"], ["y"], 1)
+    g.add("Input", name="b", attrs={"shape": [3, 8, 8]})
+    g.add("Output", ["b"], name="z")
+    assert (g.inputs, g.outputs, g.layer_count()) == (["a", "b"], ["y", "z"], 1)
+    g.rename("a", "first")
+    g.erase("z")
+    assert (g.inputs, g.outputs) == (["first", "b"], ["y"])
+    g.reorder(["b", "first", r, "y"])
+    assert g.inputs == ["b", "first"]
+    g.erase("b")
+    copy = g.copy()
+    g.inputs.append("not kept")  # each call returns a fresh list
+    assert (g.inputs, g.outputs, g.layer_count()) == (["first"], ["y"], 1) == (copy.inputs, copy.outputs, copy.layer_count())
