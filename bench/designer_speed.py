@@ -12,13 +12,15 @@ out and renders in under 3 s; an attribute edit reaches the cost panel in under 
 near 2.5 and 5). "layout" is Auto-layout of the design just laid out on opening: the layered layout of an
 unchanged graph is reused and no edge is routed again, so what it measures is replacing every position as one
 undo step and the first paint of the whole design fitted to the view. Every figure is given as wall-clock time and
-as this process's CPU time, which other processes on a busy machine inflate less. With --shots, saves what the window shows after
-auto-layout (fit to the whole graph, and at readable zoom).
+as this process's CPU time, which other processes on a busy machine inflate less. Each run starts from a clean heap: the
+window of the run before is deleted and collected outside the measured phases. With --shots, saves what the window shows after
+auto-layout (fit to the whole graph, and at readable zoom), and resnet18 at readable zoom.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -29,10 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from PyQt6.QtCore import QCoreApplication, QEvent  # noqa: E402
+
 from convstudio.designer.gui.app import application  # noqa: E402
 from convstudio.designer.gui.layout import layered_layout  # noqa: E402
 from convstudio.designer.gui.mainwindow import MainWindow  # noqa: E402
 from convstudio.ir.design import Design, load, save  # noqa: E402
+from convstudio.ir.templates import build_template  # noqa: E402
 from convstudio.ir.templates.blocks import bottleneck_residual  # noqa: E402
 from convstudio.ir.templates.resnet import resnet  # noqa: E402
 
@@ -62,6 +67,15 @@ def open_window(design: Design) -> MainWindow:
     window.resize(1600, 1000)
     window.show()
     return window
+
+
+def dispose(window: MainWindow) -> None:
+    """Close and delete `window` and collect what it leaves, outside the measured phases: a closed window left for the
+    collector to find makes a later run pay for its items (the last design measured, "10k placed", paid for three)."""
+    window.close()
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 def now() -> tuple[float, float]:
@@ -99,7 +113,7 @@ def open_layout_render(path: Path, shots: Path | None) -> dict:
     nodes = len(window.ctl.graph)
     phases["edit"], phases["repaint"] = attribute_edit(window, -8)
     phases["edit max"], phases["repaint max"] = attribute_edit(window, 8)
-    window.close()
+    dispose(window)
     return {"nodes": nodes, **phases}
 
 
@@ -146,8 +160,18 @@ def folded_render(repeat: int) -> tuple[int, float]:
         window.grab()
         times.append((time.perf_counter() - t0) * 1e3)
     drawn = sum(1 for item in window.scene.items() if item.isVisible())
-    window.close()
+    dispose(window)
     return drawn, statistics.median(times)
+
+
+def resnet18_shot(folder: Path) -> None:
+    """What the window shows of resnet18 at readable zoom."""
+    app = application()
+    window = open_window(Design(build_template("resnet18")))
+    window.view.show_readable()
+    app.processEvents()
+    window.grab().save(str(folder / "resnet18_readable.png"))
+    dispose(window)
 
 
 def main() -> int:
@@ -174,6 +198,8 @@ def main() -> int:
         print(f"growth against resnet_2k (linear = the node ratio)\n{'design':<12}{'nodes x':>9}{'open x':>9}{'layout x':>9}{'render x':>9}{'total x':>9}")
         for name, (nodes, med) in results.items():
             print(f"{name:<12}{nodes / base_nodes:>9.2f}" + "".join(f"{med[k][j] / base[k][j]:>9.2f}" for k in ("open", "layout", "render", "total")))
+    if args.shots is not None:
+        resnet18_shot(args.shots)
     drawn, folded_ms = folded_render(max(args.repeat, 5))
     print(f"\nresnet152 with every group folded: {drawn} items drawn, render {folded_ms:.1f} ms")
     big = results["resnet_10k"][1]

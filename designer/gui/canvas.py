@@ -52,6 +52,7 @@ class GraphScene(QGraphicsScene):
     def __init__(self, controller, parent=None):
         super().__init__(parent)
         self.ctl = controller
+        self._route_of = controller.route  # one bound method shared by every edge
         self.nodes: dict[str, NodeItem] = {}
         self.edges: dict[tuple[str, int], EdgeItem] = {}
         self._metric_max = 1
@@ -169,7 +170,7 @@ class GraphScene(QGraphicsScene):
             if ref is None:
                 continue
             src, out = parse_ref(ref)
-            edge = EdgeItem(self.nodes[src], out, self.nodes[name], index, self.ctl.route, self.obstacles, self.cached)
+            edge = EdgeItem(self.nodes[src], out, self.nodes[name], index, self._route_of, self.obstacles, self.cached)
             self.addItem(edge)
             self.edges[(name, index)] = edge
             if self.edge_shapes:
@@ -218,6 +219,8 @@ class GraphScene(QGraphicsScene):
             if name in self.nodes:
                 item = self.nodes[name]
                 x, y = graph.layout.get(name, (0.0, 0.0))
+                if (item.x(), item.y()) == (x, y) and self.obstacles.holds(name, (x, y), self.ctl.laid_out.get(name) != (x, y)):
+                    continue  # where it was and as it was (an auto-layout that changes nothing notes every node)
                 if (item.x(), item.y()) != (x, y):
                     item.setPos(x, y)
                     shifted.add(name)

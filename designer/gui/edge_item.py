@@ -13,6 +13,7 @@ from PyQt6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsSimpleTex
 
 from convstudio.designer.gui import theme
 from convstudio.designer.gui.layout import Obstacles, orthogonal_route
+from convstudio.designer.gui.node_item import NodeItem
 
 EDGE_COLOR = QColor(110, 120, 135)  # the light theme's edge colour, for drawings that have no theme
 LABEL_DETAIL = 0.4
@@ -20,7 +21,7 @@ LABEL_RISE = 13.0  # from the input port up to the label's centre
 LABEL_STAGGER = 15.0
 CORNER = 8.0
 BEND_STEPS = 8
-_PENS: list = [None, {}]  # [the theme, {selected: its pen}]
+_PENS: list = [None, {}]  # [the theme, {kind: its pen}]
 _STROKER = QPainterPathStroker()  # an edge's clickable shape: its path 8 units wide
 _STROKER.setWidth(8)
 CACHED = QGraphicsItem.CacheMode.DeviceCoordinateCache
@@ -29,23 +30,25 @@ SELECTABLE = QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
 
 def curve(start: QPointF, end: QPointF, waypoints: list[tuple[float, float]] | None = None) -> QPainterPath:
     """A downward S-curve from start to end; through waypoints, straight runs join S-curved bends."""
-    path = QPainterPath(start)
+    return curve_xy((start.x(), start.y()), (end.x(), end.y()), waypoints)
+
+
+def curve_xy(a: tuple[float, float], b: tuple[float, float], waypoints: list[tuple[float, float]] | None = None) -> QPainterPath:
+    """`curve` from point a to point b, given as (x, y)."""
+    path = QPainterPath()
+    path.moveTo(a[0], a[1])
     if not waypoints:
-        dy = _bend_depth(start.y(), end.y())
-        path.cubicTo(start.x(), start.y() + dy, end.x(), end.y() - dy, end.x(), end.y())
+        dy = _bend_depth(a[1], b[1])
+        path.cubicTo(a[0], a[1] + dy, b[0], b[1] - dy, b[0], b[1])
         return path
-    points = [QPointF(x, y) for x, y in waypoints]
-    for a, b in zip([start, *points], [*points, end]):
-        if a.x() == b.x() or a.y() == b.y():
-            path.lineTo(b)
+    points = [a, *waypoints, b]
+    for p, q in zip(points, points[1:]):
+        if p[0] == q[0] or p[1] == q[1]:
+            path.lineTo(q[0], q[1])
         else:
-            _bend(path, a, b)
+            dy = _bend_depth(p[1], q[1])
+            path.cubicTo(p[0], p[1] + dy, q[0], q[1] - dy, q[0], q[1])
     return path
-
-
-def _bend(path: QPainterPath, a: QPointF, b: QPointF) -> None:
-    dy = _bend_depth(a.y(), b.y())
-    path.cubicTo(QPointF(a.x(), a.y() + dy), QPointF(b.x(), b.y() - dy), b)
 
 
 def _bend_depth(ay: float, by: float) -> float:
@@ -98,12 +101,30 @@ def rounded(start: QPointF, waypoints: list[tuple[float, float]], end: QPointF) 
     return path
 
 
+def port_xy(item, port: QPointF) -> tuple[float, float]:
+    """Scene (x, y) of `port`, a point of top-level, untransformed `item`."""
+    return item.x() + port.x(), item.y() + port.y()
+
+
 def _pairs(points: list) -> list:
     return list(zip(points, points[1:]))
 
 
 def _length(v: QPointF) -> float:
     return abs(v.x()) + abs(v.y())
+
+
+def _themed_pen(kind) -> QPen:
+    """The shared edge pen of `kind` (False: plain, True: selected, 'far': unselected, zoomed far out) in the active theme."""
+    colours = theme.active()
+    if _PENS[0] is not colours:
+        _PENS[:] = [colours, {}]
+    pen = _PENS[1].get(kind)
+    if pen is None:
+        colour, width = {False: (colours.edge, 1.6), True: (colours.selected, 2.6), "far": (colours.edge, 1.0)}[kind]
+        pen = _PENS[1][kind] = QPen(colour, width)
+        pen.setCosmetic(True)
+    return pen
 
 
 class CountedObstacles(Obstacles):
@@ -171,7 +192,7 @@ class EdgeItem(QGraphicsPathItem):
         if cached:
             self.setCacheMode(CACHED)
         self.setFlags(SELECTABLE)
-        self.setPen(self._pen(False))
+        self.setPen(_themed_pen(False))
         src.edges.add(self)
         dst.edges.add(self)
         self.update_path()
@@ -182,10 +203,10 @@ class EdgeItem(QGraphicsPathItem):
 
     def update_path(self) -> None:
         """Route the path between the ports, unless its ends, waypoints and the counted obstacles are as at the last routing."""
-        start = self.src.pos() + self.src.output_port(self.out)  # nodes are top-level, untransformed items
-        end = self.dst.pos() + self.dst.input_port(self.index)
-        a, b = (start.x(), start.y()), (end.x(), end.y())
-        points = self.route_of(self.dst.name, self.index)
+        src, dst = self.src, self.dst
+        a = src.output_xy(self.out) if isinstance(src, NodeItem) else port_xy(src, src.output_port(self.out))
+        b = dst.input_xy(self.index) if isinstance(dst, NodeItem) else port_xy(dst, dst.input_port(self.index))
+        points = self.route_of(dst.name, self.index)
         obstacles = self.obstacles
         version = obstacles.version if isinstance(obstacles, CountedObstacles) else None
         routed = (*a, *b, points, version)
@@ -193,14 +214,14 @@ class EdgeItem(QGraphicsPathItem):
             return
         self.routed = routed
         if obstacles is None or self._clear(a, b, points):
-            self.setPath(curve(start, end, points))
+            self.setPath(curve_xy(a, b, points))
         elif points is not None and self._clear(a, b, None):
-            self.setPath(curve(start, end))
+            self.setPath(curve_xy(a, b))
         else:
-            route = orthogonal_route(a, b, obstacles, (self.src.name, self.dst.name))
-            self.setPath(rounded(start, route, end) if route is not None else curve(start, end, points))
+            route = orthogonal_route(a, b, obstacles, (src.name, dst.name))
+            self.setPath(rounded(QPointF(*a), route, QPointF(*b)) if route is not None else curve_xy(a, b, points))
         if self.label is not None:
-            self.label.place(end, self.index)
+            self.label.place(QPointF(*b), self.index)
 
     def _clear(self, a: tuple[float, float], b: tuple[float, float], points) -> bool:
         """Whether the curve from port `a` through `points` to port `b` touches no node but its own ends (without points,
@@ -254,16 +275,12 @@ class EdgeItem(QGraphicsPathItem):
     @staticmethod
     def _pen(selected: bool) -> QPen:
         """The edge pen in the active theme (one per theme and state, shared by every edge)."""
-        colours = theme.active()
-        if _PENS[0] is not colours:
-            _PENS[:] = [colours, {}]
-        pen = _PENS[1].get(selected)
-        if pen is None:
-            pen = _PENS[1][selected] = QPen(colours.selected if selected else colours.edge, 2.6 if selected else 1.6)
-            pen.setCosmetic(True)
-        return pen
+        return _themed_pen(selected)
 
     def paint(self, painter, option, widget=None) -> None:
         if self.isSelected():
             option.state &= ~QStyle.StateFlag.State_Selected
+        elif option.levelOfDetailFromTransform(painter.worldTransform()) < LABEL_DETAIL:
+            painter.strokePath(self.path(), _themed_pen("far"))  # zoomed far out: a one-pixel line strokes several times faster than a wider one
+            return
         super().paint(painter, option, widget)

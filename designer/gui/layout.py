@@ -49,10 +49,11 @@ class Layout:
 
 def layered_layout(graph: Graph) -> Layout:
     """Positions for every node of `graph` and routes for its long and column-crossing edges."""
-    generations = graph.generations()
-    layer_of = {name: k for k, gen in enumerate(generations) for name in gen}
-    layers: list[list[object]] = [list(gen) for gen in generations]
     sources = {name: [(index, parse_ref(ref)[0]) for index, ref in enumerate(node.inputs) if ref is not None] for name, node in graph.nodes.items()}
+    layer_of = _generation_of(graph, sources)
+    layers: list[list[object]] = [[] for _ in range(max(layer_of.values(), default=-1) + 1)]
+    for name in graph.nodes:
+        layers[layer_of[name]].append(name)  # each generation in insertion order
     preds: dict[object, list[object]] = {}
     chains: dict[tuple[str, int], list[object]] = {}
     for name, inputs in sources.items():
@@ -72,11 +73,12 @@ def layered_layout(graph: Graph) -> Layout:
         _place_layer(layer, preds, x, first=k == 0)
     grid = _Columns(layers, x)
     positions = {}
+    shift, per_column, half = grid.shift, grid.per_column, NODE_WIDTH / 2
     for k, layer in enumerate(layers):
+        dx, top = shift[k // per_column], round((k % per_column) * ROW, 2)  # grid.place, for every node of the layer
         for item in layer:
-            if isinstance(item, str):
-                cx, top = grid.place(item, k)
-                positions[item] = (round(cx - NODE_WIDTH / 2, 2), round(top, 2))
+            if item.__class__ is str:
+                positions[item] = (round(x[item] + dx - half, 2), top)
     column = grid.column
     long = {}  # the chains that need waypoints: through lanes, or into the next column
     for key, chain in chains.items():
@@ -92,12 +94,24 @@ def layered_layout(graph: Graph) -> Layout:
     return Layout(positions, routes)
 
 
+def _generation_of(graph: Graph, sources: dict) -> dict[str, int]:
+    """Each node's topological generation (as networkx counts them): one past the deepest of its producers."""
+    layer_of: dict[str, int] = {}
+    for name in graph.topo_order():
+        layer_of[name] = max([layer_of[src] for _, src in sources[name]], default=-1) + 1
+    return layer_of
+
+
 class _Columns:
     """Maps (x within the layered drawing, layer) to the wrapped drawing, and routes edges through it."""
 
     def __init__(self, layers: list[list], x: dict):
         self.x = x
-        spans = [max(x[i] for i in layer) - min(x[i] for i in layer) + NODE_WIDTH for layer in layers if layer]
+        spans = []
+        for layer in layers:
+            if layer:
+                xs = [x[i] for i in layer]
+                spans.append(max(xs) - min(xs) + NODE_WIDTH)
         width = sum(spans) / len(spans) if spans else NODE_WIDTH
         count = len(layers)
         columns = max(1, round(math.sqrt(ASPECT * count * ROW / (width + COLUMN_GAP))))
@@ -107,9 +121,9 @@ class _Columns:
         self.tracks: dict[tuple, tuple[int, int]] = {}
         edge = 0.0
         for start in range(0, count, self.per_column):
-            items = [item for layer in layers[start : start + self.per_column] for item in layer]
-            lo = min((x[i] - _width(i) / 2 for i in items), default=0.0)
-            hi = max((x[i] + _width(i) / 2 for i in items), default=0.0)
+            halves = [(x[i], (NODE_WIDTH if i.__class__ is str else LANE_WIDTH) / 2) for layer in layers[start : start + self.per_column] for i in layer]
+            lo = min([c - half for c, half in halves], default=0.0)
+            hi = max([c + half for c, half in halves], default=0.0)
             self.shift.append(edge - lo)
             self.right.append(edge + hi - lo)
             edge += hi - lo + COLUMN_GAP
@@ -165,19 +179,25 @@ class _Columns:
 
 
 def _width(item: object) -> float:
-    return NODE_WIDTH if isinstance(item, str) else LANE_WIDTH
+    return NODE_WIDTH if item.__class__ is str else LANE_WIDTH
 
 
 def _place_layer(layer: list, preds: dict, x: dict, first: bool) -> None:
     count = len(layer)
     desired: list = [None] * count
     for i, item in enumerate(layer):
+        if item.__class__ is tuple:  # a lane: its one producer (node or lane) sits in an earlier layer
+            desired[i] = x[preds[item][0]]
+            continue
         placed_preds = [p for p in preds.get(item, ()) if p in x]
-        real = [p for p in placed_preds if isinstance(p, str)] or placed_preds
+        real = [p for p in placed_preds if p.__class__ is str] or placed_preds
         if real:
             desired[i] = sum([x[p] for p in real]) / len(real)
         elif first:
             desired[i] = i * (NODE_WIDTH + H_GAP)
+    if count == 1:  # most layers of a deep network: the node sits on its producers' mean x
+        x[layer[0]] = desired[0] if desired[0] is not None else 0.0
+        return
     if None in desired:
         known = [d for d in desired if d is not None]
         fallback = max(known) + NODE_WIDTH + H_GAP if known else 0.0
@@ -185,17 +205,16 @@ def _place_layer(layer: list, preds: dict, x: dict, first: bool) -> None:
             if desired[i] is None:
                 desired[i] = fallback
                 fallback += NODE_WIDTH + H_GAP
-    if count > 1:
-        order = sorted(range(count), key=lambda i: (desired[i], not isinstance(layer[i], str), i))
-        layer[:] = [layer[i] for i in order]
-        desired = [desired[i] for i in order]
-    placed: list[float] = []
-    for i, item in enumerate(layer):
-        want = desired[i]
-        if i:
-            want = max(want, placed[-1] + (_width(layer[i - 1]) + _width(item)) / 2 + H_GAP)
-        placed.append(want)
-    real = [i for i, item in enumerate(layer) if isinstance(item, str)] or list(range(count))
+    order = sorted(range(count), key=lambda i: (desired[i], layer[i].__class__ is not str, i))
+    layer[:] = [layer[i] for i in order]
+    desired = [desired[i] for i in order]
+    placed: list[float] = [desired[0]]
+    before = _width(layer[0])
+    for i in range(1, count):
+        width = _width(layer[i])
+        placed.append(max(desired[i], placed[-1] + (before + width) / 2 + H_GAP))
+        before = width
+    real = [i for i, item in enumerate(layer) if item.__class__ is str] or list(range(count))
     shift = sum([desired[i] - placed[i] for i in real]) / len(real)
     for item, value in zip(layer, placed):
         x[item] = value + shift
@@ -352,11 +371,17 @@ class Obstacles:
         rows = range(math.floor(y0 / c), math.floor(y1 / c) + 1)
         return [(i, j) for i in range(math.floor(x0 / c), math.floor(x1 / c) + 1) for j in rows]
 
+    def _rect(self, pos) -> tuple[float, float, float, float]:
+        x, y, m = float(pos[0]), float(pos[1]), self.margin
+        return (x - m, y - m, x + NODE_WIDTH + m, y + NODE_HEIGHT + m)
+
+    def holds(self, name: str, pos, stray: bool) -> bool:
+        """Whether node `name` is already set at `pos`, as a stray or not as `stray` says."""
+        return self.rects.get(name) == self._rect(pos) and (name in self.strays) == stray
+
     def set(self, name: str, pos, stray: bool = True) -> None:
         """Put node `name` with its top-left corner at `pos` (moving it if it was elsewhere)."""
-        x, y = float(pos[0]), float(pos[1])
-        m = self.margin
-        rect = (x - m, y - m, x + NODE_WIDTH + m, y + NODE_HEIGHT + m)
+        rect = self._rect(pos)
         if self.rects.get(name) == rect and (name in self.strays) == stray:
             return
         self.remove(name)
@@ -385,11 +410,14 @@ class Obstacles:
         x0, x1 = min(x0, x1), max(x0, x1)
         y0, y1 = min(y0, y1), max(y0, y1)
         cells = self.stray_cells if strays_only else self.cells
-        for cell in self._span(x0, y0, x1, y1):
-            for name in cells.get(cell, ()):
-                r = self.rects[name]
-                if r[0] < x1 and x0 < r[2] and r[1] < y1 and y0 < r[3] and name not in ignore:
-                    return name
+        rects, c = self.rects, self.CELL
+        rows = range(math.floor(y0 / c), math.floor(y1 / c) + 1)
+        for i in range(math.floor(x0 / c), math.floor(x1 / c) + 1):  # the cells of _span, in its order
+            for j in rows:
+                for name in cells.get((i, j), ()):
+                    r = rects[name]
+                    if r[0] < x1 and x0 < r[2] and r[1] < y1 and y0 < r[3] and name not in ignore:
+                        return name
         return None
 
 

@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from convstudio.designer.gui import theme
 from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH
+from convstudio.designer.gui.node_item import NodeItem
 
 REFRESH_MS = 250
 MARGIN = 4.0
@@ -103,24 +104,41 @@ class Minimap(QWidget):
     @staticmethod
     def _draw(painter: QPainter, scene) -> None:
         """Edges as hairlines, nodes as boxes in their tint (blue when selected) and folded groups in theirs: at this size
-        text is unreadable, and plain shapes cost a fifth of the items' own painting at a new scale (bench/overview_speed.py)."""
+        text is unreadable, and plain shapes cost a fifth of the items' own painting at a new scale (bench/overview_speed.py).
+        Only members of folded groups and their edges are hidden: the rest is drawn without asking each item."""
         colours = theme.active()
-        selected = colours.selected.rgba()
+        folds = scene.folds
+        hidden_nodes, hidden_edges = folds.hidden, folds.hidden_edges
         painter.setPen(QPen(colours.edge, 0))
         painter.setBrush(Qt.BrushStyle.NoBrush)
-        for edge in [*scene.edges.values(), *scene.folds.proxies]:
+        draw = painter.drawPath
+        for edge in scene.edges.values():
+            if edge not in hidden_edges:
+                draw(edge.path())
+        for edge in folds.proxies:
             if edge.isVisible():
-                painter.drawPath(edge.path())
-        boxes: dict[tuple[int, int], list[QRectF]] = {}  # by (fill, outline): one draw call per pair of colours
-        for item in scene.nodes.values():
-            if item.isVisible():
-                pair = (selected, selected) if item.isSelected() else (item.fill.rgba(), item.accent.rgba())
-                boxes.setdefault(pair, []).append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
-        for item in scene.folds.items.values():
-            boxes.setdefault((colours.group_fill.rgba(), colours.group_border.rgba()), []).append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
-        for (fill, outline), rects in boxes.items():
-            painter.setBrush(QColor.fromRgba(fill))
-            painter.setPen(QPen(QColor.fromRgba(outline), 0))
+                draw(edge.path())
+        selected = {item for item in scene.selectedItems() if isinstance(item, NodeItem)}
+        boxes: dict[tuple[int, int], list[QRectF]] = {}  # by (fill, outline) colour objects: one draw call per pair
+        colour_of = {}
+        for name, item in scene.nodes.items():
+            if name in hidden_nodes:
+                continue
+            fill, outline = (colours.selected, colours.selected) if item in selected else (item.fill, item.accent)
+            key = (id(fill), id(outline))
+            rects = boxes.get(key)
+            if rects is None:
+                rects = boxes[key] = []
+                colour_of[key] = (fill, outline)
+            rects.append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
+        for item in folds.items.values():
+            key = (id(colours.group_fill), id(colours.group_border))
+            colour_of[key] = (colours.group_fill, colours.group_border)
+            boxes.setdefault(key, []).append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
+        for key, rects in boxes.items():
+            fill, outline = colour_of[key]
+            painter.setBrush(fill)
+            painter.setPen(QPen(outline, 0))
             painter.drawRects(rects)
 
     # ---- coordinates -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen
-from PyQt6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
+from PyQt6.QtWidgets import QGraphicsItem, QGraphicsRectItem, QStyleOptionGraphicsItem
 
 from convstudio.designer.cli.common import human_bytes
 from convstudio.designer.gui import theme
@@ -126,11 +126,14 @@ def brush(colour: QColor) -> QBrush:
 
 NODE_FLAGS = QGraphicsItem.GraphicsItemFlag.ItemIsSelectable | QGraphicsItem.GraphicsItemFlag.ItemIsMovable
 CACHED = QGraphicsItem.CacheMode.DeviceCoordinateCache
+NO_PEN = QPen(Qt.PenStyle.NoPen)
 
 
-class NodeItem(QGraphicsItem):
+class NodeItem(QGraphicsRectItem):
     """Draws one node; the scene keeps its text, ports and tint in step with the controller. `cached`: keep its drawing
-    as a pixmap (worth it where text is drawn; zoomed far out the plain box is cheaper to draw than to cache)."""
+    as a pixmap (worth it where text is drawn; zoomed far out the plain box is cheaper to draw than to cache).
+    A rectangle item of BOUNDS without pen, so that Qt reads its bounds without calling Python (the scene's index,
+    every frame's culling and the drawn rectangle ask for them thousands of times on a large design)."""
 
     title_font = QFont("Sans Serif", 9, QFont.Weight.Bold)
     body_font = QFont("Sans Serif", 8)
@@ -139,18 +142,20 @@ class NodeItem(QGraphicsItem):
     heat = 0.0
     n_inputs = 1
     n_outputs = 1
+    source: tuple | None = None  # (node, batch, culprit) of the last sync
+    _texts: list[str] | tuple | None = ("", "", "", "")  # until the first sync
+    _tip: str | None = ""
+    lines: list[str] | tuple = ()  # the text lines shortened to fit, once drawn in detail
+    outline = pen(accent, 1.5)  # the border when not selected (set by each sync)
 
     def __init__(self, name: str, cached: bool = True):
-        super().__init__()
+        super().__init__(BOUNDS)
+        self.setPen(NO_PEN)
         self.name = name
         self.setFlags(NODE_FLAGS)
         if cached:
             self.setCacheMode(CACHED)
         self.setZValue(1)
-        self.source: tuple | None = None  # (node, batch, culprit) of the last sync
-        self._texts: list[str] | None = ["", "", "", ""]
-        self._tip: str | None = ""
-        self.lines: list[str] = []
         self.fill = blend(0.0)
         self.edges: set = set()
 
@@ -171,8 +176,9 @@ class NodeItem(QGraphicsItem):
         self.source = (node, batch, culprit)
         self._texts = None
         self._tip = None
-        self.lines = []
+        self.lines = ()
         self.fill = colours.error_fill if self.error else blend(heat)
+        self.outline = pen(colours.error_text if self.error else self.accent, 1.5)
         self.heat = heat
         self.update()  # the bounds never change (BOUNDS)
 
@@ -222,15 +228,20 @@ class NodeItem(QGraphicsItem):
         self.update()
 
     # ---- geometry --------------------------------------------------------------------------
-    def boundingRect(self) -> QRectF:
-        return BOUNDS
-
     def input_port(self, index: int) -> QPointF:
         """Local position of input port `index`."""
         return QPointF(NODE_WIDTH * (index + 1) / (self.n_inputs + 1), 0.0)
 
     def output_port(self, index: int) -> QPointF:
         return QPointF(NODE_WIDTH * (index + 1) / (self.n_outputs + 1), NODE_HEIGHT)
+
+    def input_xy(self, index: int) -> tuple[float, float]:
+        """Scene (x, y) of input port `index` (the item is top-level and untransformed)."""
+        return self.x() + NODE_WIDTH * (index + 1) / (self.n_inputs + 1), self.y() + 0.0  # as pos() + input_port(index)
+
+    def output_xy(self, index: int) -> tuple[float, float]:
+        """Scene (x, y) of output port `index`."""
+        return self.x() + NODE_WIDTH * (index + 1) / (self.n_outputs + 1), self.y() + NODE_HEIGHT
 
     def port_at(self, local: QPointF) -> tuple[str, int] | None:
         """('in', i) or ('out', k) when `local` is on a port (with a little slack)."""
@@ -265,12 +276,17 @@ class NodeItem(QGraphicsItem):
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
         selected = self.isSelected()
+        far = option.levelOfDetailFromTransform(painter.worldTransform()) < DETAIL_THRESHOLD
+        if far and not selected:  # the common case on a large design: a plain box in its tint
+            painter.setPen(self.outline)
+            painter.setBrush(brush(self.fill))
+            painter.drawRect(NODE_RECT)
+            return
         colours = theme.active()
         border = colours.error_text if self.error else (colours.selected if selected else self.accent)
         painter.setPen(pen(border, 3 if selected else 1.5))
         painter.setBrush(brush(self.fill))
-        lod = option.levelOfDetailFromTransform(painter.worldTransform())
-        if lod < DETAIL_THRESHOLD:
+        if far:
             painter.drawRect(NODE_RECT)
             return
         painter.drawRoundedRect(NODE_RECT, 6, 6)

@@ -3,17 +3,22 @@ an unchanged design reuses its layout and re-routes no edge, a changed one is la
 again when a node lands on its path though its ends stay, and when the layout gives it new waypoints; tints and pens
 are shared; the overview's first render waits until the window is up; items cache their drawing only where text is
 drawn; a node's text and tooltip are composed when first needed, from the node as last synced; the layered layout's
-rows are the graph's topological generations."""
+rows are the graph's topological generations; a file with a position for every node opens at them; zoomed far out an
+unselected edge is drawn one pixel wide; the overview draws what the canvas shows without asking each item."""
 
-from PyQt6.QtGui import QColor
-from PyQt6.QtWidgets import QGraphicsItem
+from PyQt6.QtCore import QRectF, QSizeF
+from PyQt6.QtGui import QColor, QImage, QPainter
+from PyQt6.QtWidgets import QGraphicsItem, QGraphicsScene
 
 from convstudio.designer.gui import commands, theme
 from convstudio.designer.gui.diff_view import DiffScene
+from convstudio.designer.gui.edge_item import LABEL_DETAIL, EdgeItem
 from convstudio.designer.gui.layout import NODE_HEIGHT, NODE_WIDTH, ROW, layered_layout
-from convstudio.designer.gui.node_item import DETAIL_THRESHOLD, blend, brush, pen
-from convstudio.ir.design import Design
+from convstudio.designer.gui.minimap import Minimap
+from convstudio.designer.gui.node_item import BOUNDS, DETAIL_THRESHOLD, NodeItem, blend, brush, pen
+from convstudio.ir.design import Design, load, save
 from convstudio.ir.diff import diff
+from convstudio.ir.groups import members as group_members
 from convstudio.ir.templates import build_template
 from tests.designer.test_gui_tidy import segment_crosses
 from tests.designer.windows import make_window
@@ -153,3 +158,83 @@ def test_layered_layout_rows_are_the_topological_generations(qtbot, tmp_path):
         assert len(rows) == 1, f"generation of {generation[0]} spread over rows {rows}"
         tops.append(rows.pop())
     assert tops[0] == 0.0 and all(b in (a + ROW, 0.0) for a, b in zip(tops, tops[1:]))  # a row down, or the top of the next column
+
+
+def test_a_file_with_a_position_for_every_node_opens_at_those_positions(qtbot, tmp_path):
+    graph = build_template("resnet18")
+    laid = layered_layout(graph).positions
+    graph.layout.update(laid)
+    save(Design(graph), tmp_path / "placed.json")
+    graph.layout.update({name: (-x, y + 7.0) for name, (x, y) in laid.items()})  # not where the auto-layout puts them
+    save(Design(graph), tmp_path / "moved.json")
+
+    win = make_window(qtbot, load(tmp_path / "moved.json"), tmp_path / "recovery")
+    assert {name: (item.x(), item.y()) for name, item in win.scene.nodes.items()} == {name: (-x, y + 7.0) for name, (x, y) in laid.items()}
+    assert win.ctl.graph.layout == {name: (-x, y + 7.0) for name, (x, y) in laid.items()} and not win.ctl.modified
+
+    win = make_window(qtbot, load(tmp_path / "placed.json"), tmp_path / "recovery2")
+    ctl, scene = win.ctl, win.scene
+    assert {name: (item.x(), item.y()) for name, item in scene.nodes.items()} == laid and not scene.obstacles.strays
+    routed = {key: edge.routed for key, edge in scene.edges.items()}
+    ctl.auto_layout()  # the file's positions are the auto-layout's: nothing moves, no edge is routed again
+    assert ctl.graph.layout == laid and [key for key, edge in scene.edges.items() if edge.routed is not routed[key]] == []
+
+
+def dark_run(image: QImage, y: int) -> int:
+    """How many pixels of row `y` differ from the white background."""
+    return sum(1 for x in range(image.width()) if image.pixel(x, y) != 0xFFFFFFFF)
+
+
+def test_far_out_an_unselected_edge_is_a_one_pixel_line_and_a_selected_one_keeps_its_pen(qtbot):
+    scene = QGraphicsScene()
+    top, bottom = NodeItem("a", cached=False), NodeItem("b", cached=False)
+    bottom.setPos(0.0, 2000.0)  # straight below: the edge is a vertical line
+    for item in (top, bottom):
+        scene.addItem(item)
+    edge = EdgeItem(top, 0, bottom, 0, lambda *_: None, cached=False)
+    scene.addItem(edge)
+    assert top.boundingRect() == BOUNDS and "boundingRect" not in vars(NodeItem)  # Qt reads a node's bounds without Python
+
+    def drawn_width(scale: float) -> int:
+        image = QImage(400, 400, QImage.Format.Format_RGB32)
+        image.fill(0xFFFFFFFF)
+        painter = QPainter(image)
+        side = 400 / scale  # the scene square drawn: centred on the edge, halfway between the nodes
+        scene.render(painter, QRectF(0, 0, 400, 400), QRectF(NODE_WIDTH / 2 - side / 2, 1000.0 - side / 2, side, side))
+        painter.end()
+        return dark_run(image, 200)
+
+    assert drawn_width(LABEL_DETAIL / 4) == 1
+    near = drawn_width(1.0)
+    assert near >= 2
+    edge.setSelected(True)
+    edge.show_selected(True)
+    assert drawn_width(LABEL_DETAIL / 4) >= near
+
+
+def test_the_overview_draws_shown_nodes_in_their_tint_the_selection_in_blue_and_a_folded_group_as_one_box(qtbot, tmp_path):
+    win = make_window(qtbot, Design(build_template("resnet18")), tmp_path / "recovery")
+    ctl, scene = win.ctl, win.scene
+    group = next(name for name in ctl.graph.groups if name.startswith("layer2"))
+    members = set(group_members(ctl.graph.groups, group))
+    outside = [name for name in ctl.graph.nodes if name not in members and scene.nodes[name].fill != theme.active().selected]
+    ctl.set_collapsed([group], True)
+    ctl.select([outside[1]])
+    box = scene.folds.items[group]
+    hidden = next(name for name in members if not QRectF(box.pos(), QSizeF(NODE_WIDTH, NODE_HEIGHT)).intersects(
+        QRectF(scene.nodes[name].pos(), QSizeF(NODE_WIDTH, NODE_HEIGHT))))
+    area = scene.itemsBoundingRect()
+    image = QImage(int(area.width()) + 1, int(area.height()) + 1, QImage.Format.Format_RGB32)
+    image.fill(theme.active().canvas)
+    painter = QPainter(image)
+    painter.translate(-area.topLeft())
+    Minimap._draw(painter, scene)
+    painter.end()
+
+    def colour_at(pos) -> QColor:
+        return image.pixelColor(int(pos.x() - area.left() + NODE_WIDTH / 2), int(pos.y() - area.top() + NODE_HEIGHT / 2))
+
+    assert colour_at(scene.nodes[outside[0]].pos()) == scene.nodes[outside[0]].fill
+    assert colour_at(scene.nodes[outside[1]].pos()) == theme.active().selected
+    assert colour_at(box.pos()) == theme.active().group_fill
+    assert colour_at(scene.nodes[hidden].pos()) == theme.active().canvas
