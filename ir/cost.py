@@ -321,30 +321,30 @@ class Buffers:
         return None if name in self.views else self.values.get(name)
 
 
-def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
-    """Assign buffers over the schedule `order`; each is freed after its last use.
+class BufferPlanner:
+    """Builds the buffer plan of a schedule one node at a time, in schedule order (see `schedule_buffers`).
 
-    Alias ops (views: Identity, Flatten, Dropout, ChannelSplit, Output) share their input's buffer;
-    buffers read by Output nodes stay live to the end.
+    The analyzer's full pass places each node right after computing it, while its inputs are still in the CPU's cache.
     """
-    nodes = graph.nodes
-    end = len(order)
-    # ints, not a list per node: a plan for a large graph then adds no objects for the garbage collector to scan
-    values: dict[str, int] = {}  # node -> buffer id of its output 0; output k has the id + k, or the same id for a view
-    views: set[str] = set()
-    sizes: list[int] = []
-    born: list[int] = []
-    last_use: list[int] = []
-    alias: dict[str, bool] = {}  # op -> whether it is a view
-    get_cost = costs.get
-    add_size, add_born, add_last_use = sizes.append, born.append, last_use.append
-    step = -1
-    for name, node, c in zip(order, map(nodes.__getitem__, order), map(get_cost, order)):  # the lookups run in C
-        step += 1
-        if c is None or c.shapes is None:
-            continue
+
+    __slots__ = ("steps", "costs", "values", "views", "sizes", "born", "last_use", "alias")
+
+    def __init__(self, steps: int, costs: dict[str, NodeCost]):
+        self.steps = steps
+        self.costs = costs  # node -> its NodeCost: the output count of a producer whose output k > 0 is read
+        # ints, not a list per node: a plan for a large graph then adds no objects for the garbage collector to scan
+        self.values: dict[str, int] = {}  # node -> buffer id of its output 0; output k has the id + k, or the same id for a view
+        self.views: set[str] = set()
+        self.sizes: list[int] = []
+        self.born: list[int] = []
+        self.last_use: list[int] = []
+        self.alias: dict[str, bool] = {}  # op -> whether it is a view
+
+    def place(self, step: int, name: str, node: Node, shapes: list, activation_bytes: int) -> None:
+        """Plan the buffers of `node`, at `step` of the schedule, whose output shapes are `shapes`."""
+        values, views, last_use = self.values, self.views, self.last_use
         op = node.op
-        keep = end if op == "Output" else step
+        keep = self.steps if op == "Output" else step
         first = None
         for ref in node.inputs:
             if ref is None:
@@ -352,7 +352,7 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
             if ":" in ref:
                 src, idx = parse_ref(ref)
                 sid = values.get(src)
-                if sid is None or idx >= len(costs[src].shapes):
+                if sid is None or idx >= len(self.costs[src].shapes):
                     continue
                 if idx and src not in views:
                     sid += idx
@@ -364,28 +364,47 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
                 first = sid
             if last_use[sid] < keep:
                 last_use[sid] = keep
-        is_view = alias.get(op)
+        is_view = self.alias.get(op)
         if is_view is None:
-            is_view = alias[op] = node.opdef.alias
-        shapes = c.shapes
+            is_view = self.alias[op] = node.opdef.alias
         if first is not None and is_view:
             values[name] = first
             views.add(name)
-            continue
+            return
+        sizes = self.sizes
         if len(shapes) == 1:  # most nodes: one buffer, as large as the node's activation bytes unless it is a view
             values[name] = len(sizes)
-            add_size(_bytes(shapes[0]) if is_view else c.activation_bytes)
-            add_born(step)
-            add_last_use(step)
-            continue
+            sizes.append(_bytes(shapes[0]) if is_view else activation_bytes)
+            self.born.append(step)
+            last_use.append(step)
+            return
         if shapes:
             values[name] = len(sizes)
         sizes.extend(map(_bytes, shapes))
-        born.extend([step] * len(shapes))
+        self.born.extend([step] * len(shapes))
         last_use.extend([step] * len(shapes))
-    buffers = Buffers(values, views, sizes, born, last_use, end)
-    buffers.tally()
-    return buffers
+
+    def buffers(self) -> Buffers:
+        """The plan of the nodes placed, with its live bytes counted."""
+        buffers = Buffers(self.values, self.views, self.sizes, self.born, self.last_use, self.steps)
+        buffers.tally()
+        return buffers
+
+
+def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
+    """Assign buffers over the schedule `order`; each is freed after its last use.
+
+    Alias ops (views: Identity, Flatten, Dropout, ChannelSplit, Output) share their input's buffer;
+    buffers read by Output nodes stay live to the end.
+    """
+    planner = BufferPlanner(len(order), costs)
+    place = planner.place
+    step = -1
+    for name, node, c in zip(order, map(graph.nodes.__getitem__, order), map(costs.get, order)):  # the lookups run in C
+        step += 1
+        if c is not None and c.shapes is not None:
+            place(step, name, node, c.shapes, c.activation_bytes)
+    return planner.buffers()
 
 
 def peak_activation_bytes(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> int:
@@ -521,12 +540,13 @@ class Analyzer:
         self._fanout.clear()
         recomputed = []
         resized: list[str] = []
+        planned = None
         if self._full:
             self.shapes.clear()
             self.costs.clear()
             self.errors.clear()
             self._sums = [0, 0, 0, 0, 0]
-            self._compute_all(sharers)
+            planned = self._compute_all(sharers)
             recomputed = list(self._order)
         else:
             position = self._position
@@ -553,7 +573,9 @@ class Analyzer:
         self._dirty.clear()
         self.recomputed = recomputed
         if self.memory:
-            if structure or self._buffers is None:
+            if planned is not None:
+                self._buffers = planned
+            elif structure or self._buffers is None:
                 self._buffers = schedule_buffers(graph, self._order, self.costs)
             else:
                 self._resize(resized)
@@ -659,48 +681,61 @@ class Analyzer:
         """Set the predicted latency of a node whose shapes are known (with a latency table)."""
         cost.latency_ms = self.latency.node_ms(self.graph, node, ins, outs, self.batch or 1)
 
-    def _compute_all(self, sharers: set[str]) -> None:
-        """`_compute` of every node in schedule order, into emptied results.
+    def _compute_all(self, sharers: set[str]) -> Buffers | None:
+        """`_compute` of every node in schedule order, into emptied results; with `memory`, the buffer plan too.
 
-        The same results, with the common case inlined: a node whose signature an earlier node had reuses its shapes,
-        its priced cost and, with a latency table, the latency of the earlier node that `fused` alike (`ir.latency.fused`:
-        all that the prediction reads besides the signature and the batch), so a large graph of repeated blocks costs a few
-        dictionary reads per node.
+        The same results, with the common case inlined: a node whose signature an earlier node had reuses its shapes (one
+        list for all of them: no one edits a node's shapes in place), its priced cost and, with a latency table, the latency
+        of the earlier node that `fused` alike (`ir.latency.fused`: all that the prediction reads besides the signature and
+        the batch), so a large graph of repeated blocks costs a few dictionary reads per node. Each node's buffers are placed
+        right after it is computed, while what the plan reads of it is still in the CPU's cache.
         """
         graph = self.graph
         nodes, shapes, costs, memo = graph.nodes, self.shapes, self.costs, self._memo
+        get_shapes = shapes.get
         plain_ops = self._plain_ops
         convention = self.convention
         table, batch = self.latency, self.batch or 1
+        order = self._order
+        planner = BufferPlanner(len(order), costs) if self.memory else None
+        place = planner.place if planner is not None else None
         # signature -> [output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer, {fused: [latency ms, `exact`
         # ms, uses]}, nodes that used the owner's fields, the sharer's]; the totals add each entry's values times their uses at the end
         priced: dict[tuple, list] = {}
-        order = self._order
+        step = -1
         for name, node in zip(order, map(nodes.__getitem__, order)):  # the lookups run in C
+            step += 1
             ins: list | None = []
             for ref in node.inputs:
-                if ref is None:
+                produced = get_shapes(ref)
+                if produced:  # output 0 of a producer with shapes, the common case
+                    ins.append(produced[0])
+                    continue
+                if ref is None or ":" not in ref:
                     ins = None
                     break
-                src, idx = parse_ref(ref) if ":" in ref else (ref, 0)
-                produced = shapes.get(src)
+                src, idx = parse_ref(ref)
+                produced = get_shapes(src)
                 if produced is None or idx >= len(produced):
                     ins = None
                     break
                 ins.append(produced[idx])
-            if ins is None or not plain_ops.get(node.op):  # no shapes yet, JSON attributes, or an op not met yet: the general path
+            entry = None
+            if ins is not None and plain_ops.get(node.op):
+                key = (node.op, *(node._resolved if node._resolved is not None else node.resolved).values(), *ins)
+                entry = priced.get(key)
+                if entry is None:
+                    known = memo.get(key)
+                    if known is not None:
+                        result = list(known[0])
+                        entry = priced[key] = [result, *(_fields(_priced(node, result, known[1], known[2], convention, owns)) for owns in (True, False)),
+                                               {}, 0, 0]
+            if entry is None:  # no shapes yet, JSON attributes, an op not met yet or a new signature: the general path
                 self._compute(name, sharers)
+                if place is not None and shapes[name] is not None:
+                    place(step, name, node, shapes[name], costs[name].activation_bytes)
                 continue
-            key = (node.op, *(node._resolved if node._resolved is not None else node.resolved).values(), *ins)
-            entry = priced.get(key)
-            if entry is None:
-                known = memo.get(key)
-                if known is None:
-                    self._compute(name, sharers)
-                    continue
-                entry = priced[key] = [known[0], *(_fields(_priced(node, list(known[0]), known[1], known[2], convention, owns)) for owns in (True, False)),
-                                       {}, 0, 0]
-            result = list(entry[0])
+            result = entry[0]
             if name in sharers:
                 fields = entry[2]
                 entry[5] += 1
@@ -723,12 +758,15 @@ class Analyzer:
             meta["error"] = None
             meta["cost"] = cost
             costs[name] = cost
+            if place is not None:
+                place(step, name, node, result, cost.activation_bytes)
         sums = self._sums
         for _, owner, sharer, timed, owned, shared in priced.values():
             for k in range(4):
                 sums[k] += owner[k] * owned + sharer[k] * shared
             for _, steps, uses in timed.values():
                 sums[4] += steps * uses
+        return planner.buffers() if planner is not None else None
 
     def _compute(self, name: str, sharers: set[str]) -> None:
         graph = self.graph
@@ -792,7 +830,7 @@ def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, s
     if strict and analyzer.errors:
         first = next(n for n in analyzer._order if n in analyzer.errors)
         raise analyzer.errors[first]
-    shared = shared_param_errors(graph, analyzer.shapes) if strict else []
+    shared = shared_param_errors(graph, analyzer.shapes, analyzer._groups) if strict else []
     if shared:
         raise shared[0][1]
     return report

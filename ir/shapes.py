@@ -65,14 +65,14 @@ def param_shapes_of(node: Node, ins: list[Shape]) -> dict[str, Shape]:
     return {k: tuple(v) for k, v in {**node.opdef.params(a, ins), **node.opdef.buffers(a, ins)}.items()}
 
 
-def shared_param_errors(graph: Graph, shapes: dict[str, list[Shape] | None]) -> list[tuple[str, ShapeError]]:
+def shared_param_errors(graph: Graph, shapes: dict[str, list[Shape] | None], groups: dict[str, list[str]] | None = None) -> list[tuple[str, ShapeError]]:
     """(member, error) for the members of a sharing group whose parameter shapes differ from the group owner's (its first node).
 
     One set of parameters cannot serve both: a Linear fed 256 features and one fed 400 in one group pass
-    the attribute check but need weights of different shapes.
+    the attribute check but need weights of different shapes. `groups`: the graph's `share_groups()`, when at hand.
     """
     errors = []
-    for group, members in graph.share_groups().items():
+    for group, members in (graph.share_groups() if groups is None else groups).items():
         owner = graph.nodes[members[0]]
         owner_ins = input_shapes_of(graph, owner, shapes)
         if owner_ins is None:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convstudio.ir.cost import EXACT_FLOAT, Analyzer, Buffers, analyze, node_cost
+from convstudio.ir.cost import EXACT_FLOAT, Analyzer, Buffers, analyze, node_cost, schedule_buffers
 from convstudio.ir.graph import Graph
-from convstudio.ir.latency import LatencyTable, family, predict
+from convstudio.ir.latency import TAIL_DEPTH, LatencyTable, family, predict
 from convstudio.ir.shapes import infer_one
 from convstudio.ir.templates import build_template
 
@@ -141,3 +141,71 @@ def test_the_memory_plan_counted_in_numpy_equals_counting_in_python_integers(buf
         small.resize(sid, small.sizes[sid] + grow)
         huge.resize(sid, huge.sizes[sid] + grow * 2**60)
         assert huge.peak() == small.peak() * 2**60
+
+
+def tails_graph() -> Graph:
+    """Tails of every length up to past TAIL_DEPTH behind convs and a linear, some read twice, Mul and Add tails, a split whose
+    second output is read, views, a node whose shape fails and its readers."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [8, 8, 8]}).name
+    for depth in range(TAIL_DEPTH + 3):
+        head = g.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}).name
+        y = head
+        for i in range(depth):
+            y = g.add(("BatchNorm2d", "ReLU", "SiLU", "Hardswish")[i % 4], [y]).name
+        if depth % 2:
+            g.add("Identity", [y])  # a second reader: no tail fuses past it
+        y = g.add("Mul", [y, x]).name if depth % 3 == 0 else g.add("Add", [y, x]).name
+        x = g.add("ReLU", [y]).name
+    halves = g.add("ChannelSplit", [x], attrs={"sections": [4, 4]}).name
+    second = g.add("Conv2d", [f"{halves}:1"], attrs={"out_channels": 8, "kernel_size": 1}).name
+    both = g.add("Concat", [f"{halves}:0", second]).name
+    flat = g.add("Flatten", [g.add("GlobalAvgPool", [both]).name]).name
+    g.add("Output", [g.add("ReLU", [g.add("Linear", [flat], attrs={"out_features": 4}).name]).name], name="y")
+    g.add("Output", [g.add("Linear", [g.add("Conv2d", [x], attrs={"out_channels": 2, "kernel_size": 9}).name], attrs={"out_features": 3}).name],
+          name="broken")  # 9x9 kernel on 8x8: no shape, nor for its reader
+    return g
+
+
+GRAPHS = {"tails": tails_graph, **{t: (lambda t=t: build_template(t, input_shape=[3, 64, 64], num_classes=10))
+                                   for t in ("resnet18", "shufflenet_v2_x1_0", "googlenet", "efficientnet_b0", "triplet_net")}}
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
+    """The full pass places each node's buffers as it computes the node; planning the finished results again agrees."""
+    graph = GRAPHS[name]()
+    analyzer = Analyzer(graph)
+    report = analyzer.refresh()
+    analyzer.close()
+    during, after = analyzer._buffers, schedule_buffers(graph, analyzer._order, analyzer.costs)
+    for key in ("values", "views", "sizes", "born", "last_use", "steps"):
+        assert getattr(during, key) == getattr(after, key), key
+    assert during.live.tree == after.live.tree and report.total.peak_activation_bytes == after.peak() > 0
+    assert (name == "tails") == bool(report.errors)
+
+
+def test_nodes_of_one_signature_share_one_list_of_shapes():
+    """A long chain of repeated blocks keeps a few lists of shapes, not one per node (fewer objects to make and free)."""
+    graph = GRAPHS["tails"]()
+    x = "x"
+    for _ in range(300):
+        x = graph.add("ReLU", [graph.add("Conv2d", [x], attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}).name]).name
+    report = analyze(graph, strict=False)
+    lists = {id(node.meta["shapes"]) for node in graph.nodes.values() if node.meta["shapes"] is not None}
+    assert len(graph.nodes) > 600 and len(lists) < 60
+    assert all(report.nodes.get(n).shapes is graph.nodes[n].meta["shapes"] for n in graph.nodes)
+
+
+def test_a_full_analysis_with_latency_of_unconnected_tails_reports_them():
+    """Tails and an add whose inputs were disconnected: the error lines, no prediction for them, the rest predicted."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    c = g.add("Conv2d", [x], name="c", attrs={"out_channels": 4, "kernel_size": 3, "padding": 1}).name
+    r = g.add("ReLU", [g.add("BatchNorm2d", [c], name="b").name], name="r").name
+    g.add("Output", [g.add("Add", [r, x], name="a").name], name="y")
+    g.set_input("b", 0, None)
+    g.set_input("a", 1, None)
+    report = analyze(g, strict=False, latency=table())
+    assert report.errors == ["input 0 is not connected, node 'b'", "input 1 is not connected, node 'a'"]
+    assert {n.name for n in report.nodes if n.latency_ms is None} == {"b", "r", "a", "y"} and report.nodes.get("c").latency_ms > 0
