@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convstudio.ir.errors import DesignError, GraphError
-from convstudio.ir.graph import Graph, paused_gc, verify
+from convstudio.ir.graph import Graph, keep_built, paused_gc, verify
 from convstudio.ir.groups import check_groups
 from convstudio.ir.training import validate_training
 
@@ -226,9 +226,11 @@ def loads(text: str, source: str = "<string>") -> Design:
     except ValueError as e:  # any other literal Python refuses to convert
         raise DesignError(f"malformed JSON: {str(e)[:120]}", f"file {source}") from None
     try:
-        return design_from_dict(data)
+        design = design_from_dict(data)
     except DesignError as e:
         raise type(e)(e.what, f"{e.where} {where_file}".strip()) from None
+    keep_built(design.graph)
+    return design
 
 
 def load(path: Path | str) -> Design:

@@ -27,21 +27,41 @@ from convstudio.ir.ops import registry
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
 
 
+_pausing = False  # whether a `paused_gc` stretch has the collector off now
+_keep_built = False  # set by `keep_built`: that stretch ages what it built when it ends
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while building or analysing many nodes at once.
 
     Its full collections rescan every live object, which makes bulk work on a large graph grow faster
-    than the graph; what the paused stretch leaves unreachable is collected after it.
+    than the graph; what the paused stretch leaves unreachable is collected after it. A stretch that
+    called `keep_built` ages what it built when it ends (`age_young_objects`).
     """
+    global _pausing, _keep_built
     if not gc.isenabled():
         yield
         return
     gc.disable()
+    _pausing = True
     try:
         yield
     finally:
+        _pausing = False
         gc.enable()
+        if _keep_built:
+            _keep_built = False
+            age_young_objects()
+
+
+def keep_built(graph: "Graph") -> None:
+    """Note that what the paused stretch now running built lives on with `graph` (a large design just loaded or opened):
+    if `graph` has LARGE_GRAPH nodes or more, it is aged when the stretch ends instead of being scanned by the collections
+    its number would trigger. Outside a paused stretch it does nothing."""
+    global _keep_built
+    if _pausing and len(graph.nodes) >= LARGE_GRAPH:
+        _keep_built = True
 
 
 LARGE_GRAPH = 8_192  # nodes: from this size on, `add` ages what a graph has built every AGE_EVERY nodes

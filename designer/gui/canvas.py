@@ -21,7 +21,7 @@ from convstudio.designer.gui.messages import upstream_errors
 from convstudio.designer.gui.node_item import BOUNDS, DETAIL_THRESHOLD, NodeItem
 from convstudio.designer.gui.palette import CATEGORY_TITLES, MIME_TYPE, decode_mime
 from convstudio.ir.errors import DesignError
-from convstudio.ir.graph import make_ref, parse_ref, paused_gc
+from convstudio.ir.graph import keep_built, make_ref, parse_ref, paused_gc
 from convstudio.ir.groups import group_of
 from convstudio.ir.ops import registry
 
@@ -144,6 +144,7 @@ class GraphScene(QGraphicsScene):
         self.folds.refresh()
         self.setSceneRect(self.itemsBoundingRect().adjusted(-400, -400, 400, 400))
         self._syncing = False
+        keep_built(graph)  # a large design's items live on: aged, not rescanned
 
     def _create_node(self, name: str) -> None:
         item = NodeItem(name, self.cached)

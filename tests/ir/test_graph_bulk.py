@@ -89,13 +89,34 @@ assert len(gc.get_objects(0)) < 100 and young > AGE_EVERY, (len(gc.get_objects(0
 assert gc.get_freeze_count() == 0
 g.add("Output", [g.topo_order()[-1]], name="y")
 verify(g)
+
+from convstudio.ir.design import Design, dumps, loads
+from convstudio.ir.graph import keep_built, paused_gc
+
+text = dumps(Design(g))
+small = Graph("small")
+build(small, 100)
+small.add("Output", [small.topo_order()[-1]], name="y")
+for design_text, aged in ((text, True), (dumps(Design(small)), False)):
+    gc.collect()
+    loaded = loads(design_text)  # a paused stretch that keeps what it built when the design is large
+    young = len(gc.get_objects(0))
+    assert (young < 100) == aged, (young, aged)
+gc.collect()
+with paused_gc():
+    kept = [[i] for i in range(AGE_EVERY)]
+keep_built(g)  # outside a paused stretch: nothing to do, now or when the next one ends
+with paused_gc():
+    pass
+assert len(gc.get_objects(0)) > AGE_EVERY
 print(len(g))
 """
 
 
 def test_a_large_graph_ages_what_it_built_and_leaves_a_programs_frozen_objects_frozen():
-    """From LARGE_GRAPH nodes on, `add` moves young objects to the collector's oldest generation every AGE_EVERY nodes;
-    run in its own interpreter, so the collector of this test process keeps its own timing."""
+    """From LARGE_GRAPH nodes on, `add` moves young objects to the collector's oldest generation every AGE_EVERY nodes,
+    and loading such a design ages it when its paused stretch ends (a small one is left young); run in its own
+    interpreter, so the collector of this test process keeps its own timing."""
     import subprocess
     import sys
 
