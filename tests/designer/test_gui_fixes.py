@@ -15,8 +15,6 @@ from convstudio.ir.design import Design
 from convstudio.ir.templates import BLOCKS, build_template
 from tests.designer.windows import make_window
 
-SHOTS = Path("/tmp/s15")
-
 
 @pytest.fixture
 def window(qtbot, tmp_path):
@@ -91,8 +89,7 @@ def test_dark_palette_gives_a_dark_canvas_with_light_text(qtbot, tmp_path, dark_
     QApplication.processEvents()
     view = win.view.viewport()
     assert pixel_lightness(view, QPoint(4, 4)) < 80  # the canvas corner
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    assert win.grab().save(str(SHOTS / "dark.png"))
+    assert win.grab().save(str(tmp_path / "dark.png"))
 
 
 def test_the_canvas_follows_a_palette_change_while_open(window, qapp):
