@@ -27,6 +27,10 @@ from convstudio.ir.ops import registry
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
 
 
+LARGE_GRAPH = 8_192  # nodes: from this size on, `add` ages what a graph has built every AGE_EVERY nodes
+AGE_EVERY = 4_096
+
+
 _pausing = False  # whether a `paused_gc` stretch has the collector off now
 _keep_built = False  # set by `keep_built`: that stretch ages what it built when it ends
 
@@ -62,10 +66,6 @@ def keep_built(graph: "Graph") -> None:
     global _keep_built
     if _pausing and len(graph.nodes) >= LARGE_GRAPH:
         _keep_built = True
-
-
-LARGE_GRAPH = 8_192  # nodes: from this size on, `add` ages what a graph has built every AGE_EVERY nodes
-AGE_EVERY = 4_096
 
 
 def age_young_objects() -> None:
@@ -174,7 +174,7 @@ class Graph:
 
     def layer_count(self) -> int:
         """The design's layers: every node but Input and Output (the count every command and dialog reports)."""
-        inputs, outputs = self._ends or self._find_ends()
+        inputs, outputs = self._io_names()
         return len(self.nodes) - len(inputs) - len(outputs)
 
     def __iter__(self):
@@ -182,14 +182,16 @@ class Graph:
 
     @property
     def inputs(self) -> list[str]:
-        return list((self._ends or self._find_ends())[0])
+        return list(self._io_names()[0])
 
     @property
     def outputs(self) -> list[str]:
-        return list((self._ends or self._find_ends())[1])
+        return list(self._io_names()[1])
 
-    def _find_ends(self) -> tuple[list[str], list[str]]:
+    def _io_names(self) -> tuple[list[str], list[str]]:
         """Input and Output names, kept until an Input or Output node is added, erased or renamed, or the nodes reordered."""
+        if self._ends is not None:
+            return self._ends
         ends: tuple[list[str], list[str]] = ([], [])
         for name, n in self.nodes.items():
             if n.op == "Input":

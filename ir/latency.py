@@ -69,7 +69,6 @@ def fused_head(graph: Graph, node: Node) -> str | None:
 def dependents(graph: Graph, name: str) -> set[str]:
     """The nodes whose family can change when the consumers or the inputs of `name` change: those whose fused-tail
     walk passes through it (its consumers, and theirs through normalization, activations and adds, TAIL_DEPTH deep)."""
-    chain = TAIL_OPS
     out: set[str] = set()
     frontier = [name]
     for _ in range(TAIL_DEPTH):
@@ -78,7 +77,7 @@ def dependents(graph: Graph, name: str) -> set[str]:
             for user, _ in graph.users(src):
                 if user not in out:
                     out.add(user)
-                    if graph.nodes[user].op in chain:
+                    if graph.nodes[user].op in TAIL_OPS:
                         reached.append(user)
         frontier = reached
     return out

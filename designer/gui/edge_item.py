@@ -270,12 +270,7 @@ class EdgeItem(QGraphicsPathItem):
         return _STROKER.createStroke(self.path())
 
     def show_selected(self, selected: bool) -> None:
-        self.setPen(self._pen(selected))
-
-    @staticmethod
-    def _pen(selected: bool) -> QPen:
-        """The edge pen in the active theme (one per theme and state, shared by every edge)."""
-        return _themed_pen(selected)
+        self.setPen(_themed_pen(selected))
 
     def paint(self, painter, option, widget=None) -> None:
         if self.isSelected():

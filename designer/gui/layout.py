@@ -121,7 +121,7 @@ class _Columns:
         self.tracks: dict[tuple, tuple[int, int]] = {}
         edge = 0.0
         for start in range(0, count, self.per_column):
-            halves = [(x[i], (NODE_WIDTH if i.__class__ is str else LANE_WIDTH) / 2) for layer in layers[start : start + self.per_column] for i in layer]
+            halves = [(x[i], _width(i) / 2) for layer in layers[start : start + self.per_column] for i in layer]
             lo = min([c - half for c, half in halves], default=0.0)
             hi = max([c + half for c, half in halves], default=0.0)
             self.shift.append(edge - lo)
@@ -381,9 +381,9 @@ class Obstacles:
 
     def set(self, name: str, pos, stray: bool = True) -> None:
         """Put node `name` with its top-left corner at `pos` (moving it if it was elsewhere)."""
-        rect = self._rect(pos)
-        if self.rects.get(name) == rect and (name in self.strays) == stray:
+        if self.holds(name, pos, stray):
             return
+        rect = self._rect(pos)
         self.remove(name)
         self.rects[name] = rect
         for cell in self._span(*rect):

@@ -131,10 +131,10 @@ class Minimap(QWidget):
                 rects = boxes[key] = []
                 colour_of[key] = (fill, outline)
             rects.append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
-        for item in folds.items.values():
+        if folds.items:
             key = (id(colours.group_fill), id(colours.group_border))
             colour_of[key] = (colours.group_fill, colours.group_border)
-            boxes.setdefault(key, []).append(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT))
+            boxes.setdefault(key, []).extend(QRectF(item.x(), item.y(), NODE_WIDTH, NODE_HEIGHT) for item in folds.items.values())
         for key, rects in boxes.items():
             fill, outline = colour_of[key]
             painter.setBrush(fill)
