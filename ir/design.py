@@ -6,6 +6,7 @@ rename) and a file saved here loads and saves back to identical bytes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from convstudio.ir.errors import DesignError, GraphError
-from convstudio.ir.graph import Graph, keep_built, paused_gc, verify
+from convstudio.ir.graph import PLAIN_FIELDS, Graph, keep_built, paused_gc, verify
 from convstudio.ir.groups import check_groups
 from convstudio.ir.training import validate_training
 
 FORMAT = "convstudio.design"
 VERSION = 1
 TOP_LEVEL = ("format", "version", "name", "inputs", "nodes", "outputs", "groups", "training", "weights", "layout")
-NODE_FIELDS = frozenset(("name", "op", "inputs", "attrs", "share"))
+NODE_FIELDS = PLAIN_FIELDS
 
 
 @dataclass
@@ -207,12 +208,54 @@ def _parse_int(text: str) -> int | LongNumber:
         return LongNumber(len(text.lstrip("-")))
 
 
+def _members(data: Any) -> int:
+    """How many members the objects of a design file's JSON value hold, counting only those found without visiting every
+    value (nodes and their attrs, layout, and all of the smaller sections): never more than there are."""
+    if type(data) is not dict:
+        return 0
+    count = len(data)
+    stack = []
+    for key, value in data.items():
+        if key == "nodes" and type(value) is list and list(map(type, value)).count(dict) == len(value):
+            count += sum(map(len, value))
+            count += sum(len(attrs) for attrs in map(dict.get, value, itertools.repeat("attrs")) if type(attrs) is dict)
+        elif key == "layout" and type(value) is dict:
+            count += len(value)
+        else:
+            stack.append(value)
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            count += len(value)
+            stack.extend(value.values())
+        elif type(value) is list:
+            stack.extend(value)
+    return count
+
+
+def _parse(text: str) -> Any:
+    """The JSON value of `text`, refusing a name given twice in one object (`_unique_keys`).
+
+    Parsed first without the check, which builds objects in C: when every colon in the text is accounted for by a member
+    `_members` counts, no object lost one to a repeat (each member has a colon; other colons are inside strings). Otherwise,
+    or when that parse fails, the text is parsed again member by member, which names the repeat or the error.
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if _members(data) == text.count(":"):
+            return data
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 @paused_gc()
 def loads(text: str, source: str = "<string>") -> Design:
     where_file = f"in {source}"
     try:
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = _parse(text)
         except ValueError as e:
             if isinstance(e, json.JSONDecodeError):
                 raise
@@ -290,7 +333,8 @@ def design_from_dict(data: Any) -> Design:
     _expect(isinstance(nodes, list), "nodes must be a list", "field nodes")
     pending = []
     known = graph.nodes
-    for i, entry in enumerate(nodes):  # messages are formatted only on failure: this loop runs once per node
+    plain = graph.add_plain(nodes)  # the common case in one pass; from the first other entry on, node by node
+    for i, entry in enumerate(itertools.islice(nodes, plain, None), plain):  # messages are formatted only on failure
         if not isinstance(entry, dict):
             raise DesignError("each node must be an object", f"field nodes[{i}]")
         if not NODE_FIELDS.issuperset(entry):

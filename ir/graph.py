@@ -20,12 +20,16 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from convstudio.ir.errors import AttrError, GraphError
+from convstudio.ir.errors import AttrError, DesignError, GraphError
 from convstudio.ir.groups import Group, copy_groups, drop_node, rename_node
 from convstudio.ir.ops import registry
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
 
+
+PLAIN_FIELDS = frozenset(("name", "op", "inputs", "attrs", "share"))  # what a node of a design file holds
+_PLAIN_KINDS = frozenset((int, bool, str, type(None)))  # attribute values whose type and value tell how they validate
+_NO_INPUTS = ()  # `add_plain`: an entry without inputs
 
 LARGE_GRAPH = 8_192  # nodes: from this size on, `add` ages what a graph has built every AGE_EVERY nodes
 AGE_EVERY = 4_096
@@ -289,7 +293,7 @@ class Graph:
         if opdef is None:
             registry.get(op, f"node '{name}' field op")
         if given:
-            if not is_node_name(name):
+            if not (isinstance(name, str) and name.isascii() and name.isidentifier()):  # `is_node_name` inline
                 raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
             if name in nodes:
                 raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
@@ -317,6 +321,85 @@ class Graph:
         if self._listeners:
             self._emit("add", name=name)
         return node
+
+    def add_plain(self, entries: Iterable[dict]) -> int:
+        """Add the nodes `entries` describe, in order, as `add` would one by one, while each is the common case: a mapping
+        with only PLAIN_FIELDS, a new valid name, a registered op other than Input and Output, inputs (a list) naming
+        output 0 of nodes already in the graph, attributes (an object, or none) that `add` accepts and a share group name
+        or none. One pass with those checks inlined, for loading large designs.
+
+        Returns how many it added: it stops before the first entry that is not such a case, which `add` then takes (and
+        says what is wrong with it), and adds none while someone listens to edits.
+        """
+        if self._listeners:
+            return 0
+        nodes, users, order = self.nodes, self._users, self._order_cache
+        ops = registry.all_ops()
+        plain_kinds = _PLAIN_KINDS
+        checked: dict = {}  # op, or (op, items, kinds) -> (JSON form, resolved, whether the JSON form holds lists)
+        count = len(nodes)
+        start, end = count, self._order_end
+        try:
+            for entry in entries:
+                if type(entry) is not dict or not PLAIN_FIELDS.issuperset(entry):
+                    break
+                name = entry.get("name")
+                if type(name) is not str or not name.isascii() or not name.isidentifier() or name in nodes:
+                    break
+                op = entry.get("op")
+                opdef = ops.get(op)
+                if opdef is None or op == "Input" or op == "Output":
+                    break
+                refs = entry.get("inputs", _NO_INPUTS)
+                if type(refs) is not list and refs is not _NO_INPUTS:
+                    break
+                for ref in refs:
+                    producer = nodes.get(ref) if type(ref) is str else None
+                    if producer is None or producer.op == "Output":
+                        break
+                else:
+                    share = entry.get("share")
+                    if share is not None and type(share) is not str:
+                        break
+                    attrs = entry.get("attrs")
+                    if attrs:
+                        if type(attrs) is not dict:
+                            break
+                        kinds = tuple(map(type, attrs.values()))
+                        key = (op, tuple(attrs.items()), kinds) if plain_kinds.issuperset(kinds) else None
+                    elif attrs is None or type(attrs) is dict:
+                        key = op
+                    else:
+                        break
+                    found = checked.get(key) if key is not None else None
+                    if found is None:
+                        try:
+                            out, resolved = opdef.validate_node(attrs or {}, name)
+                        except DesignError:
+                            break
+                        found = (out, resolved, any(type(v) is list for v in out.values()))
+                        if key is not None:
+                            checked[key] = found
+                    out, resolved, lists = found
+                    out = {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out)
+                    nodes[name] = Node(name, op, out, list(refs), None, share, dict(resolved))
+                    users[name] = []
+                    for i, ref in enumerate(refs):
+                        users[ref].append((name, i))
+                    if order is not None:
+                        order[name] = end
+                        end += 1
+                    if share:
+                        self._owners = None
+                    count += 1
+                    if count >= LARGE_GRAPH and not count % AGE_EVERY:
+                        age_young_objects()
+                    continue
+                break
+        except TypeError:  # an unhashable op: not the common case
+            pass
+        self._order_end = end
+        return count - start
 
     def _check_ref(self, ref: str, name: str, index: int) -> None:
         """Refuse a reference that input `index` of node `name` cannot take."""

@@ -218,7 +218,13 @@ class OpDef:
     def validate_node(self, attrs: dict, name: str) -> tuple[dict, dict]:
         """`validate_resolved` for node `name`, remembering attribute sets that passed: designs repeat a few layer
         configurations, so most nodes of a large graph are checked once per distinct set. Each call returns fresh dicts."""
-        key = (_memo_key(attrs) if attrs else _NO_ATTRS) if type(attrs) is dict else None
+        if type(attrs) is not dict:
+            key = None
+        elif not attrs:
+            key = _NO_ATTRS
+        else:  # `_memo_key`'s common case inline: this runs once per node of a large graph
+            kinds = tuple(map(type, attrs.values()))
+            key = (tuple(attrs.items()), kinds) if _PLAIN_KINDS.issuperset(kinds) else _memo_key(attrs)
         found = self._checked.get(key) if key is not None else None
         if found is None:
             out, resolved = self.validate_resolved(attrs, f"node '{name}'")

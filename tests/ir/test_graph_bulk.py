@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convstudio.ir.design import Design, dumps, loads
-from convstudio.ir.errors import GraphError
-from convstudio.ir.graph import NAME_RE, Graph
+from convstudio.ir.errors import DesignError, GraphError
+from convstudio.ir.graph import NAME_RE, Graph, verify
 
 
 def relu_chain(n: int) -> Graph:
@@ -125,3 +125,209 @@ def test_a_large_graph_ages_what_it_built_and_leaves_a_programs_frozen_objects_f
     done = subprocess.run([sys.executable, "-c", AGEING], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == LARGE_GRAPH + AGE_EVERY + 1
+
+
+def graph_state(g: Graph) -> tuple:
+    """Everything `add` keeps for a graph: nodes with their fields, consumer index, cached order, owners, ends."""
+    nodes = [(n.name, n.op, n.attrs, n.resolved, n.inputs, n.params, n.share) for n in g.nodes.values()]
+    return nodes, g._users, g.order_keys(), g._order_end, g.inputs, g.outputs, {m: g.param_owner(m) for m in g.nodes}
+
+
+def plain_entries() -> list[dict]:
+    return [
+        {"name": "c", "op": "Conv2d", "inputs": ["x"], "attrs": {"out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False}},
+        {"name": "b", "op": "BatchNorm2d", "inputs": ["c"], "attrs": {"eps": 0.001}},
+        {"name": "r", "op": "ReLU", "inputs": ["b"], "attrs": {}},
+        {"name": "c2", "op": "Conv2d", "inputs": ["r"], "attrs": {"out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False}, "share": "s"},
+        {"name": "c3", "op": "Conv2d", "inputs": ["c2"], "attrs": {"out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False}, "share": "s"},
+        {"name": "a", "op": "Add", "inputs": ["c3", "r"]},
+        {"name": "p", "op": "Opaque", "inputs": ["a"], "attrs": {"onnx_op": "Foo", "proto": "", "num_inputs": 1, "output_shapes": [[8, 6, 6]]}},
+        {"name": "k", "op": "Concat", "inputs": ["p", "p", "a"], "share": None, "attrs": None},
+        {"name": "z", "op": "Identity"},
+    ]
+
+
+def one_by_one(entries: list[dict]) -> Graph:
+    g = Graph("g")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    for e in entries:
+        g.add(e["op"], e.get("inputs", []), e["name"], e.get("attrs"), None, e.get("share"))
+    return g
+
+
+def test_add_plain_builds_what_add_builds_node_by_node_with_each_node_its_own_dicts():
+    entries = plain_entries()
+    g = Graph("g")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    assert g.add_plain(entries) == len(entries)
+    assert graph_state(g) == graph_state(one_by_one(entries))
+    g.set_input("z", 0, "k")  # an entry without inputs gets none, as from `add`
+    g.add("Output", ["z"], name="y")
+    verify(g)
+    c2, c3 = g.nodes["c2"], g.nodes["c3"]
+    assert c2.attrs == c3.attrs and c2.attrs is not c3.attrs and c2.resolved is not c3.resolved and c2.inputs is not entries[3]["inputs"]
+    c2.attrs["out_channels"] = 4
+    c2.resolved["out_channels"] = 4
+    p = g.nodes["p"]
+    p.attrs["output_shapes"][0][0] = 1
+    assert c3.attrs["out_channels"] == 8 and c3.resolved["out_channels"] == 8 and entries[6]["attrs"]["output_shapes"] == [[8, 6, 6]]
+
+
+BAD_ENTRIES = {
+    "not an object": ["c"],
+    "unknown field": {"name": "c", "op": "ReLU", "inputs": ["x"], "pos": 1},
+    "name not a string": {"name": 3, "op": "ReLU", "inputs": ["x"]},
+    "invalid name": {"name": "a b", "op": "ReLU", "inputs": ["x"]},
+    "non-ASCII name": {"name": "é", "op": "ReLU", "inputs": ["x"]},
+    "taken name": {"name": "x", "op": "ReLU", "inputs": ["x"]},
+    "repeated name": {"name": "c", "op": "ReLU", "inputs": ["x"]},
+    "unknown op": {"name": "q", "op": "Relu", "inputs": ["x"]},
+    "unhashable op": {"name": "q", "op": ["ReLU"], "inputs": ["x"]},
+    "Input op": {"name": "q", "op": "Input", "attrs": {"shape": [3]}},
+    "Output op": {"name": "q", "op": "Output", "inputs": ["x"]},
+    "inputs not a list": {"name": "q", "op": "ReLU", "inputs": "x"},
+    "later producer": {"name": "q", "op": "ReLU", "inputs": ["later"]},
+    "output index": {"name": "q", "op": "ReLU", "inputs": ["x:0"]},
+    "reference not a string": {"name": "q", "op": "ReLU", "inputs": [["x"]]},
+    "reads an Output": {"name": "q", "op": "ReLU", "inputs": ["out"]},
+    "attrs not an object": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": [1]},
+    "bad attribute": {"name": "q", "op": "Conv2d", "inputs": ["x"], "attrs": {"out_channels": 0, "kernel_size": 3}},
+    "unknown attribute": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": {"alpha": 1}},
+    "share not a string": {"name": "q", "op": "ReLU", "inputs": ["x"], "share": 1},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ENTRIES))
+@pytest.mark.parametrize("at", [0, 1, 3])
+def test_add_plain_stops_before_the_first_entry_that_is_not_the_common_case(case, at):
+    """The entries before it are added as `add` adds them; it and the ones after are left to `add`."""
+    def base() -> Graph:
+        g = Graph("g")
+        g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+        g.add("Output", ["x"], name="out")
+        g.add("ReLU", ["x"], name="c")
+        return g
+
+    entries = [{"name": f"r{i}", "op": "ReLU", "inputs": ["x" if i == 0 else f"r{i - 1}"], "share": "s"} for i in range(4)]
+    entries.insert(at, BAD_ENTRIES[case])
+    g, expected = base(), base()
+    for e in entries[:at]:
+        expected.add(e["op"], e["inputs"], e["name"], None, None, e["share"])
+    assert g.add_plain(entries) == at
+    assert graph_state(g) == graph_state(expected)
+    assert g.add("ReLU", ["c"]).name == "relu"  # the graph goes on as one built by `add`
+
+
+def test_add_plain_leaves_a_graph_with_listeners_to_add():
+    g = Graph("g")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    events = []
+    g.subscribe(lambda event, info: events.append((event, info)))
+    assert g.add_plain([{"name": "r", "op": "ReLU", "inputs": ["x"]}]) == 0
+    assert "r" not in g.nodes and events == []
+
+
+def load_outcome(source: str) -> tuple[str, str]:
+    """("error", the line) loading `source` gives, or ("graph", what the loaded graph holds)."""
+    try:
+        design = loads(source)
+    except DesignError as e:
+        return "error", e.line()
+    return "graph", repr(graph_state(design.graph))
+
+
+def node_by_node(monkeypatch, source: str) -> tuple[str, str]:
+    """`load_outcome` with every node added by `add` (the path every entry that is not the common case takes)."""
+    with monkeypatch.context() as m:
+        m.setattr(Graph, "add_plain", lambda self, entries: 0)
+        return load_outcome(source)
+
+
+@pytest.mark.parametrize("case", list(BAD_ENTRIES))
+@pytest.mark.parametrize("prefix", [0, 3])
+def test_loading_gives_what_loading_node_by_node_gives(monkeypatch, case, prefix):
+    """The same error line (or graph), whether the entries before the one that is not plain went through `add_plain`."""
+    nodes = [{"name": "c", "op": "ReLU", "inputs": ["x"]}]
+    nodes += [{"name": f"r{i}", "op": "ReLU", "inputs": ["x" if i == 0 else f"r{i - 1}"]} for i in range(prefix)]
+    nodes.append(BAD_ENTRIES[case])
+    if case == "later producer":
+        nodes.append({"name": "later", "op": "ReLU", "inputs": ["x"]})
+    source = json.dumps({"format": "convstudio.design", "version": 1, "name": "d", "inputs": {"x": [3, 8, 8]}, "nodes": nodes,
+                         "outputs": {"out": nodes[-1]["name"] if case == "later producer" else "x"}})
+    fast = load_outcome(source)
+    assert fast == node_by_node(monkeypatch, source)
+    assert fast[0] == ("graph" if case in ("later producer", "output index") else "error"), fast
+
+
+def test_every_template_and_example_loads_as_node_by_node(monkeypatch):
+    from pathlib import Path
+
+    from convstudio.ir.templates import TEMPLATES, build_template
+
+    sources = [dumps(Design(build_template(name))) for name in TEMPLATES]
+    sources += [p.read_text() for p in sorted((Path(__file__).parents[2] / "examples").glob("*.json"))]
+    assert len(sources) > 20
+    for source in sources:
+        assert load_outcome(source) == node_by_node(monkeypatch, source)
+
+
+def pairs_text(value, draw_space) -> str:
+    """JSON text of `value`, where an object is a list of (key, value) pairs that may repeat a key."""
+    if isinstance(value, tuple):  # an object
+        members = [f"{json.dumps(k)}{draw_space()}:{draw_space()}{pairs_text(v, draw_space)}" for k, v in value[0]]
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(pairs_text(v, draw_space) for v in value) + "]"
+    return json.dumps(value)
+
+
+KEYS = st.sampled_from(["a", "b", "nodes", "attrs", "layout", "x:1", "name", ":"])
+SCALARS = st.one_of(st.integers(-5, 5), st.sampled_from(["s", "a:b", ":", '":', "x"]), st.booleans(), st.none())
+JSON_PAIRS = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(st.tuples(KEYS, inner), max_size=4).map(lambda pairs: (pairs,))),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_PAIRS.map(lambda v: v if isinstance(v, tuple) else ([("nodes", v)],)), st.lists(st.sampled_from(["", " ", "\n", "\t "]), min_size=1))
+def test_parsing_refuses_a_repeated_name_in_any_object_as_member_by_member_parsing_does(value, spaces):
+    from convstudio.ir.design import _parse, _unique_keys
+
+    turn = iter(range(10**6))
+    text = pairs_text(value, lambda: spaces[next(turn) % len(spaces)])
+
+    def outcome(parse):
+        try:
+            return "value", parse(text)
+        except DesignError as e:
+            return "error", e.what
+
+    expected = outcome(lambda t: json.loads(t, object_pairs_hook=_unique_keys))
+    assert outcome(_parse) == expected
+
+
+@pytest.mark.parametrize("where", ["top", "inputs", "node", "attrs", "nested attrs", "layout", "outputs", "training"])
+def test_a_design_file_with_a_name_twice_in_any_object_is_refused(where):
+    g = Graph("d")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    g.add("Opaque", ["x"], name="op", attrs={"onnx_op": "Foo", "proto": "", "num_inputs": 1, "output_shapes": [[3, 8, 8]]})
+    g.add("Conv2d", ["op"], name="c", attrs={"out_channels": 4, "kernel_size": 3})
+    g.add("Output", ["c"], name="y")
+    g.layout = {"x": (0.0, 0.0), "c": (1.0, 2.0)}
+    text = dumps(Design(g, {"epochs": 2}))
+    assert loads(text).graph.nodes["c"].attrs["out_channels"] == 4
+    repeat = {
+        "top": ('"name": "d"', '"name": "d", "name": "e"'),
+        "inputs": ('"x": [3, 8, 8]', '"x": [3, 8, 8], "x": [3, 8, 8]'),
+        "node": ('"name": "c"', '"name": "c", "name": "c"'),
+        "attrs": ('"kernel_size": 3', '"kernel_size": 3, "kernel_size": 5'),
+        "nested attrs": ('"output_shapes": [[3, 8, 8]]', '"output_shapes": [[3, 8, 8]], "more": {"k": 1, "k": 2}'),
+        "layout": ('"c": [1.0, 2.0]', '"c": [1.0, 2.0], "c": [1.0, 2.0]'),
+        "outputs": ('"y": "c"', '"y": "c", "y": "c"'),
+        "training": ('"epochs": 2', '"epochs": 2, "epochs": 3'),
+    }[where]
+    assert text.count(repeat[0]) == 1
+    with pytest.raises(DesignError, match="duplicate key"):
+        loads(text.replace(*repeat))
