@@ -100,6 +100,12 @@ def _name_base(text: str) -> str:
     return base if is_node_name(base) else "n_" + base
 
 
+@functools.lru_cache(maxsize=1024)
+def _op_base(op: str) -> str:
+    """The base of the names `add` generates for nodes of the registered op `op`."""
+    return _name_base(op.lower())
+
+
 def parse_ref(ref: str) -> tuple[str, int]:
     """Split ``"node:k"`` into ``("node", k)``; a bare name means output 0."""
     if ":" in ref:
@@ -117,7 +123,7 @@ def make_ref(name: str, index: int = 0) -> str:
 class Node:
     """One op application. `attrs` holds the attributes set explicitly; `resolved` adds defaults."""
 
-    __slots__ = ("name", "op", "attrs", "inputs", "params", "share", "meta", "_resolved")
+    __slots__ = ("name", "op", "attrs", "inputs", "params", "share", "meta", "_resolved", "_own")
 
     def __init__(self, name: str, op: str, attrs: dict, inputs: list, params: dict | None, share: str | None, resolved: dict | None = None):
         self.name = name
@@ -127,7 +133,10 @@ class Node:
         self.params: dict[str, np.ndarray] = params or {}
         self.share = share
         self.meta: dict[str, Any] = {}
-        self._resolved: dict | None = resolved  # `attrs` resolved, when the caller has them at hand
+        # `attrs` resolved, when the caller has them at hand: possibly shared with other nodes (only read), until `resolved`
+        # gives this node its own
+        self._resolved: dict | None = resolved
+        self._own = False
 
     @property
     def opdef(self) -> registry.OpDef:
@@ -135,10 +144,18 @@ class Node:
 
     @property
     def resolved(self) -> dict:
-        """Attributes with defaults filled in and normalized (pairs as tuples)."""
-        if self._resolved is None:
-            self._resolved = self.opdef.resolve(self.attrs)
+        """Attributes with defaults filled in and normalized (pairs as tuples): this node's own dict."""
+        if not self._own:
+            shared = self._resolved
+            self._resolved = dict(shared) if shared is not None else self.opdef.resolve(self.attrs)
+            self._own = True
         return self._resolved
+
+    def _set_checked(self, found: tuple[dict, dict, bool]) -> None:
+        """Take attributes as `OpDef.checked` gives them: its own copy of the JSON form, the resolved ones shared."""
+        out, self._resolved, lists = found
+        self.attrs = registry.own_attrs(out, lists)
+        self._own = False
 
     def input_names(self) -> list[str]:
         return [parse_ref(r)[0] for r in self.inputs if r is not None]
@@ -240,17 +257,20 @@ class Graph:
 
     def fresh_name(self, base: str) -> str:
         """`base` as a valid node name if it is free, else `base_k` with the smallest free k >= 1."""
-        base = _name_base(base)
+        return self._fresh(_name_base(base))[0]
+
+    def _fresh(self, base: str) -> tuple[str, int]:
+        """`fresh_name` of a valid `base`, and the k of the `base_k` it gives (0 for `base` itself)."""
         nodes = self.nodes
         if base not in nodes:
-            return base
+            return base, 0
         i = self._suffix_floor.get(base, 1)
         name = f"{base}_{i}"
         while name in nodes:
             i += 1
             name = f"{base}_{i}"
         self._suffix_floor[base] = i
-        return name
+        return name, i
 
     def _name_freed(self, name: str) -> None:
         """A name left the graph: `fresh_name` may hand it out again."""
@@ -289,7 +309,8 @@ class Graph:
         opdef = registry.find(op)
         given = name is not None  # only a given name is checked: one from `fresh_name` is valid and free
         if not given:
-            name = self.fresh_name(str(op).lower())
+            base = _op_base(op) if opdef is not None else _name_base(str(op).lower())
+            name, suffix = self._fresh(base)
         if opdef is None:
             registry.get(op, f"node '{name}' field op")
         if given:
@@ -297,17 +318,19 @@ class Graph:
                 raise GraphError(f"invalid node name {name!r} (letters, digits and '_', not starting with a digit)", f"node {name!r} field name")
             if name in nodes:
                 raise GraphError(f"duplicate node name '{name}'", f"node '{name}' field name")
-        attrs, resolved = opdef.validate_node({} if attrs is None else attrs, name)
+        out, resolved, lists = opdef.checked({} if attrs is None else attrs, name)
         inputs = list(inputs)
         for i, ref in enumerate(inputs):  # checked before anything changes; a bare name, the common case, is checked inline
             if ref is not None and (type(ref) is not str or ":" in ref or (producer := nodes.get(ref)) is None or producer.op == "Output"):
                 self._check_ref(ref, name, i)
-        node = Node(name, op, attrs, inputs, dict(params) if params else None, share, resolved)
+        node = Node(name, op, registry.own_attrs(out, lists), inputs, dict(params) if params else None, share, resolved)
         if share:
             self._owners = None
         if op == "Input" or op == "Output":
             self._ends = None
         nodes[name] = node
+        if not given and suffix:  # every base_k up to this one is taken now: the next `fresh_name` starts after it
+            self._suffix_floor[base] = suffix + 1
         users = self._users
         users[name] = []
         for i, ref in enumerate(inputs):
@@ -336,7 +359,7 @@ class Graph:
         nodes, users, order = self.nodes, self._users, self._order_cache
         ops = registry.all_ops()
         plain_kinds = _PLAIN_KINDS
-        checked: dict = {}  # op, or (op, items, kinds) -> (JSON form, resolved, whether the JSON form holds lists)
+        checked: dict = {}  # op, or (op, items, kinds) -> `OpDef.checked` of those attributes
         count = len(nodes)
         start, end = count, self._order_end
         try:
@@ -374,15 +397,14 @@ class Graph:
                     found = checked.get(key) if key is not None else None
                     if found is None:
                         try:
-                            out, resolved = opdef.validate_node(attrs or {}, name)
+                            found = opdef.checked(attrs or {}, name)
                         except DesignError:
                             break
-                        found = (out, resolved, any(type(v) is list for v in out.values()))
                         if key is not None:
                             checked[key] = found
                     out, resolved, lists = found
-                    out = {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out)
-                    nodes[name] = Node(name, op, out, list(refs), None, share, dict(resolved))
+                    nodes[name] = Node(name, op, {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out),
+                                       list(refs), None, share, resolved)
                     users[name] = []
                     for i, ref in enumerate(refs):
                         users[ref].append((name, i))
@@ -498,12 +520,12 @@ class Graph:
             attrs.pop(key, None)
         else:
             attrs[key] = value
-        node.attrs, node._resolved = node.opdef.validate_node(attrs, name)
+        node._set_checked(node.opdef.checked(attrs, name))
         self._emit("attr", name=name, key=key)
 
     def set_attrs(self, name: str, attrs: dict) -> None:
         node = self[name]
-        node.attrs, node._resolved = node.opdef.validate_node(dict(attrs), name)
+        node._set_checked(node.opdef.checked(dict(attrs), name))
         self._emit("attr", name=name, key=None)
 
     def set_share(self, name: str, group: str | None) -> None:
@@ -687,8 +709,8 @@ class Graph:
         g = Graph(self.name)
         for node in self.nodes.values():
             n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node.params), node.share)
-            if node._resolved is not None:
-                n._resolved = dict(node._resolved)
+            if node._resolved is not None:  # shared again, or a copy of the node's own
+                n._resolved = dict(node._resolved) if node._own else node._resolved
             g.nodes[n.name] = n
         g._users = {k: list(v) for k, v in self._users.items()}
         g._suffix_floor = dict(self._suffix_floor)

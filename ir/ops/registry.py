@@ -215,9 +215,10 @@ class OpDef:
         """Attributes already validated for this op: memo key -> (JSON form, resolved, whether the JSON form holds lists)."""
         return {}
 
-    def validate_node(self, attrs: dict, name: str) -> tuple[dict, dict]:
+    def checked(self, attrs: dict, name: str) -> tuple[dict, dict, bool]:
         """`validate_resolved` for node `name`, remembering attribute sets that passed: designs repeat a few layer
-        configurations, so most nodes of a large graph are checked once per distinct set. Each call returns fresh dicts."""
+        configurations, so most nodes of a large graph are checked once per distinct set. Returns (JSON form, resolved,
+        whether the JSON form holds lists) as remembered: shared by every node of that set, never to be modified."""
         if type(attrs) is not dict:
             key = None
         elif not attrs:
@@ -233,8 +234,12 @@ class OpDef:
                 if len(self._checked) >= MEMO_SIZE:
                     self._checked.clear()
                 self._checked[key] = found
-        out, resolved, lists = found
-        return {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out), dict(resolved)
+        return found
+
+    def validate_node(self, attrs: dict, name: str) -> tuple[dict, dict]:
+        """`checked`, as fresh dicts: the JSON form and the resolved attributes."""
+        out, resolved, lists = self.checked(attrs, name)
+        return own_attrs(out, lists), dict(resolved)
 
     def validate(self, attrs: dict, where: str = "") -> dict:
         """Check explicit attributes against the schema; returns them in JSON form."""
@@ -273,6 +278,11 @@ class OpDef:
 
 _PLAIN_KINDS = frozenset((int, bool, str, type(None)))
 _NO_ATTRS = ((), ())  # `_memo_key({})`, the key of most nodes (BatchNorm, ReLU, Add, ...)
+
+
+def own_attrs(out: dict, lists: bool) -> dict:
+    """A node's own copy of the attributes `out` in JSON form (`lists`: whether some are lists, which are copied too)."""
+    return {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out)
 
 
 def _memo_key(attrs: dict) -> tuple | None:
