@@ -216,9 +216,12 @@ def _members(data: Any) -> int:
     count = len(data)
     stack = []
     for key, value in data.items():
-        if key == "nodes" and type(value) is list and list(map(type, value)).count(dict) == len(value):
-            count += sum(map(len, value))
-            count += sum(len(attrs) for attrs in map(dict.get, value, itertools.repeat("attrs")) if type(attrs) is dict)
+        if key == "nodes" and type(value) is list:
+            try:  # counted in C; dict's own methods refuse an entry, or an entry's attrs, that is not an object
+                attrs = list(map(dict.get, value, itertools.repeat("attrs")))
+                count += sum(map(len, value)) + sum(map(dict.__len__, filter(None, attrs)))
+            except TypeError:
+                pass
         elif key == "layout" and type(value) is dict:
             count += len(value)
         else:
