@@ -403,5 +403,5 @@ def design_from_dict(data: Any) -> Design:
     validate_training(training, "field training")
     weights = data.get("weights")
     _expect(weights is None or (isinstance(weights, str) and weights), "weights must be a file name", "field weights")
-    verify(graph, built=True)  # `add` and `set_input` checked names, attributes and references above
+    verify(graph, built=True, checked=len(inputs) + plain)  # `add` and `set_input` checked names, attributes and references above
     return Design(graph, training, weights)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gc
 import heapq
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -176,7 +177,8 @@ class Graph:
         self._order_end = 0  # the key the next node appended to that order gets
         self._owners: dict[str, str] | None = None  # sharing group -> its first member, built on demand, dropped by share edits
         self._suffix_floor: dict[str, int] = {}  # base -> k such that every base_j with j < k is taken
-        self._ends: tuple[list[str], list[str]] | None = None  # Input and Output names in insertion order, built on demand
+        # Input and Output names in insertion order: kept by `add`, built on demand after other edits
+        self._ends: tuple[list[str], list[str]] | None = ([], [])
         self.layout: dict[str, tuple[float, float]] = {}
         self.groups: dict[str, Group] = {}  # see ir/groups.py
 
@@ -326,8 +328,8 @@ class Graph:
         node = Node(name, op, registry.own_attrs(out, lists), inputs, dict(params) if params else None, share, resolved)
         if share:
             self._owners = None
-        if op == "Input" or op == "Output":
-            self._ends = None
+        if (op == "Input" or op == "Output") and self._ends is not None:
+            self._ends[op == "Output"].append(name)
         nodes[name] = node
         if not given and suffix:  # every base_k up to this one is taken now: the next `fresh_name` starts after it
             self._suffix_floor[base] = suffix + 1
@@ -351,8 +353,9 @@ class Graph:
         output 0 of nodes already in the graph, attributes (an object, or none) that `add` accepts and a share group name
         or none. One pass with those checks inlined, for loading large designs.
 
-        Returns how many it added: it stops before the first entry that is not such a case, which `add` then takes (and
-        says what is wrong with it), and adds none while someone listens to edits.
+        Returns how many it added: it stops before the first entry that is not such a case, or whose input count the op
+        does not take, which `add` then takes (and says what is wrong with it; `verify` refuses the count), and adds none
+        while someone listens to edits. The nodes it adds need no check of `verify`'s own (see its `checked`).
         """
         if self._listeners:
             return 0
@@ -375,6 +378,9 @@ class Graph:
                     break
                 refs = entry.get("inputs", _NO_INPUTS)
                 if type(refs) is not list and refs is not _NO_INPUTS:
+                    break
+                lo, hi = opdef.arity
+                if not lo <= len(refs) <= (len(refs) if hi is None else hi):
                     break
                 for ref in refs:
                     producer = nodes.get(ref) if type(ref) is str else None
@@ -716,23 +722,27 @@ class Graph:
         g._suffix_floor = dict(self._suffix_floor)
         g._order_cache = None if self._order_cache is None else dict(self._order_cache)
         g._order_end = self._order_end
+        g._ends = None if self._ends is None else (list(self._ends[0]), list(self._ends[1]))
         g.layout = dict(self.layout)
         g.groups = copy_groups(self.groups)
         return g
 
 
 @paused_gc()
-def verify(graph: Graph, check_attrs: bool = True, built: bool = False) -> None:
+def verify(graph: Graph, check_attrs: bool = True, built: bool = False, checked: int = 0) -> None:
     """Check names, references, edge consistency, acyclicity, registered ops, attributes and arity.
 
     `check_attrs=False` skips validating attributes again, for a graph just built through `add`, which validated them.
     `built=True` is for a graph made only through the edit primitives (`add`, `set_input`, ...): its names, attributes,
-    references to existing nodes and consumer index are right by construction, so only the rest is checked.
+    references to existing nodes and consumer index are right by construction, so only the rest is checked. With it,
+    `checked` says that the first `checked` nodes in insertion order came from `add_plain`, or are Input nodes, whose
+    input counts and references are right too.
     """
     nodes = graph.nodes
     users: dict[str, list[tuple[str, int]]] = defaultdict(list) if built else {name: [] for name in nodes}
     arity: dict[str, tuple[int, int | None]] = {}  # op -> (fewest, most) inputs, for the ops met so far
-    for name, node in nodes.items():  # `where` strings are built only on failure: this loop runs once per node
+    items = itertools.islice(nodes.items(), checked, None) if built else nodes.items()
+    for name, node in items:  # `where` strings are built only on failure: this loop runs once per node
         if not built and (not is_node_name(name) or node.name != name):
             raise GraphError(f"invalid node name {name!r}", f"node '{name}'")
         bounds = arity.get(node.op)
@@ -771,7 +781,7 @@ def verify(graph: Graph, check_attrs: bool = True, built: bool = False) -> None:
         raise GraphError("design has no inputs", f"graph '{graph.name}'")
     if not graph.outputs:
         raise GraphError("design has no outputs", f"graph '{graph.name}'")
-    graph.topo_order()
+    graph.order_keys()  # raises on a cycle
     groups = graph.share_groups()
     for group, members in groups.items():
         ops = {graph.nodes[m].op for m in members}

@@ -143,7 +143,6 @@ def plain_entries() -> list[dict]:
         {"name": "a", "op": "Add", "inputs": ["c3", "r"]},
         {"name": "p", "op": "Opaque", "inputs": ["a"], "attrs": {"onnx_op": "Foo", "proto": "", "num_inputs": 1, "output_shapes": [[8, 6, 6]]}},
         {"name": "k", "op": "Concat", "inputs": ["p", "p", "a"], "share": None, "attrs": None},
-        {"name": "z", "op": "Identity"},
     ]
 
 
@@ -161,9 +160,12 @@ def test_add_plain_builds_what_add_builds_node_by_node_with_each_node_its_own_di
     g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
     assert g.add_plain(entries) == len(entries)
     assert graph_state(g) == graph_state(one_by_one(entries))
-    g.set_input("z", 0, "k")  # an entry without inputs gets none, as from `add`
-    g.add("Output", ["z"], name="y")
+    g.add("Output", ["k"], name="y")
     verify(g)
+    copied = g.copy()
+    assert graph_state(copied) == graph_state(g) and copied.outputs == ["y"]
+    copied.add("Input", name="x2", attrs={"shape": [3, 8, 8]})
+    assert copied.inputs == ["x", "x2"] and g.inputs == ["x"]
     c2, c3 = g.nodes["c2"], g.nodes["c3"]
     assert c2.attrs == c3.attrs and c2.attrs is not c3.attrs and c2.resolved is not c3.resolved and c2.inputs is not entries[3]["inputs"]
     c2.attrs["out_channels"] = 4
@@ -194,6 +196,9 @@ BAD_ENTRIES = {
     "bad attribute": {"name": "q", "op": "Conv2d", "inputs": ["x"], "attrs": {"out_channels": 0, "kernel_size": 3}},
     "unknown attribute": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": {"alpha": 1}},
     "share not a string": {"name": "q", "op": "ReLU", "inputs": ["x"], "share": 1},
+    "no inputs": {"name": "q", "op": "Identity"},
+    "too few inputs": {"name": "q", "op": "Add", "inputs": ["x"]},
+    "too many inputs": {"name": "q", "op": "ReLU", "inputs": ["x", "x"]},
 }
 
 
