@@ -23,7 +23,7 @@ import numpy as np
 
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
-from convstudio.ir.latency import LatencyTable, dependents, fused
+from convstudio.ir.latency import FUSABLE_TAILS, LatencyTable, dependents, fused_head
 from convstudio.ir.ops.registry import OpCost, numel
 from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
 
@@ -171,7 +171,7 @@ class CostReport:
             if len(nodes) > top:  # only nodes with at least the top-th most FLOPs can be among the top: sort those alone
                 floor = heapq.nlargest(top, map(operator.attrgetter("flops"), nodes))[-1]
                 nodes = [n for n in nodes if n.flops >= floor]
-            nodes = heapq.nsmallest(top, nodes, key=lambda n: (-n.flops, -n.macs, -n.params))
+            nodes = heapq.nlargest(top, nodes, key=operator.attrgetter("flops", "macs", "params"))  # stable: ties keep schedule order
         return {
             "convention": self.convention,
             "input_shapes": {k: [lead, *v] for k, v in self.input_shapes.items()},
@@ -225,7 +225,8 @@ class LiveBytes:
 
     Adding to a range of steps and reading the peak are O(log steps): tree[i] is the maximum over the steps
     below node i, including the additions pending at i and below it. Live bytes are never negative, so the
-    padding steps up to a power of two hold 0.
+    padding steps up to a power of two hold 0. The tree is built on the first `add` (or read of `tree`): an
+    analysis that is never edited reads the peak alone, which needs no tree.
     """
 
     def __init__(self, live: list[int] | np.ndarray):
@@ -233,6 +234,20 @@ class LiveBytes:
         while size < len(live):
             size *= 2
         self.size = size
+        self._live = live
+        self._tree: list[int] | None = None
+        self._pending: list[int] = []
+        top = (int(live.max()) if isinstance(live, np.ndarray) else max(live)) if len(live) else 0
+        self._peak = max(top, 0) if len(live) < size else top  # the root of the tree, padding steps included
+
+    @property
+    def tree(self) -> list[int]:
+        if self._tree is None:
+            self._build()
+        return self._tree
+
+    def _build(self) -> None:
+        size, live = self.size, self._live
         half = size // 2
         if isinstance(live, np.ndarray):  # int64 counts (`Buffers.tally` checked they fit): the levels in numpy
             levels = np.zeros(2 * size, dtype=np.int64)
@@ -246,12 +261,13 @@ class LiveBytes:
             while half:
                 tree[half:2 * half] = map(max, tree[2 * half:4 * half:2], tree[2 * half + 1:4 * half:2])
                 half //= 2
-        self.tree = tree
-        self.pending = [0] * size
+        self._tree = tree
+        self._pending = [0] * size
+        self._live = None
 
     def add(self, first: int, last: int, delta: int) -> None:
         """Add `delta` bytes to steps `first`..`last` (inclusive)."""
-        tree, pending, size = self.tree, self.pending, self.size
+        tree, pending, size = self.tree, self._pending, self.size
         left, right = first + size, last + size + 1
         while left < right:
             if left & 1:
@@ -273,7 +289,7 @@ class LiveBytes:
                 node >>= 1
 
     def peak(self) -> int:
-        return self.tree[1]
+        return self._peak if self._tree is None else self._tree[1]
 
 
 @dataclass
@@ -398,11 +414,25 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     buffers read by Output nodes stay live to the end.
     """
     planner = BufferPlanner(len(order), costs)
-    place = planner.place
+    place, buffer_of, sizes, born, last_use = planner.place, planner.values, planner.sizes, planner.born, planner.last_use
+    alone: dict[str, bool] = {}  # op -> whether its nodes allocate buffers of their own (no view, no Output)
     step = -1
     for name, node, c in zip(order, map(graph.nodes.__getitem__, order), map(costs.get, order)):  # the lookups run in C
         step += 1
-        if c is not None and c.shapes is not None:
+        if c is None or c.shapes is None:
+            continue
+        op, inputs = node.op, node.inputs
+        own = alone.get(op)
+        if own is None:
+            own = alone[op] = not node.opdef.alias and op != "Output"
+        if own and len(c.shapes) == 1 and len(inputs) == 1 and (sid := buffer_of.get(inputs[0])) is not None:  # `place` inlined for the common case
+            if last_use[sid] < step:
+                last_use[sid] = step
+            buffer_of[name] = len(sizes)
+            sizes.append(c.activation_bytes)
+            born.append(step)
+            last_use.append(step)
+        else:
             place(step, name, node, c.shapes, c.activation_bytes)
     return planner.buffers()
 
@@ -459,6 +489,7 @@ class Analyzer:
         self.report: CostReport | None = None
         self.recomputed: list[str] = []
         self._fanout: set[str] = set()  # with a latency table: nodes whose consumers or inputs changed since the last refresh
+        self._per_node = True  # False (`analyze(nodes=False)`, one refresh): no cost in the nodes' meta, nor NodeCosts on the fast path
         graph.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -688,7 +719,8 @@ class Analyzer:
         list for all of them: no one edits a node's shapes in place), its priced cost and, with a latency table, the latency
         of the earlier node that `fused` alike (`ir.latency.fused`: all that the prediction reads besides the signature and
         the batch), so a large graph of repeated blocks costs a few dictionary reads per node. Each node's buffers are placed
-        right after it is computed, while what the plan reads of it is still in the CPU's cache.
+        right after it is computed, while what the plan reads of it is still in the CPU's cache (`BufferPlanner.place`, inlined
+        for a node that reads one whole output and allocates one buffer). Without per-node costs it makes no NodeCost.
         """
         graph = self.graph
         nodes, shapes, costs, memo = graph.nodes, self.shapes, self.costs, self._memo
@@ -697,13 +729,18 @@ class Analyzer:
         convention = self.convention
         table, batch = self.latency, self.batch or 1
         order = self._order
+        per_node = self._per_node
         planner = BufferPlanner(len(order), costs) if self.memory else None
-        place = planner.place if planner is not None else None
+        if planner is not None:
+            place, buffer_of, sizes, born, last_use = planner.place, planner.values, planner.sizes, planner.born, planner.last_use
         # signature -> [output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer, {fused: [latency ms, `exact`
-        # ms, uses]}, nodes that used the owner's fields, the sharer's]; the totals add each entry's values times their uses at the end
+        # ms, uses]}, nodes that used the owner's fields, the sharer's, whether its nodes allocate one buffer of their own]; the totals
+        # add each entry's values times their uses at the end
         priced: dict[tuple, list] = {}
         step = -1
-        for name, node in zip(order, map(nodes.__getitem__, order)):  # the lookups run in C
+        # a design kept in schedule order (as loaded, or built in order) walks its dict of nodes in place; else the lookups run in C
+        walk = nodes.items() if order == list(nodes) else zip(order, map(nodes.__getitem__, order))
+        for name, node in walk:
             step += 1
             ins: list | None = []
             for ref in node.inputs:
@@ -729,10 +766,10 @@ class Analyzer:
                     if known is not None:
                         result = list(known[0])
                         entry = priced[key] = [result, *(_fields(_priced(node, result, known[1], known[2], convention, owns)) for owns in (True, False)),
-                                               {}, 0, 0]
+                                               {}, 0, 0, len(result) == 1 and not node.opdef.alias and node.op != "Output"]
             if entry is None:  # no shapes yet, JSON attributes, an op not met yet or a new signature: the general path
                 self._compute(name, sharers)
-                if place is not None and shapes[name] is not None:
+                if planner is not None and shapes[name] is not None:
                     place(step, name, node, shapes[name], costs[name].activation_bytes)
                 continue
             result = entry[0]
@@ -742,26 +779,40 @@ class Analyzer:
             else:
                 fields = entry[1]
                 entry[4] += 1
-            cost = NodeCost(name, node.op, result, *fields)
             if table is not None:
                 timed = entry[3]
-                fuses = fused(graph, node)
+                fuses = node.op in FUSABLE_TAILS and fused_head(graph, node) is not None  # `fused`, without a call for the other ops
                 ms = timed.get(fuses)
                 if ms is None:
                     ms = table.node_ms(graph, node, ins, result, batch)
                     ms = timed[fuses] = [ms, exact(ms), 0]
-                cost.latency_ms = ms[0]
                 ms[2] += 1
             shapes[name] = result
             meta = node.meta
             meta["shapes"] = result
             meta["error"] = None
+            if not per_node:
+                if "cost" in meta:
+                    del meta["cost"]
+                continue
+            cost = NodeCost(name, node.op, result, *fields)
+            if table is not None:
+                cost.latency_ms = ms[0]
             meta["cost"] = cost
             costs[name] = cost
-            if place is not None:
-                place(step, name, node, result, cost.activation_bytes)
+            if planner is not None:
+                inputs = node.inputs
+                if entry[6] and len(inputs) == 1 and (sid := buffer_of.get(inputs[0])) is not None:  # `place` inlined for the common case
+                    if last_use[sid] < step:
+                        last_use[sid] = step
+                    buffer_of[name] = len(sizes)
+                    sizes.append(cost.activation_bytes)
+                    born.append(step)
+                    last_use.append(step)
+                else:
+                    place(step, name, node, result, cost.activation_bytes)
         sums = self._sums
-        for _, owner, sharer, timed, owned, shared in priced.values():
+        for _, owner, sharer, timed, owned, shared, _ in priced.values():
             for k in range(4):
                 sums[k] += owner[k] * owned + sharer[k] * shared
             for _, steps, uses in timed.values():
@@ -797,7 +848,10 @@ class Analyzer:
             cost = _priced(node, result, terms, params, self.convention, name not in sharers)
         if self.latency is not None and result is not None and error is None:
             self._predict(node, ins, result, cost)
-        node.meta["cost"] = cost
+        if self._per_node:
+            node.meta["cost"] = cost
+        else:
+            node.meta.pop("cost", None)
         old = self.costs.get(name)
         if old is not None:
             self._count(old, -1)
@@ -814,15 +868,20 @@ class Analyzer:
         position = self._position
         errors = [self.costs[name].error for name in sorted(self.errors, key=position.__getitem__)]
         inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}
-        return CostReport(self.convention, self.batch, inputs, NodeCosts(self, scale), total, errors)
+        return CostReport(self.convention, self.batch, inputs, NodeCosts(self, scale) if self._per_node else [], total, errors)
 
 
 def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None,
-            memory: bool = True) -> CostReport:
+            memory: bool = True, nodes: bool = True) -> CostReport:
     """Shapes and cost of every node. Strict mode raises the first shape error in schedule order, then
     the first sharing group whose members need parameters of different shapes. `memory=False` skips planning
-    activation buffers: the report's peak memory is then None."""
+    activation buffers: the report's peak memory is then None. `nodes=False` (with `memory=False`) keeps no per-node
+    costs, for callers that read only the shapes, totals and errors: the report's `nodes` is empty and the nodes' meta
+    gets shapes and errors but no cost."""
+    if memory and not nodes:
+        raise ValueError("a memory plan needs the per-node costs: nodes=False needs memory=False")
     analyzer = Analyzer(graph, convention, batch, latency, memory)
+    analyzer._per_node = nodes
     try:
         report = analyzer.refresh()
     finally:

@@ -41,11 +41,12 @@ def refuse_overwriting(out: Path, read: list[Path | None]) -> None:
                 raise DesignError(f"would overwrite '{source}', which this command reads; write elsewhere", f"file '{out}'")
 
 
-def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None, memory: bool = True) -> CostReport:
+def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None, memory: bool = True,
+                   nodes: bool = True) -> CostReport:
     """Strict shapes and cost of a loaded design (with predicted latency from the table `latency`; peak memory unless `memory`
-    is false); an error also names the design file."""
+    is false; per-node costs unless `nodes` is false, see `analyze`); an error also names the design file."""
     try:
-        return analyze(design.graph, convention, batch, strict=True, latency=latency, memory=memory)
+        return analyze(design.graph, convention, batch, strict=True, latency=latency, memory=memory, nodes=nodes)
     except DesignError as e:
         if design.path is None:
             raise

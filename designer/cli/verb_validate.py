@@ -20,7 +20,7 @@ def summary(design, weights_file: str | None = None) -> dict:
     """What a valid design holds: layer count (`nodes`, Input and Output not counted), input and output shapes, parameters,
     weights (`weights_file`, else its own)."""
     graph = design.graph
-    report = analyze_design(design, memory=False)  # the summary shows no peak memory
+    report = analyze_design(design, memory=False, nodes=False)  # the summary shows no peak memory and no per-node costs
     weights = load_design_weights(design, weights_file)
     if weights is not None and design.path is not None and weights.parent == design.path.parent:
         weights = weights.name

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convstudio.ir.cost import EXACT_FLOAT, Analyzer, Buffers, analyze, node_cost, schedule_buffers
+from convstudio.ir.cost import EXACT_FLOAT, Analyzer, BufferPlanner, Buffers, analyze, node_cost, schedule_buffers
+from convstudio.ir.errors import ShapeError
 from convstudio.ir.graph import Graph
 from convstudio.ir.latency import TAIL_DEPTH, LatencyTable, family, predict
 from convstudio.ir.shapes import infer_one
@@ -101,6 +102,32 @@ def test_an_analysis_without_a_memory_plan_reports_the_same_but_the_peak():
     assert report.total.peak_activation_bytes is None
 
 
+@pytest.mark.parametrize("name", ["tails", "triplet_net", "googlenet"])
+def test_an_analysis_without_per_node_costs_reports_the_same_totals_shapes_and_errors(name):
+    """`nodes=False` keeps shapes, errors and totals as a full analysis has them (shared parameters and errors included), no
+    per-node costs, and removes a cost an earlier analysis left in a node's meta."""
+    full_graph, lean_graph = GRAPHS[name](), GRAPHS[name]()
+    analyze(lean_graph, strict=False)  # leaves a cost in every node's meta, which the lean analysis must not keep
+    full = analyze(full_graph, strict=False, memory=False)
+    lean = analyze(lean_graph, strict=False, memory=False, nodes=False)
+    assert lean.total == full.total and lean.errors == full.errors and lean.input_shapes == full.input_shapes
+    assert lean.nodes == [] and lean.as_dict()["nodes"] == []
+    for node in lean_graph.nodes.values():
+        assert "cost" not in node.meta
+        assert (node.meta["shapes"], node.meta["error"]) == (full_graph.nodes[node.name].meta["shapes"], full_graph.nodes[node.name].meta["error"])
+    latency = LatencyTable("ort", "cpu", 1, "test", FAMILIES)
+    lean_timed = analyze(GRAPHS[name](), strict=False, memory=False, latency=latency, nodes=False)
+    assert lean_timed.total == analyze(GRAPHS[name](), strict=False, memory=False, latency=latency).total
+    if name == "tails":
+        with pytest.raises(ShapeError) as lean_error:
+            analyze(GRAPHS[name](), memory=False, nodes=False)
+        with pytest.raises(ShapeError) as full_error:
+            analyze(GRAPHS[name](), memory=False)
+        assert lean_error.value.line() == full_error.value.line()
+    with pytest.raises(ValueError, match="nodes=False needs memory=False"):
+        analyze(GRAPHS[name](), nodes=False)
+
+
 @pytest.mark.parametrize("top", [1, 3, 10, 50, 200])
 def test_top_nodes_among_many_ties_are_the_first_in_schedule_order(top):
     """Most nodes of a long chain tie on FLOPs: the top nodes are those a full sort gives, ties in schedule order."""
@@ -173,7 +200,8 @@ GRAPHS = {"tails": tails_graph, **{t: (lambda t=t: build_template(t, input_shape
 
 @pytest.mark.parametrize("name", GRAPHS)
 def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
-    """The full pass places each node's buffers as it computes the node; planning the finished results again agrees."""
+    """The full pass places each node's buffers as it computes the node; planning the finished results again, and placing every
+    node through `BufferPlanner.place` (no inlined common case), agree."""
     graph = GRAPHS[name]()
     analyzer = Analyzer(graph)
     report = analyzer.refresh()
@@ -183,6 +211,14 @@ def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
         assert getattr(during, key) == getattr(after, key), key
     assert during.live.tree == after.live.tree and report.total.peak_activation_bytes == after.peak() > 0
     assert (name == "tails") == bool(report.errors)
+    plain = BufferPlanner(len(analyzer._order), analyzer.costs)  # every node through `place`, no inlined common case
+    for step, node in enumerate(analyzer._order):
+        if analyzer.costs[node].shapes is not None:
+            plain.place(step, node, graph.nodes[node], analyzer.costs[node].shapes, analyzer.costs[node].activation_bytes)
+    plain = plain.buffers()
+    for key in ("values", "views", "sizes", "born", "last_use", "steps"):
+        assert getattr(during, key) == getattr(plain, key), key
+    assert plain.peak() == after.peak()
 
 
 def test_nodes_of_one_signature_share_one_list_of_shapes():
