@@ -124,14 +124,14 @@ def make_ref(name: str, index: int = 0) -> str:
 class Node:
     """One op application. `attrs` holds the attributes set explicitly; `resolved` adds defaults."""
 
-    __slots__ = ("name", "op", "attrs", "inputs", "params", "share", "meta", "_resolved", "_own")
+    __slots__ = ("name", "op", "attrs", "inputs", "_params", "share", "meta", "_resolved", "_own")
 
     def __init__(self, name: str, op: str, attrs: dict, inputs: list, params: dict | None, share: str | None, resolved: dict | None = None):
         self.name = name
         self.op = op
         self.attrs = attrs
         self.inputs: list[str | None] = inputs
-        self.params: dict[str, np.ndarray] = params or {}
+        self._params: dict[str, np.ndarray] | None = params or None  # made on first use: most nodes of a large graph never hold any
         self.share = share
         self.meta: dict[str, Any] = {}
         # `attrs` resolved, when the caller has them at hand: possibly shared with other nodes (only read), until `resolved`
@@ -142,6 +142,18 @@ class Node:
     @property
     def opdef(self) -> registry.OpDef:
         return registry.get(self.op)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Parameter arrays by name (weight, bias, ...); empty until some are set."""
+        params = self._params
+        if params is None:
+            params = self._params = {}
+        return params
+
+    @params.setter
+    def params(self, value: dict[str, np.ndarray]) -> None:
+        self._params = value
 
     @property
     def resolved(self) -> dict:
@@ -171,7 +183,9 @@ class Graph:
     def __init__(self, name: str = "design"):
         self.name = name
         self.nodes: dict[str, Node] = {}
-        self._users: dict[str, list[tuple[str, int]]] = {}
+        # consumer index: node -> (consumer, input index) pairs, built from the nodes' inputs when first asked for (a design
+        # loaded or built only to be analysed may never need it), then kept in step by every edit
+        self._users: dict[str, list[tuple[str, int]]] | None = None
         self._listeners: list[Callable[[str, dict], None]] = []
         self._order_cache: dict[str, int] | None = {}  # the stable topological order: node -> step key, increasing along it
         self._order_end = 0  # the key the next node appended to that order gets
@@ -224,18 +238,30 @@ class Graph:
         self._ends = ends
         return ends
 
+    def _index(self) -> dict[str, list[tuple[str, int]]]:
+        """The consumer index, built now if it was not yet: consumers in insertion order, each one's inputs in order."""
+        users = self._users
+        if users is None:
+            users = self._users = {name: [] for name in self.nodes}
+            for name, node in self.nodes.items():
+                for i, ref in enumerate(node.inputs):
+                    if ref is not None:
+                        users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
+        return users
+
     def users(self, name: str) -> list[tuple[str, int]]:
         """Consumers of any output of `name` as (consumer, input index) pairs."""
-        return list(self._users.get(name, ()))
+        return list(self._index().get(name, ()))
 
     def user_count(self, name: str) -> int:
         """How many inputs read any output of `name` (`len(users(name))` without the copy)."""
-        return len(self._users.get(name, ()))
+        users = self._users
+        return len((users if users is not None else self._index()).get(name, ()))
 
     def value_users(self, ref: str) -> list[tuple[str, int]]:
         """Consumers of one value reference."""
         name, idx = parse_ref(ref)
-        return [(c, i) for c, i in self._users.get(name, ()) if parse_ref(self.nodes[c].inputs[i])[1] == idx]
+        return [(c, i) for c, i in self._index().get(name, ()) if parse_ref(self.nodes[c].inputs[i])[1] == idx]
 
     def share_groups(self) -> dict[str, list[str]]:
         """Sharing groups in insertion order: group name -> member node names (first one owns)."""
@@ -334,10 +360,11 @@ class Graph:
         if not given and suffix:  # every base_k up to this one is taken now: the next `fresh_name` starts after it
             self._suffix_floor[base] = suffix + 1
         users = self._users
-        users[name] = []
-        for i, ref in enumerate(inputs):
-            if ref is not None:
-                users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
+        if users is not None:
+            users[name] = []
+            for i, ref in enumerate(inputs):
+                if ref is not None:
+                    users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
             self._order_cache[name] = self._order_end
             self._order_end += 1
@@ -411,9 +438,10 @@ class Graph:
                     out, resolved, lists = found
                     nodes[name] = Node(name, op, {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out),
                                        list(refs), None, share, resolved)
-                    users[name] = []
-                    for i, ref in enumerate(refs):
-                        users[ref].append((name, i))
+                    if users is not None:
+                        users[name] = []
+                        for i, ref in enumerate(refs):
+                            users[ref].append((name, i))
                     if order is not None:
                         order[name] = end
                         end += 1
@@ -450,11 +478,12 @@ class Graph:
             node.inputs.append(None)
         old = node.inputs[index]
         ready = self._ready_step(node)
-        if old is not None:
-            self._users[parse_ref(old)[0]].remove((name, index))
+        users = self._users
+        if old is not None and users is not None:
+            users[parse_ref(old)[0]].remove((name, index))
         node.inputs[index] = ref
-        if ref is not None:
-            self._users[parse_ref(ref)[0]].append((name, index))
+        if ref is not None and users is not None:
+            users[parse_ref(ref)[0]].append((name, index))
         now = self._ready_step(node)
         if now != ready and not self._moved_to_end(name, now):
             self._structure_changed()
@@ -465,7 +494,7 @@ class Graph:
         order's last node, as when a node is put in front of an output; the sort would place it there and leave the rest
         as it was (a node nothing reads frees no other). False, changing nothing, in every other case."""
         cache = self._order_cache
-        if cache is None or ready is None or self._users[name] or ready <= cache[name] or cache[next(reversed(cache))] != ready:
+        if cache is None or ready is None or self._index()[name] or ready <= cache[name] or cache[next(reversed(cache))] != ready:
             return False
         del cache[name]
         cache[name] = self._order_end
@@ -495,7 +524,7 @@ class Graph:
         old = node.inputs[index]
         self.set_input(name, index, None)
         del node.inputs[index]
-        for src in {parse_ref(ref)[0] for ref in node.inputs[index:] if ref is not None}:
+        for src in {parse_ref(ref)[0] for ref in node.inputs[index:] if ref is not None} if self._users is not None else ():
             src_users = self._users[src]
             for k, (c, i) in enumerate(src_users):
                 if c == name and i > index:
@@ -542,14 +571,15 @@ class Graph:
     def erase(self, name: str) -> Node:
         """Remove a node that has no consumers."""
         node = self[name]
-        if self._users[name]:
-            users = ", ".join(sorted({c for c, _ in self._users[name]}))
+        index = self._index()
+        if index[name]:
+            users = ", ".join(sorted({c for c, _ in index[name]}))
             raise GraphError(f"cannot erase '{name}': it still feeds {users}", f"node '{name}'")
         for i, ref in enumerate(node.inputs):
             if ref is not None:
-                self._users[parse_ref(ref)[0]].remove((name, i))
+                index[parse_ref(ref)[0]].remove((name, i))
         del self.nodes[name]
-        del self._users[name]
+        del index[name]
         if node.share:
             self._owners = None
         if node.op in ("Input", "Output"):
@@ -583,16 +613,17 @@ class Graph:
             raise GraphError(f"invalid node name {new!r}", f"node '{old}'")
         if new in self.nodes:
             raise GraphError(f"duplicate node name '{new}'", f"node '{old}'")
-        users = self._users.pop(old)
+        index = self._index()
+        users = index.pop(old)
         self.nodes = {(new if k == old else k): v for k, v in self.nodes.items()}
         node.name = new
         if node.share:
             self._owners = None
         if node.op in ("Input", "Output"):
             self._ends = None
-        self._users[new] = users
+        index[new] = users
         for src in {parse_ref(ref)[0] for ref in node.inputs if ref is not None}:
-            src_users = self._users[new if src == old else src]
+            src_users = index[new if src == old else src]
             for k, (c, i) in enumerate(src_users):
                 if c == old:
                     src_users[k] = (new, i)
@@ -652,7 +683,7 @@ class Graph:
         position, run on the consumer index directly: building a DiGraph first would cost more than the sort."""
         names = list(self.nodes)
         position = dict(zip(names, range(len(names))))
-        users = self._users
+        users = self._index()
 
         def consumers(name: str) -> list[str]:
             """The distinct consumers of `name` (most nodes have one, which needs no set)."""
@@ -703,7 +734,7 @@ class Graph:
         seen: set[str] = set()
         stack = [name]
         while stack:
-            for consumer, _ in self._users.get(stack.pop(), ()):
+            for consumer, _ in self._index().get(stack.pop(), ()):
                 if consumer not in seen:
                     seen.add(consumer)
                     stack.append(consumer)
@@ -714,11 +745,11 @@ class Graph:
         """Deep copy of structure and attributes; parameter arrays are shared (copy-on-write by passes)."""
         g = Graph(self.name)
         for node in self.nodes.values():
-            n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node.params), node.share)
+            n = Node(node.name, node.op, dict(node.attrs), list(node.inputs), dict(node._params) if node._params else None, node.share)
             if node._resolved is not None:  # shared again, or a copy of the node's own
                 n._resolved = dict(node._resolved) if node._own else node._resolved
             g.nodes[n.name] = n
-        g._users = {k: list(v) for k, v in self._users.items()}
+        g._users = None if self._users is None else {k: list(v) for k, v in self._users.items()}
         g._suffix_floor = dict(self._suffix_floor)
         g._order_cache = None if self._order_cache is None else dict(self._order_cache)
         g._order_end = self._order_end
@@ -773,7 +804,7 @@ def verify(graph: Graph, check_attrs: bool = True, built: bool = False, checked:
             if producer.op == "Output":
                 raise GraphError(f"input '{ref}' is an Output node", f"node '{name}' input {i}")
             users[src].append((name, i))
-    for name, found in users.items() if not built else ():
+    for name, found in users.items() if not built and graph._users is not None else ():  # an index not built yet is in step
         kept = graph._users.get(name, [])
         if found != kept and sorted(found) != sorted(kept):
             raise GraphError("consumer index out of step with inputs", f"node '{name}'")

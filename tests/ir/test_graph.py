@@ -397,6 +397,7 @@ def test_verify_catches_structural_problems():
     with pytest.raises(GraphError, match="takes 1 input, has 2"):
         verify(g)
     g = chain()
+    g.users("conv")  # the consumer index is built on first use
     g._users["conv"].append(("y", 0))
     with pytest.raises(GraphError, match="out of step"):
         verify(g)

@@ -130,7 +130,7 @@ def test_a_large_graph_ages_what_it_built_and_leaves_a_programs_frozen_objects_f
 def graph_state(g: Graph) -> tuple:
     """Everything `add` keeps for a graph: nodes with their fields, consumer index, cached order, owners, ends."""
     nodes = [(n.name, n.op, n.attrs, n.resolved, n.inputs, n.params, n.share) for n in g.nodes.values()]
-    return nodes, g._users, g.order_keys(), g._order_end, g.inputs, g.outputs, {m: g.param_owner(m) for m in g.nodes}
+    return nodes, {m: g.users(m) for m in g.nodes}, g.order_keys(), g._order_end, g.inputs, g.outputs, {m: g.param_owner(m) for m in g.nodes}
 
 
 def plain_entries() -> list[dict]:
@@ -336,3 +336,46 @@ def test_a_design_file_with_a_name_twice_in_any_object_is_refused(where):
     assert text.count(repeat[0]) == 1
     with pytest.raises(DesignError, match="duplicate key"):
         loads(text.replace(*repeat))
+
+
+@pytest.mark.parametrize("built_at", ["start", "never", "after add"])
+def test_the_consumer_index_built_when_first_asked_for_follows_every_edit(built_at):
+    """Whether the index is built at once, after the nodes are added or only at the end, every edit leaves it equal to the
+    consumers the inputs name (in insertion order for a graph only added to)."""
+    g = Graph("g")
+    if built_at == "start":
+        g.users("x")
+    g.add("Input", name="x", attrs={"shape": [4, 8, 8]})
+    g.add("ReLU", ["x"], name="a")
+    g.add("ChannelSplit", ["a"], name="s")
+    g.add("Concat", ["s:0", "s:1", "a"], name="c")
+    g.add("Add", ["c", "c"], name="d")
+    g.add("Output", ["d"], name="y")
+    if built_at == "after add":
+        assert g.users("a") == [("s", 0), ("c", 2)] and g.users("c") == [("d", 0), ("d", 1)]
+
+    def consumers() -> dict:
+        return {m: sorted((c, i) for c in g.nodes for i, ref in enumerate(g.nodes[c].inputs)
+                          if ref is not None and ref.partition(":")[0] == m) for m in g.nodes}
+
+    edits = [
+        lambda: g.set_input("d", 1, "a"),
+        lambda: g.remove_input("c", 0),
+        lambda: g.add("ReLU", ["c"], name="r"),
+        lambda: g.replace_all_uses("c", "r", exclude=["r"]),
+        lambda: g.rename("a", "a2"),
+        lambda: g.set_inputs("c", ["s:1", "a2", "s:0"]),
+        lambda: g.set_input("y", 0, "r"),
+        lambda: g.erase("d"),
+    ]
+    for edit in edits:
+        edit()
+        if built_at != "never":
+            verify(g)  # compares a built index with the inputs
+            assert {m: sorted(g.users(m)) for m in g.nodes} == consumers()
+    assert {m: sorted(g.users(m)) for m in g.nodes} == consumers()
+    assert g.user_count("a2") == 2 and g.value_users("s:1") == [("c", 0)]
+    copied = g.copy()
+    assert {m: copied.users(m) for m in copied.nodes} == {m: g.users(m) for m in g.nodes}
+    with pytest.raises(GraphError, match="still feeds"):
+        g.erase("r")
