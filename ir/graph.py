@@ -13,7 +13,7 @@ import gc
 import heapq
 import itertools
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -186,6 +186,7 @@ class Graph:
         # consumer index: node -> (consumer, input index) pairs, built from the nodes' inputs when first asked for (a design
         # loaded or built only to be analysed may never need it), then kept in step by every edit
         self._users: dict[str, list[tuple[str, int]]] | None = None
+        self._counts: dict[str, int] | None = None  # node -> how many inputs read it, while there is no index; dropped by edits
         self._listeners: list[Callable[[str, dict], None]] = []
         self._order_cache: dict[str, int] | None = {}  # the stable topological order: node -> step key, increasing along it
         self._order_end = 0  # the key the next node appended to that order gets
@@ -254,9 +255,18 @@ class Graph:
         return list(self._index().get(name, ()))
 
     def user_count(self, name: str) -> int:
-        """How many inputs read any output of `name` (`len(users(name))` without the copy)."""
+        """How many inputs read any output of `name` (`len(users(name))` without the copy). Without a consumer index, the
+        counts of all nodes are taken at once (counting in C costs a fraction of building the index) and kept until an edit."""
         users = self._users
-        return len((users if users is not None else self._index()).get(name, ()))
+        if users is not None:
+            return len(users.get(name, ()))
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = Counter(itertools.chain.from_iterable(node.inputs for node in self.nodes.values()))
+            counts.pop(None, None)
+            for ref in [ref for ref in counts if ":" in ref]:  # output k of a node counts for the node
+                counts[parse_ref(ref)[0]] += counts.pop(ref)
+        return counts.get(name, 0)
 
     def value_users(self, ref: str) -> list[tuple[str, int]]:
         """Consumers of one value reference."""
@@ -357,6 +367,7 @@ class Graph:
         if (op == "Input" or op == "Output") and self._ends is not None:
             self._ends[op == "Output"].append(name)
         nodes[name] = node
+        self._counts = None
         if not given and suffix:  # every base_k up to this one is taken now: the next `fresh_name` starts after it
             self._suffix_floor[base] = suffix + 1
         users = self._users
@@ -386,6 +397,7 @@ class Graph:
         """
         if self._listeners:
             return 0
+        self._counts = None
         nodes, users, order = self.nodes, self._users, self._order_cache
         ops = registry.all_ops()
         plain_kinds = _PLAIN_KINDS
@@ -479,6 +491,7 @@ class Graph:
         old = node.inputs[index]
         ready = self._ready_step(node)
         users = self._users
+        self._counts = None
         if old is not None and users is not None:
             users[parse_ref(old)[0]].remove((name, index))
         node.inputs[index] = ref
@@ -580,6 +593,7 @@ class Graph:
                 index[parse_ref(ref)[0]].remove((name, i))
         del self.nodes[name]
         del index[name]
+        self._counts = None
         if node.share:
             self._owners = None
         if node.op in ("Input", "Output"):
@@ -614,6 +628,7 @@ class Graph:
         if new in self.nodes:
             raise GraphError(f"duplicate node name '{new}'", f"node '{old}'")
         index = self._index()
+        self._counts = None
         users = index.pop(old)
         self.nodes = {(new if k == old else k): v for k, v in self.nodes.items()}
         node.name = new

@@ -379,3 +379,22 @@ def test_the_consumer_index_built_when_first_asked_for_follows_every_edit(built_
     assert {m: copied.users(m) for m in copied.nodes} == {m: g.users(m) for m in g.nodes}
     with pytest.raises(GraphError, match="still feeds"):
         g.erase("r")
+
+
+def test_user_counts_without_an_index_follow_edits_and_equal_the_index():
+    g = Graph("g")
+    g.add("Input", name="x", attrs={"shape": [4, 8, 8]})
+    g.add("ChannelSplit", ["x"], name="s")
+    g.add("Concat", ["s:0", "s:1", "x"], name="c")
+    g.add("Add", ["c", "c"], name="d")
+    g.add("Output", ["d"], name="y")
+    names = list(g.nodes)
+    assert [g.user_count(m) for m in names] == [2, 2, 2, 1, 0] and g._users is None
+    g.set_input("d", 1, "s:1")
+    assert [g.user_count(m) for m in names] == [2, 3, 1, 1, 0]
+    assert g.add_plain([{"name": "r", "op": "ReLU", "inputs": ["c"]}]) == 1
+    g.add("ReLU", ["r"], name="q")
+    assert g.user_count("c") == 2 and g.user_count("r") == 1 and g.user_count("q") == 0
+    counts = {m: g.user_count(m) for m in g.nodes}
+    g.users("x")  # builds the index
+    assert {m: g.user_count(m) for m in g.nodes} == counts == {m: len(g.users(m)) for m in g.nodes}
