@@ -414,25 +414,11 @@ def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost])
     buffers read by Output nodes stay live to the end.
     """
     planner = BufferPlanner(len(order), costs)
-    place, buffer_of, sizes, born, last_use = planner.place, planner.values, planner.sizes, planner.born, planner.last_use
-    alone: dict[str, bool] = {}  # op -> whether its nodes allocate buffers of their own (no view, no Output)
+    place = planner.place
     step = -1
     for name, node, c in zip(order, map(graph.nodes.__getitem__, order), map(costs.get, order)):  # the lookups run in C
         step += 1
-        if c is None or c.shapes is None:
-            continue
-        op, inputs = node.op, node.inputs
-        own = alone.get(op)
-        if own is None:
-            own = alone[op] = not node.opdef.alias and op != "Output"
-        if own and len(c.shapes) == 1 and len(inputs) == 1 and (sid := buffer_of.get(inputs[0])) is not None:  # `place` inlined for the common case
-            if last_use[sid] < step:
-                last_use[sid] = step
-            buffer_of[name] = len(sizes)
-            sizes.append(c.activation_bytes)
-            born.append(step)
-            last_use.append(step)
-        else:
+        if c is not None and c.shapes is not None:
             place(step, name, node, c.shapes, c.activation_bytes)
     return planner.buffers()
 

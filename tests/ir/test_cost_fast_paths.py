@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convstudio.ir.cost import EXACT_FLOAT, Analyzer, BufferPlanner, Buffers, analyze, node_cost, schedule_buffers
+from convstudio.ir.cost import EXACT_FLOAT, Analyzer, Buffers, analyze, node_cost, schedule_buffers
 from convstudio.ir.errors import ShapeError
 from convstudio.ir.graph import Graph
 from convstudio.ir.latency import TAIL_DEPTH, LatencyTable, family, predict
@@ -200,8 +200,8 @@ GRAPHS = {"tails": tails_graph, **{t: (lambda t=t: build_template(t, input_shape
 
 @pytest.mark.parametrize("name", GRAPHS)
 def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
-    """The full pass places each node's buffers as it computes the node; planning the finished results again, and placing every
-    node through `BufferPlanner.place` (no inlined common case), agree."""
+    """The full pass places each node's buffers as it computes the node, inlining the common case; planning the finished results
+    again (`schedule_buffers`, every node through `BufferPlanner.place`) agrees."""
     graph = GRAPHS[name]()
     analyzer = Analyzer(graph)
     report = analyzer.refresh()
@@ -211,14 +211,6 @@ def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
         assert getattr(during, key) == getattr(after, key), key
     assert during.live.tree == after.live.tree and report.total.peak_activation_bytes == after.peak() > 0
     assert (name == "tails") == bool(report.errors)
-    plain = BufferPlanner(len(analyzer._order), analyzer.costs)  # every node through `place`, no inlined common case
-    for step, node in enumerate(analyzer._order):
-        if analyzer.costs[node].shapes is not None:
-            plain.place(step, node, graph.nodes[node], analyzer.costs[node].shapes, analyzer.costs[node].activation_bytes)
-    plain = plain.buffers()
-    for key in ("values", "views", "sizes", "born", "last_use", "steps"):
-        assert getattr(during, key) == getattr(plain, key), key
-    assert plain.peak() == after.peak()
 
 
 def test_nodes_of_one_signature_share_one_list_of_shapes():
