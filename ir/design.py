@@ -236,19 +236,35 @@ def _members(data: Any) -> int:
     return count
 
 
+def _reference_colons(data: Any) -> int:
+    """The colons in the nodes' input references ("node:k"), counted in C; 0 when the nodes are not objects whose inputs
+    hold only strings."""
+    nodes = data.get("nodes") if type(data) is dict else None
+    if type(nodes) is not list:
+        return 0
+    try:
+        return "\n".join(itertools.chain.from_iterable(filter(None, map(dict.get, nodes, itertools.repeat("inputs"))))).count(":")
+    except TypeError:
+        return 0
+
+
 def _parse(text: str) -> Any:
     """The JSON value of `text`, refusing a name given twice in one object (`_unique_keys`).
 
     Parsed first without the check, which builds objects in C: when every colon in the text is accounted for by a member
-    `_members` counts, no object lost one to a repeat (each member has a colon; other colons are inside strings). Otherwise,
-    or when that parse fails, the text is parsed again member by member, which names the repeat or the error.
+    `_members` counts, or by an input reference (a colon written as such, no escape can make one), no object lost a member
+    to a repeat (each member has a colon; other colons are inside strings). Otherwise, or when that parse fails, the text is
+    parsed again member by member, which names the repeat or the error.
     """
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         pass
     else:
-        if _members(data) == text.count(":"):
+        members, colons = _members(data), text.count(":")
+        if members == colons:
+            return data
+        if members == colons - _reference_colons(data) and "\\u003a" not in text and "\\u003A" not in text:
             return data
     return json.loads(text, object_pairs_hook=_unique_keys)
 

@@ -398,3 +398,19 @@ def test_user_counts_without_an_index_follow_edits_and_equal_the_index():
     counts = {m: g.user_count(m) for m in g.nodes}
     g.users("x")  # builds the index
     assert {m: g.user_count(m) for m in g.nodes} == counts == {m: len(g.users(m)) for m in g.nodes}
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_input_references_to_an_output_k_do_not_hide_a_repeated_name(escaped):
+    """A colon in "node:k" is a colon of the text, unless written as an escape: a repeat is refused either way."""
+    g = Graph("d")
+    g.add("Input", name="x", attrs={"shape": [4, 8, 8]})
+    g.add("ChannelSplit", ["x"], name="s")
+    g.add("Concat", ["s:1", "s:0"], name="c")
+    g.add("Output", ["c"], name="y")
+    text = dumps(Design(g))
+    if escaped:
+        text = text.replace('"s:1"', '"s\\u003a1"')
+    assert loads(text).graph.nodes["c"].inputs == ["s:1", "s:0"]
+    with pytest.raises(DesignError, match="duplicate key 'name'"):
+        loads(text.replace('"name": "d"', '"name": "d", "name": "e"'))
