@@ -29,7 +29,6 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches
 
 
 PLAIN_FIELDS = frozenset(("name", "op", "inputs", "attrs", "share"))  # what a node of a design file holds
-_PLAIN_KINDS = frozenset((int, bool, str, type(None)))  # attribute values whose type and value tell how they validate
 _NO_INPUTS = ()  # `add_plain`: an entry without inputs
 
 LARGE_GRAPH = 8_192  # nodes: from this size on, `add` ages what a graph has built every AGE_EVERY nodes
@@ -115,6 +114,13 @@ def parse_ref(ref: str) -> tuple[str, int]:
             raise GraphError(f"bad value reference '{ref}'", "expected 'node' or 'node:index'")
         return name, int(idx)
     return ref, 0
+
+
+def _enter_inputs(users: dict[str, list[tuple[str, int]]], name: str, inputs: list[str | None]) -> None:
+    """Enter the inputs of node `name` in the consumer index `users`, which has an entry for each of its producers."""
+    for i, ref in enumerate(inputs):
+        if ref is not None:
+            users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
 
 
 def make_ref(name: str, index: int = 0) -> str:
@@ -245,9 +251,7 @@ class Graph:
         if users is None:
             users = self._users = {name: [] for name in self.nodes}
             for name, node in self.nodes.items():
-                for i, ref in enumerate(node.inputs):
-                    if ref is not None:
-                        users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
+                _enter_inputs(users, name, node.inputs)
         return users
 
     def users(self, name: str) -> list[tuple[str, int]]:
@@ -373,9 +377,7 @@ class Graph:
         users = self._users
         if users is not None:
             users[name] = []
-            for i, ref in enumerate(inputs):
-                if ref is not None:
-                    users[ref if ":" not in ref else parse_ref(ref)[0]].append((name, i))
+            _enter_inputs(users, name, inputs)
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
             self._order_cache[name] = self._order_end
             self._order_end += 1
@@ -400,7 +402,6 @@ class Graph:
         self._counts = None
         nodes, users, order = self.nodes, self._users, self._order_cache
         ops = registry.all_ops()
-        plain_kinds = _PLAIN_KINDS
         checked: dict = {}  # op, or (op, items, kinds) -> `OpDef.checked` of those attributes
         count = len(nodes)
         start, end = count, self._order_end
@@ -430,30 +431,24 @@ class Graph:
                     if share is not None and type(share) is not str:
                         break
                     attrs = entry.get("attrs")
-                    if attrs:
-                        if type(attrs) is not dict:
-                            break
-                        kinds = tuple(map(type, attrs.values()))
-                        key = (op, tuple(attrs.items()), kinds) if plain_kinds.issuperset(kinds) else None
-                    elif attrs is None or type(attrs) is dict:
-                        key = op
+                    if attrs:  # `OpDef.checked`'s memo key, with the op: its common case, computed here once per node
+                        kinds = tuple(map(type, attrs.values())) if type(attrs) is dict else None
+                        key = (op, tuple(attrs.items()), kinds) if kinds is not None and registry.PLAIN_KINDS.issuperset(kinds) else None
                     else:
-                        break
+                        key = op if attrs is None or type(attrs) is dict else None
                     found = checked.get(key) if key is not None else None
                     if found is None:
                         try:
-                            found = opdef.checked(attrs or {}, name)
+                            found = opdef.checked({} if attrs is None else attrs, name)
                         except DesignError:
                             break
                         if key is not None:
                             checked[key] = found
                     out, resolved, lists = found
-                    nodes[name] = Node(name, op, {k: list(v) if type(v) is list else v for k, v in out.items()} if lists else dict(out),
-                                       list(refs), None, share, resolved)
+                    nodes[name] = Node(name, op, registry.own_attrs(out, lists), list(refs), None, share, resolved)
                     if users is not None:
                         users[name] = []
-                        for i, ref in enumerate(refs):
-                            users[ref].append((name, i))
+                        _enter_inputs(users, name, refs)
                     if order is not None:
                         order[name] = end
                         end += 1

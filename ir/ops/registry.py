@@ -225,7 +225,7 @@ class OpDef:
             key = _NO_ATTRS
         else:  # `_memo_key`'s common case inline: this runs once per node of a large graph
             kinds = tuple(map(type, attrs.values()))
-            key = (tuple(attrs.items()), kinds) if _PLAIN_KINDS.issuperset(kinds) else _memo_key(attrs)
+            key = (tuple(attrs.items()), kinds) if PLAIN_KINDS.issuperset(kinds) else _memo_key(attrs)
         found = self._checked.get(key) if key is not None else None
         if found is None:
             out, resolved = self.validate_resolved(attrs, f"node '{name}'")
@@ -276,7 +276,7 @@ class OpDef:
         return out
 
 
-_PLAIN_KINDS = frozenset((int, bool, str, type(None)))
+PLAIN_KINDS = frozenset((int, bool, str, type(None)))
 _NO_ATTRS = ((), ())  # `_memo_key({})`, the key of most nodes (BatchNorm, ReLU, Add, ...)
 
 
@@ -292,7 +292,7 @@ def _memo_key(attrs: dict) -> tuple | None:
     bits (-0.0 is not 0.0), and lists keep their element types.
     """
     kinds = tuple(map(type, attrs.values()))
-    if _PLAIN_KINDS.issuperset(kinds):  # the common case, built in C
+    if PLAIN_KINDS.issuperset(kinds):  # the common case, built in C
         return tuple(attrs.items()), kinds
     key = []
     for name, value in attrs.items():

@@ -193,6 +193,7 @@ BAD_ENTRIES = {
     "reference not a string": {"name": "q", "op": "ReLU", "inputs": [["x"]]},
     "reads an Output": {"name": "q", "op": "ReLU", "inputs": ["out"]},
     "attrs not an object": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": [1]},
+    "attrs an empty list": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": []},
     "bad attribute": {"name": "q", "op": "Conv2d", "inputs": ["x"], "attrs": {"out_channels": 0, "kernel_size": 3}},
     "unknown attribute": {"name": "q", "op": "ReLU", "inputs": ["x"], "attrs": {"alpha": 1}},
     "share not a string": {"name": "q", "op": "ReLU", "inputs": ["x"], "share": 1},
