@@ -248,13 +248,33 @@ def _reference_colons(data: Any) -> int:
         return 0
 
 
+def _string_colons(data: Any) -> int:
+    """The colons in the names and strings of a design file's JSON value that `_members` visits one by one: all but the
+    nodes and the layout (a design's name, its outputs' references "node:k", training fields, groups)."""
+    if type(data) is not dict:
+        return 0
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            count += sum(key.count(":") for key in value)
+            stack.extend(v for k, v in value.items() if value is not data or k not in ("nodes", "layout"))
+        elif type(value) is list:
+            stack.extend(value)
+        elif type(value) is str:
+            count += value.count(":")
+    return count
+
+
 def _parse(text: str) -> Any:
     """The JSON value of `text`, refusing a name given twice in one object (`_unique_keys`).
 
     Parsed first without the check, which builds objects in C: when every colon in the text is accounted for by a member
-    `_members` counts, or by an input reference (a colon written as such, no escape can make one), no object lost a member
-    to a repeat (each member has a colon; other colons are inside strings). Otherwise, or when that parse fails, the text is
-    parsed again member by member, which names the repeat or the error.
+    `_members` counts, or by a string that holds it (an input reference, or a name or string outside the nodes and the layout:
+    a colon written as such, no escape can make one), no object lost a member to a repeat (each member has a colon; other
+    colons are inside strings). Otherwise, or when that parse fails, the text is parsed again member by member, which names
+    the repeat or the error.
     """
     try:
         data = json.loads(text)
@@ -264,7 +284,7 @@ def _parse(text: str) -> Any:
         members, colons = _members(data), text.count(":")
         if members == colons:
             return data
-        if members == colons - _reference_colons(data) and "\\u003a" not in text and "\\u003A" not in text:
+        if "\\u003a" not in text and "\\u003A" not in text and members == colons - _reference_colons(data) - _string_colons(data):
             return data
     return json.loads(text, object_pairs_hook=_unique_keys)
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from convstudio.ir.design import Design, dumps, loads
 from convstudio.ir.errors import DesignError, GraphError
 from convstudio.ir.graph import NAME_RE, Graph, verify
+from convstudio.ir.groups import Group
 
 
 def relu_chain(n: int) -> Graph:
@@ -415,3 +416,32 @@ def test_input_references_to_an_output_k_do_not_hide_a_repeated_name(escaped):
     assert loads(text).graph.nodes["c"].inputs == ["s:1", "s:0"]
     with pytest.raises(DesignError, match="duplicate key 'name'"):
         loads(text.replace('"name": "d"', '"name": "d", "name": "e"'))
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_colons_in_names_and_strings_outside_the_nodes_keep_the_fast_parse_and_a_repeat_is_still_refused(monkeypatch, escaped):
+    """A design's name, a group's name, a training field and an output reading "node:k" hold colons of the text: the file
+    is parsed without the per-object check, unless a colon is written as an escape; a repeated name is refused either way."""
+    from convstudio.ir import design
+
+    g = Graph("ResNet: pruned")
+    g.add("Input", name="x", attrs={"shape": [4, 8, 8]})
+    g.add("ChannelSplit", ["x"], name="s")
+    g.add("ReLU", ["s:0"], name="r")
+    g.add("Output", ["r"], name="y")
+    g.add("Output", ["s:1"], name="rest")
+    g.groups = {"stage 1: stem": Group("stage 1: stem", ["s", "r"])}
+    text = dumps(Design(g, {"dataset": "digits:v2.npz"}))
+    if escaped:
+        text = text.replace('"s:1"', '"s\\u003a1"')
+    assert text.count(":") > text.count('":')  # colons inside strings
+    checked = []
+    real = design._unique_keys
+    monkeypatch.setattr(design, "_unique_keys", lambda pairs: checked.append(1) or real(pairs))
+    loaded = loads(text)
+    assert loaded.graph.name == "ResNet: pruned" and loaded.graph.nodes["rest"].inputs == ["s:1"] and loaded.training["dataset"] == "digits:v2.npz"
+    assert list(loaded.graph.groups) == ["stage 1: stem"]
+    assert bool(checked) == escaped
+    for repeat in ('"name": "ResNet: pruned"', '"dataset": "digits:v2.npz"', '"y": "r"'):
+        with pytest.raises(DesignError, match="duplicate key"):
+            loads(text.replace(repeat, f"{repeat}, {repeat}"))
