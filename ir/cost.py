@@ -343,11 +343,13 @@ class BufferPlanner:
     The analyzer's full pass places each node right after computing it, while its inputs are still in the CPU's cache.
     """
 
-    __slots__ = ("steps", "costs", "values", "views", "sizes", "born", "last_use", "alias")
+    __slots__ = ("steps", "costs", "shapes", "values", "views", "sizes", "born", "last_use", "alias")
 
-    def __init__(self, steps: int, costs: dict[str, NodeCost]):
+    def __init__(self, steps: int, costs: dict[str, NodeCost], shapes: dict[str, list | None] | None = None):
         self.steps = steps
-        self.costs = costs  # node -> its NodeCost: the output count of a producer whose output k > 0 is read
+        # node -> its NodeCost, or its output shapes when `shapes` is given: the output count of a producer whose output k > 0 is read
+        self.costs = costs
+        self.shapes = shapes
         # ints, not a list per node: a plan for a large graph then adds no objects for the garbage collector to scan
         self.values: dict[str, int] = {}  # node -> buffer id of its output 0; output k has the id + k, or the same id for a view
         self.views: set[str] = set()
@@ -368,7 +370,7 @@ class BufferPlanner:
             if ":" in ref:
                 src, idx = parse_ref(ref)
                 sid = values.get(src)
-                if sid is None or idx >= len(self.costs[src].shapes):
+                if sid is None or idx >= len(self.costs[src].shapes if self.shapes is None else self.shapes[src]):
                     continue
                 if idx and src not in views:
                     sid += idx
@@ -476,6 +478,8 @@ class Analyzer:
         self.recomputed: list[str] = []
         self._fanout: set[str] = set()  # with a latency table: nodes whose consumers or inputs changed since the last refresh
         self._per_node = True  # False (`analyze(nodes=False)`, one refresh): no cost in the nodes' meta, nor NodeCosts on the fast path
+        self._top: int | None = None  # with `_per_node` False (`analyze(nodes=K)`): the report keeps the K nodes with the most FLOPs
+        self._picked: list[NodeCost] = []
         graph.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -715,13 +719,14 @@ class Analyzer:
         convention = self.convention
         table, batch = self.latency, self.batch or 1
         order = self._order
-        per_node = self._per_node
-        planner = BufferPlanner(len(order), costs) if self.memory else None
+        per_node, top = self._per_node, self._top
+        planner = BufferPlanner(len(order), costs, shapes) if self.memory else None
         if planner is not None:
             place, buffer_of, sizes, born, last_use = planner.place, planner.values, planner.sizes, planner.born, planner.last_use
         # signature -> [output shapes, NodeCost fields after name, op and shapes: of an owner, of a sharer, {fused: [latency ms, `exact`
-        # ms, uses]}, nodes that used the owner's fields, the sharer's, whether its nodes allocate one buffer of their own]; the totals
-        # add each entry's values times their uses at the end
+        # ms, uses]}, nodes that used the owner's fields, the sharer's, whether its nodes allocate one buffer of their own, and without
+        # per-node costs the names of the nodes that used the owner's fields, the sharer's]; the totals add each entry's values times
+        # their uses at the end
         priced: dict[tuple, list] = {}
         step = -1
         # a design kept in schedule order (as loaded, or built in order) walks its dict of nodes in place; else the lookups run in C
@@ -752,7 +757,7 @@ class Analyzer:
                     if known is not None:
                         result = list(known[0])
                         entry = priced[key] = [result, *(_fields(_priced(node, result, known[1], known[2], convention, owns)) for owns in (True, False)),
-                                               {}, 0, 0, len(result) == 1 and not node.opdef.alias and node.op != "Output"]
+                                               {}, 0, 0, len(result) == 1 and not node.opdef.alias and node.op != "Output", [], []]
             if entry is None:  # no shapes yet, JSON attributes, an op not met yet or a new signature: the general path
                 self._compute(name, sharers)
                 if planner is not None and shapes[name] is not None:
@@ -777,33 +782,70 @@ class Analyzer:
             meta = node.meta
             meta["shapes"] = result
             meta["error"] = None
-            if not per_node:
+            if per_node:
+                cost = NodeCost(name, node.op, result, *fields)
+                if table is not None:
+                    cost.latency_ms = ms[0]
+                meta["cost"] = cost
+                costs[name] = cost
+            else:
                 if "cost" in meta:
                     del meta["cost"]
-                continue
-            cost = NodeCost(name, node.op, result, *fields)
-            if table is not None:
-                cost.latency_ms = ms[0]
-            meta["cost"] = cost
-            costs[name] = cost
+                if top is None:
+                    continue
+                (entry[7] if fields is entry[1] else entry[8]).append(name)
             if planner is not None:
                 inputs = node.inputs
                 if entry[6] and len(inputs) == 1 and (sid := buffer_of.get(inputs[0])) is not None:  # `place` inlined for the common case
                     if last_use[sid] < step:
                         last_use[sid] = step
                     buffer_of[name] = len(sizes)
-                    sizes.append(cost.activation_bytes)
+                    sizes.append(fields[3])  # the activation bytes
                     born.append(step)
                     last_use.append(step)
                 else:
-                    place(step, name, node, result, cost.activation_bytes)
+                    place(step, name, node, result, fields[3])
         sums = self._sums
-        for _, owner, sharer, timed, owned, shared, _ in priced.values():
+        for _, owner, sharer, timed, owned, shared, *_ in priced.values():
             for k in range(4):
                 sums[k] += owner[k] * owned + sharer[k] * shared
             for _, steps, uses in timed.values():
                 sums[4] += steps * uses
+        if top is not None and not per_node:
+            self._picked = self._pick_top(top, priced.values(), sharers)
         return planner.buffers() if planner is not None else None
+
+    def _pick_top(self, k: int, entries, sharers: set[str]) -> list[NodeCost]:
+        """The costs of the `k` nodes with the most FLOPs, then MACs, then parameters (ties: the first in schedule order), in
+        schedule order, from a full pass without per-node costs: the nodes of one signature and role share one cost, so only
+        the groups at or above the k-th largest are looked into, and costs are made for the nodes picked alone."""
+        groups = [((c.flops, c.macs, c.params), [name]) for name, c in self.costs.items()]  # the nodes of the general path
+        for entry in entries:
+            for fields, names in ((entry[1], entry[7]), (entry[2], entry[8])):
+                if names:
+                    groups.append(((fields[2], fields[1], fields[0]), names))
+        groups.sort(key=operator.itemgetter(0), reverse=True)
+        counted, threshold = 0, None
+        for key, names in groups:
+            counted += len(names)
+            if counted >= k:
+                threshold = key
+                break
+        position = self._position
+        above = [name for key, names in groups if threshold is None or key > threshold for name in names]
+        tied = sorted((name for key, names in groups if key == threshold for name in names[:k - len(above)]), key=position.__getitem__)
+        graph, shapes, costs, latency = self.graph, self.shapes, self.costs, self.latency
+        picked = []
+        for name in sorted(above + tied[:k - len(above)], key=position.__getitem__):
+            cost = costs.get(name)
+            if cost is None:  # a node of the fast path: its cost made again, as `_compute` makes it
+                node = graph.nodes[name]
+                ins = input_shapes_of(graph, node, shapes)
+                cost = node_cost(graph, name, shapes, self.convention, name not in sharers, ins)
+                if latency is not None:
+                    self._predict(node, ins, shapes[name], cost)
+            picked.append(cost)
+        return picked
 
     def _compute(self, name: str, sharers: set[str]) -> None:
         graph = self.graph
@@ -854,20 +896,29 @@ class Analyzer:
         position = self._position
         errors = [self.costs[name].error for name in sorted(self.errors, key=position.__getitem__)]
         inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}
-        return CostReport(self.convention, self.batch, inputs, NodeCosts(self, scale) if self._per_node else [], total, errors)
+        nodes = NodeCosts(self, scale) if self._per_node else [_scaled(c, scale) for c in self._picked]
+        return CostReport(self.convention, self.batch, inputs, nodes, total, errors)
 
 
 def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None,
-            memory: bool = True, nodes: bool = True) -> CostReport:
+            memory: bool = True, nodes: bool | int = True) -> CostReport:
     """Shapes and cost of every node. Strict mode raises the first shape error in schedule order, then
     the first sharing group whose members need parameters of different shapes. `memory=False` skips planning
     activation buffers: the report's peak memory is then None. `nodes=False` (with `memory=False`) keeps no per-node
     costs, for callers that read only the shapes, totals and errors: the report's `nodes` is empty and the nodes' meta
-    gets shapes and errors but no cost."""
-    if memory and not nodes:
+    gets shapes and errors but no cost. `nodes=K` (a whole number) is the same, but the report's `nodes` holds the K nodes
+    with the most FLOPs (then MACs, then parameters; ties in schedule order), in schedule order: what `as_dict(top=K)` picks
+    from a full report."""
+    top = None
+    if type(nodes) is int:
+        if nodes < 1:
+            raise ValueError(f"nodes=K needs K >= 1, got {nodes}")
+        top, nodes = nodes, False
+    elif memory and not nodes:
         raise ValueError("a memory plan needs the per-node costs: nodes=False needs memory=False")
     analyzer = Analyzer(graph, convention, batch, latency, memory)
     analyzer._per_node = nodes
+    analyzer._top = top
     try:
         report = analyzer.refresh()
     finally:

@@ -42,9 +42,10 @@ def refuse_overwriting(out: Path, read: list[Path | None]) -> None:
 
 
 def analyze_design(design: Design, convention: str = "flops", batch: int | None = None, latency=None, memory: bool = True,
-                   nodes: bool = True) -> CostReport:
+                   nodes: bool | int = True) -> CostReport:
     """Strict shapes and cost of a loaded design (with predicted latency from the table `latency`; peak memory unless `memory`
-    is false; per-node costs unless `nodes` is false, see `analyze`); an error also names the design file."""
+    is false; per-node costs unless `nodes` is false, or of the top `nodes` layers only, see `analyze`); an error also names
+    the design file."""
     try:
         return analyze(design.graph, convention, batch, strict=True, latency=latency, memory=memory, nodes=nodes)
     except DesignError as e:

@@ -59,12 +59,19 @@ def batch_size(args, from_input: int | None) -> int | None:
     return args.batch if args.batch is not None else from_input
 
 
-def report_for(args) -> CostReport:
+def report_for(args) -> tuple[CostReport, int | None]:
+    """The report and how many layers its table shows (None: all). A table of the top K layers needs the costs of those
+    alone (`analyze`'s nodes=K): the other nodes get none, only their sums."""
     if args.top is not None and args.top < 1:
         raise DesignError(f"top must be at least 1, got {args.top}", "--top")
     design = load_design(args.file)
     batch = batch_size(args, apply_input_shapes(design.graph, args.input))
-    return analyze_design(design, args.convention, batch, latency_table(args))
+    top = args.top
+    if top is None and len(design.graph.nodes) > TABLE_ROWS:
+        top = TOP_ROWS
+    if args.json:
+        top = None
+    return analyze_design(design, args.convention, batch, latency_table(args), nodes=True if top is None else top), top
 
 
 def latency_table(args):
@@ -155,16 +162,14 @@ def render(report: CostReport, top: int | None, formulas: bool, console: Console
 
 @paused_gc()  # a short run that builds no reference cycles: the collector would only rescan the design's nodes
 def run(args) -> int:
-    report = report_for(args)
+    report, top = report_for(args)
     if args.json:
         print_json(report.as_dict())
         return 0
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:  # a file or pipe gets the whole table unless COLUMNS says otherwise
         console = Console(highlight=False, width=240)
-    top = args.top
-    if top is None and len(report.nodes) > TABLE_ROWS:
-        top = TOP_ROWS
+    if args.top is None and top is not None:
         console.print(f"a design of more than {TABLE_ROWS} nodes gets a table of its {TOP_ROWS} layers with the most FLOPs "
                       "(--top K for another number, --json for every layer)")
     render(report, top, args.formulas, console)

@@ -143,6 +143,39 @@ def test_top_nodes_among_many_ties_are_the_first_in_schedule_order(top):
         assert report.as_dict(top)["nodes"] == expected
 
 
+def ties_graph() -> Graph:
+    """A long chain whose convs tie on FLOPs and split on MACs and parameters (bias or not), with sharing groups whose later
+    members count no parameters, and a ChannelSplit whose second output is read."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    for i in range(150):
+        x = g.add("Conv2d", [x], attrs={"out_channels": 4, "kernel_size": 3, "padding": 1, "bias": i % 2 == 0},
+                  share=f"s{i % 3}" if i % 5 == 0 else None).name
+        x = g.add("ReLU", [x]).name
+    x = g.add("Concat", [f"{g.add('ChannelSplit', [x], attrs={'sections': [2, 2]}).name}:1", x]).name
+    g.add("Output", [x], name="y")
+    return g
+
+
+@pytest.mark.parametrize("name", ["ties", "tails", "resnet18", "googlenet", "triplet_net"])
+def test_an_analysis_keeping_the_top_nodes_alone_picks_what_a_full_report_picks(name):
+    """`nodes=K` keeps the costs of the K nodes `as_dict(top=K)` picks from a full report, equal field by field (predicted
+    latency included), under every convention and batch, and the same totals and peak memory."""
+    make = ties_graph if name == "ties" else GRAPHS[name]
+    for top in (1, 7, 50, 10_000):
+        for convention, batch, latency in (("flops", None, None), ("latency", 2, table()), ("fvcore", None, table()), ("torchvision", 3, None)):
+            full = analyze(make(), convention, batch, strict=False, latency=latency)
+            lean = analyze(make(), convention, batch, strict=False, latency=latency, nodes=top)
+            assert lean.total == full.total and lean.errors == full.errors and lean.input_shapes == full.input_shapes
+            assert lean.as_dict(top) == full.as_dict(top)
+            picked = [n.name for n in lean.nodes]
+            assert len(picked) == min(top, len(full.nodes)) and picked == [n.name for n in full.nodes if n.name in set(picked)]  # schedule order
+            for cost in lean.nodes:
+                assert cost == full.nodes.get(cost.name)
+    with pytest.raises(ValueError, match="K >= 1"):
+        analyze(make(), nodes=0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(buffers=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 30), st.integers(0, 31)), max_size=40),
        adds=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 10**5)), max_size=10))
