@@ -246,6 +246,31 @@ def test_the_plan_made_during_a_full_analysis_equals_planning_after_it(name):
     assert (name == "tails") == bool(report.errors)
 
 
+def long_tails_graph() -> Graph:
+    """Runs of identical tails (BN, activations, adds) twice as long as TAIL_DEPTH behind convs, so nodes of one signature
+    sit at every distance from their head, within and past the depth a runtime fuses; one run has a second reader midway."""
+    g = Graph()
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    for pattern in (("ReLU",), ("BatchNorm2d", "ReLU"), ("ReLU", "Add", "SiLU"), ("Hardswish",)):
+        for _ in range(2):
+            y = g.add("Conv2d", [x], attrs={"out_channels": 4, "kernel_size": 1}).name
+            for i in range(2 * TAIL_DEPTH + 1):
+                op = pattern[i % len(pattern)]
+                y = g.add(op, [y, x] if op == "Add" else [y]).name
+                if pattern == ("Hardswish",) and i == TAIL_DEPTH // 2:
+                    g.add("Identity", [y])
+            x = y
+    g.add("Output", [x], name="y")
+    return g
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_tails_at_every_distance_from_their_head_are_predicted_as_each_alone(batch):
+    """The full pass takes the first step of each tail's walk to its head and goes on from its producer's walk: every node's
+    predicted latency equals predicting it alone, though nodes of one signature are fused in one place and not in another."""
+    assert_equals_each_node_alone(long_tails_graph(), batch)
+
+
 def test_nodes_of_one_signature_share_one_list_of_shapes():
     """A long chain of repeated blocks keeps a few lists of shapes, not one per node (fewer objects to make and free)."""
     graph = GRAPHS["tails"]()
