@@ -208,12 +208,14 @@ def _parse_int(text: str) -> int | LongNumber:
         return LongNumber(len(text.lstrip("-")))
 
 
-def _members(data: Any) -> int:
+def _members(data: Any) -> tuple[int, int]:
     """How many members the objects of a design file's JSON value hold, counting only those found without visiting every
-    value (nodes and their attrs, layout, and all of the smaller sections): never more than there are."""
+    value (nodes and their attrs, layout, and all of the smaller sections): never more than there are. Also the colons in
+    the names and strings of what it visits one by one (a design's name, its outputs' references "node:k", training
+    fields, groups): never more than the text writes as such, unless an escape writes one."""
     if type(data) is not dict:
-        return 0
-    count = len(data)
+        return 0, 0
+    count, colons = len(data), sum(key.count(":") for key in data)
     stack = []
     for key, value in data.items():
         if key == "nodes" and type(value) is list:
@@ -230,10 +232,13 @@ def _members(data: Any) -> int:
         value = stack.pop()
         if type(value) is dict:
             count += len(value)
+            colons += sum(key.count(":") for key in value)
             stack.extend(value.values())
         elif type(value) is list:
             stack.extend(value)
-    return count
+        elif type(value) is str:
+            colons += value.count(":")
+    return count, colons
 
 
 def _reference_colons(data: Any) -> int:
@@ -246,25 +251,6 @@ def _reference_colons(data: Any) -> int:
         return "\n".join(itertools.chain.from_iterable(filter(None, map(dict.get, nodes, itertools.repeat("inputs"))))).count(":")
     except TypeError:
         return 0
-
-
-def _string_colons(data: Any) -> int:
-    """The colons in the names and strings of a design file's JSON value that `_members` visits one by one: all but the
-    nodes and the layout (a design's name, its outputs' references "node:k", training fields, groups)."""
-    if type(data) is not dict:
-        return 0
-    count = 0
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if type(value) is dict:
-            count += sum(key.count(":") for key in value)
-            stack.extend(v for k, v in value.items() if value is not data or k not in ("nodes", "layout"))
-        elif type(value) is list:
-            stack.extend(value)
-        elif type(value) is str:
-            count += value.count(":")
-    return count
 
 
 def _parse(text: str) -> Any:
@@ -281,10 +267,10 @@ def _parse(text: str) -> Any:
     except (ValueError, RecursionError):
         pass
     else:
-        members, colons = _members(data), text.count(":")
+        (members, in_strings), colons = _members(data), text.count(":")
         if members == colons:
             return data
-        if "\\u003a" not in text and "\\u003A" not in text and members == colons - _reference_colons(data) - _string_colons(data):
+        if "\\u003a" not in text and "\\u003A" not in text and members == colons - in_strings - _reference_colons(data):
             return data
     return json.loads(text, object_pairs_hook=_unique_keys)
 
