@@ -23,7 +23,7 @@ import numpy as np
 
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
-from convstudio.ir.latency import FUSABLE_TAILS, LatencyTable, dependents, fused_head
+from convstudio.ir.latency import LatencyTable, dependents, fused
 from convstudio.ir.ops.registry import OpCost, numel
 from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
 
@@ -772,7 +772,7 @@ class Analyzer:
                 entry[4] += 1
             if table is not None:
                 timed = entry[3]
-                fuses = node.op in FUSABLE_TAILS and fused_head(graph, node) is not None  # `fused`, without a call for the other ops
+                fuses = fused(graph, node)
                 ms = timed.get(fuses)
                 if ms is None:
                     ms = table.node_ms(graph, node, ins, result, batch)
