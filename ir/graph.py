@@ -24,6 +24,7 @@ import numpy as np
 from convstudio.ir.errors import AttrError, DesignError, GraphError
 from convstudio.ir.groups import Group, copy_groups, drop_node, rename_node
 from convstudio.ir.ops import registry
+from convstudio.ir.order import StableOrder
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a trailing newline
 
@@ -196,6 +197,9 @@ class Graph:
         self._listeners: list[Callable[[str, dict], None]] = []
         self._order_cache: dict[str, int] | None = {}  # the stable topological order: node -> step key, increasing along it
         self._order_end = 0  # the key the next node appended to that order gets
+        # the same order in blocks, made by the first edit that moves a node within it (`_resort`), then kept by every edit
+        # that keeps the order; while there is none, the order cache's own order is the stable order
+        self._order_blocks: StableOrder | None = None
         self._owners: dict[str, str] | None = None  # sharing group -> its first member, built on demand, dropped by share edits
         self._suffix_floor: dict[str, int] = {}  # base -> k such that every base_j with j < k is taken
         # Input and Output names in insertion order: kept by `add`, built on demand after other edits
@@ -335,6 +339,29 @@ class Graph:
 
     def _structure_changed(self) -> None:
         self._order_cache = None
+        self._order_blocks = None
+
+    def order_blocks(self) -> StableOrder:
+        """The stable topological order in blocks (`ir.order.StableOrder`), made now if it was not yet; made, it is kept by
+        every edit that keeps the order, and `order_keys()` holds its keys. Read it again after an edit of the structure."""
+        if self._order_cache is None:
+            self.topo_order()
+        blocks = self._order_blocks
+        if blocks is None:  # the cache's own order is the stable order
+            blocks = self._order_blocks = StableOrder(list(self._order_cache), self._order_cache, dict(zip(self.nodes, range(len(self.nodes)))),
+                                                      self.nodes, self._consumer_names)
+        return blocks
+
+    def _consumer_names(self, name: str) -> list[str]:
+        return [c for c, _ in self._index()[name]]
+
+    def _resort(self, name: str, producers: set[str]) -> set[str] | None:
+        """Bring the cached order up to date after the inputs of `name` changed (they were `producers`) by sorting where it
+        changes (`StableOrder.resort`); returns the nodes that moved in it, or None when the order is to be sorted again."""
+        moved = self.order_blocks().resort(name, producers)
+        if moved is None:
+            self._structure_changed()
+        return moved
 
     # ---- edit primitives -----------------------------------------------------------------
     def add(
@@ -379,8 +406,11 @@ class Graph:
             users[name] = []
             _enter_inputs(users, name, inputs)
         if self._order_cache is not None:  # the newest node comes last in the stable topological order
-            self._order_cache[name] = self._order_end
-            self._order_end += 1
+            if self._order_blocks is not None:
+                self._order_blocks.append(name)
+            else:
+                self._order_cache[name] = self._order_end
+                self._order_end += 1
         if len(nodes) >= LARGE_GRAPH and not len(nodes) % AGE_EVERY:
             age_young_objects()
         if self._listeners:
@@ -399,6 +429,8 @@ class Graph:
         """
         if self._listeners:
             return 0
+        if self._order_blocks is not None:
+            self._structure_changed()
         self._counts = None
         nodes, users, order = self.nodes, self._users, self._order_cache
         ops = registry.all_ops()
@@ -485,6 +517,7 @@ class Graph:
             node.inputs.append(None)
         old = node.inputs[index]
         ready = self._ready_step(node)
+        producers = set(node.input_names()) if ready is not None else None
         users = self._users
         self._counts = None
         if old is not None and users is not None:
@@ -493,16 +526,19 @@ class Graph:
         if ref is not None and users is not None:
             users[parse_ref(ref)[0]].append((name, index))
         now = self._ready_step(node)
-        if now != ready and not self._moved_to_end(name, now):
-            self._structure_changed()
-        self._emit("input", name=name, index=index, old=old, new=ref)
+        moved: set[str] | None = set() if ready is not None else None
+        if now != ready:
+            moved = {name} if self._moved_to_end(name, now) else self._resort(name, producers)
+        self._emit("input", name=name, index=index, old=old, new=ref, moved=moved)
 
     def _moved_to_end(self, name: str, ready: int | None) -> bool:
         """Move `name` to the end of the cached order when nothing reads it and its last producer (key `ready`) is now the
         order's last node, as when a node is put in front of an output; the sort would place it there and leave the rest
         as it was (a node nothing reads frees no other). False, changing nothing, in every other case."""
         cache = self._order_cache
-        if cache is None or ready is None or self._index()[name] or ready <= cache[name] or cache[next(reversed(cache))] != ready:
+        if cache is None or self._order_blocks is not None or ready is None:  # with blocks, `_resort` moves it
+            return False
+        if self._index()[name] or ready <= cache[name] or cache[next(reversed(cache))] != ready:
             return False
         del cache[name]
         cache[name] = self._order_end
@@ -597,7 +633,10 @@ class Graph:
         if self.groups:
             drop_node(self.groups, name)
         if self._order_cache is not None:  # dropping a node nothing consumes leaves the others' order as it was
-            del self._order_cache[name]
+            if self._order_blocks is not None:
+                self._order_blocks.remove(name)
+            else:
+                del self._order_cache[name]
         self._name_freed(name)
         self._emit("erase", name=name, producers=node.input_names())
         return node
@@ -645,7 +684,10 @@ class Graph:
             self.layout = {(new if k == old else k): v for k, v in self.layout.items()}
         if self.groups:
             rename_node(self.groups, old, new)
-        if self._order_cache is not None:
+        if self._order_blocks is not None:
+            self._order_blocks.rename(old, new)
+            self._order_blocks.nodes = self.nodes
+        elif self._order_cache is not None:
             self._order_cache = {(new if k == old else k): v for k, v in self._order_cache.items()}
         self._name_freed(old)
         self._emit("rename", old=old, new=new)
@@ -678,6 +720,8 @@ class Graph:
                 raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs")
             self._order_cache = dict(zip(order, range(len(order))))
             self._order_end = len(order)
+        if self._order_blocks is not None:
+            return self._order_blocks.names()
         return list(self._order_cache)
 
     def order_keys(self) -> dict[str, int]:
@@ -761,8 +805,12 @@ class Graph:
             g.nodes[n.name] = n
         g._users = None if self._users is None else {k: list(v) for k, v in self._users.items()}
         g._suffix_floor = dict(self._suffix_floor)
-        g._order_cache = None if self._order_cache is None else dict(self._order_cache)
-        g._order_end = self._order_end
+        if self._order_blocks is not None:
+            order = self._order_blocks.names()
+            g._order_cache, g._order_end = dict(zip(order, range(len(order)))), len(order)
+        else:
+            g._order_cache = None if self._order_cache is None else dict(self._order_cache)
+            g._order_end = self._order_end
         g._ends = None if self._ends is None else (list(self._ends[0]), list(self._ends[1]))
         g.layout = dict(self.layout)
         g.groups = copy_groups(self.groups)

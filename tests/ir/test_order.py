@@ -1,0 +1,204 @@
+"""The stable order kept by local sorts (ir/order.py) and the buffer plan that follows it (`LivePlan`): after every edit
+they equal a sort of the whole graph and a plan made from scratch, and an edit that moves few nodes costs what it moves."""
+
+import random
+
+import pytest
+
+from convstudio.ir import order as order_module
+from convstudio.ir.errors import DesignError, GraphError
+from convstudio.ir.graph import Graph
+
+
+@pytest.fixture(params=[2, 3, 256], ids=["blocks of 2", "blocks of 3", "blocks of 256"])
+def block(request, monkeypatch):
+    """Small blocks make every edit split, drop and search across blocks."""
+    monkeypatch.setattr(order_module, "BLOCK", request.param)
+    return request.param
+
+
+def check_order(g: Graph) -> None:
+    """The kept order is a fresh sort's, and its blocks' keys, ready keys, ranks and summaries are right."""
+    assert g.topo_order() == g._stable_topological_sort()
+    blocks = g._order_blocks
+    if blocks is None:
+        return
+    keys = g.order_keys()
+    names = blocks.names()
+    assert [keys[n] for n in names] == sorted(set(keys[n] for n in names)) and set(keys) == set(g.nodes)
+    assert sorted(names, key=blocks.rank.__getitem__) == list(g.nodes)  # ranks follow insertion order
+    for b, members in enumerate(blocks.blocks):
+        assert members and blocks.firsts[b] == keys[members[0]]
+        assert blocks.min_ready[b] == min(blocks.ready[n] for n in members)
+        assert blocks.max_rank[b] == max(blocks.rank[n] for n in members)
+    for n in names:
+        assert blocks.ready[n] == max((keys[p] for p in g.nodes[n].input_names()), default=-1)
+
+
+def random_graph(rnd: random.Random, size: int) -> Graph:
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [8, 8, 8]})
+    for _ in range(size):
+        grow(g, rnd)
+    g.add("Output", [pick(g, rnd)], name="y")
+    return g
+
+
+def pick(g: Graph, rnd: random.Random) -> str:
+    return rnd.choice([n for n, node in g.nodes.items() if node.op != "Output"])
+
+
+def grow(g: Graph, rnd: random.Random) -> None:
+    """Add one node: convs, views (Identity, Dropout, a ChannelSplit and its second output), joins, outputs, sources."""
+    kind, p = rnd.random(), pick(g, rnd)
+    if kind < 0.3:
+        g.add("Conv2d", [p], attrs={"out_channels": rnd.choice([4, 8]), "kernel_size": 1})
+    elif kind < 0.45:
+        g.add(rnd.choice(["ReLU", "Identity", "Dropout"]), [p])
+    elif kind < 0.55:
+        g.add("ChannelSplit", [p], attrs={"parts": rnd.choice([1, 2])})
+    elif kind < 0.7:
+        g.add(rnd.choice(["Concat", "Add"]), [p, pick(g, rnd)])
+    elif kind < 0.75:
+        g.add("Output", [p])
+    elif kind < 0.8:
+        g.add("Input", attrs={"shape": [8, 8, 8]})
+    else:
+        splits = [n for n, node in g.nodes.items() if node.op == "ChannelSplit"]
+        g.add("ReLU", [rnd.choice(splits) + ":1" if splits else p])
+
+
+def edit(g: Graph, rnd: random.Random) -> None:
+    """One edit a designer makes: add, put a node between two, rewire, erase, change shapes, share, rename."""
+    names = list(g.nodes)
+    kind = rnd.random()
+    if kind < 0.2:
+        grow(g, rnd)
+    elif kind < 0.4:  # a node put between a node and its first producer
+        consumer = rnd.choice(names)
+        node = g.nodes[consumer]
+        if node.inputs and node.inputs[0] is not None:
+            op = rnd.choice(["ReLU", "Identity", "Conv2d"])
+            added = g.add(op, [node.inputs[0]], attrs={"out_channels": 8, "kernel_size": 1} if op == "Conv2d" else None).name
+            g.set_input(consumer, 0, added)
+    elif kind < 0.55:
+        consumer = rnd.choice(names)
+        node = g.nodes[consumer]
+        producer = pick(g, rnd)
+        if node.inputs and producer != consumer and producer not in g.descendants(consumer):
+            g.set_input(consumer, rnd.randrange(len(node.inputs)), producer)
+    elif kind < 0.7:
+        sinks = [n for n in names if n != "x" and not g.users(n)]
+        if sinks:
+            g.erase(rnd.choice(sinks))
+    elif kind < 0.8:
+        convs = [n for n in names if g.nodes[n].op == "Conv2d"]
+        if convs:
+            g.set_attr(rnd.choice(convs), "out_channels", rnd.choice([4, 8, 12]))
+    elif kind < 0.86:
+        splits = [n for n in names if g.nodes[n].op == "ChannelSplit"]
+        if splits:
+            try:
+                g.set_attr(rnd.choice(splits), "parts", rnd.choice([1, 2, 4]))  # the number of outputs changes
+            except DesignError:
+                pass
+    elif kind < 0.9:
+        g.set_attr("x", "shape", rnd.choice([[8, 8, 8], [4, 8, 8], [8, 4, 4]]))
+    elif kind < 0.94:
+        convs = [n for n in names if g.nodes[n].op == "Conv2d"]
+        if convs:
+            g.set_share(rnd.choice(convs), rnd.choice(["s", None]))
+    elif kind < 0.96:
+        name = rnd.choice(names)
+        if name not in ("x", "y"):
+            g.rename(name, g.fresh_name("r"))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_kept_order_equals_a_fresh_sort_after_every_edit(block, seed):
+    rnd = random.Random(seed)
+    g = random_graph(rnd, rnd.randint(3, 30))
+    g.topo_order()
+    kept = 0
+    for _ in range(120):
+        edit(g, rnd)
+        kept += g._order_cache is not None
+        check_order(g)
+        copy = g.copy()
+        assert copy.topo_order() == g.topo_order() and copy.order_keys() is not g.order_keys()
+    assert kept > 100  # only a sort that would run past its budget drops the order
+
+
+def chain(n: int) -> Graph:
+    g = Graph("chain")
+    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
+    for _ in range(n):
+        x = g.add("ReLU", [x]).name
+    g.add("Output", [x], name="y")
+    return g
+
+
+def test_a_node_put_between_two_moves_alone_and_taken_out_moves_back(block, monkeypatch):
+    """On a long chain the local sort takes a few steps: the new node moves from the end to its place, and back."""
+    g = chain(2_000)
+    steps = []
+    resort = order_module.StableOrder.resort
+
+    def counted(self, edited, producers):
+        moved = resort(self, edited, producers)
+        steps.append(moved)
+        return moved
+
+    monkeypatch.setattr(order_module.StableOrder, "resort", counted)
+    g.topo_order()
+    for at in ("relu_1000", "relu_3", "relu_1999", "relu_1000"):
+        producer = g.nodes[at].inputs[0]
+        g.add("Sigmoid", [producer], name="between")
+        g.set_input(at, 0, "between")
+        assert steps[-1] == {"between", at}
+        check_order(g)
+        g.set_input(at, 0, producer)
+        assert steps[-1] == {"between", at}  # it waits again, last: nothing reads it
+        assert g.topo_order()[-1] == "between"
+        g.erase("between")
+        check_order(g)
+    assert g._order_blocks is not None and len(steps) == 8
+
+
+def test_many_nodes_put_in_one_place_give_the_keys_again(block):
+    """More nodes between two neighbours than their keys have room for: the keys are given again, the order stays."""
+    g = chain(50)
+    g.topo_order()
+    for _ in range(order_module.SPACING.bit_length() + 5):
+        producer = g.nodes["relu_25"].inputs[0]
+        added = g.add("Sigmoid", [producer]).name
+        g.set_input("relu_25", 0, added)
+        check_order(g)
+    assert g.order_keys()["relu_25"] - g.order_keys()[g.nodes["relu_25"].inputs[0]] < order_module.SPACING
+
+
+def test_an_edit_that_makes_a_cycle_drops_the_order_and_sorting_reports_it(block):
+    g = chain(20)
+    g.add("Sigmoid", ["relu_3"], name="side")
+    g.set_input("relu_5", 0, "side")
+    assert g._order_blocks is not None
+    g.set_input("relu_3", 0, "relu_8")
+    assert g._order_cache is None and g._order_blocks is None
+    with pytest.raises(GraphError, match="cycle"):
+        g.topo_order()
+    g.set_input("relu_3", 0, "relu_2")
+    check_order(g)
+
+
+def test_a_sort_past_its_budget_gives_the_order_up(monkeypatch):
+    """A wide graph whose edit moves more nodes than the budget: the order is dropped and sorted again, still right."""
+    monkeypatch.setattr(order_module, "BUDGET", 5)
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [4]})
+    heads = [g.add("ReLU", ["x"]).name for _ in range(20)]
+    tails = [g.add("Sigmoid", [h]).name for h in heads]
+    g.add("Concat", tails, name="join")
+    g.topo_order()
+    g.set_input(heads[0], 0, tails[-1])  # the first head now waits for the last tail: every node between moves
+    assert g._order_cache is None
+    check_order(g)
