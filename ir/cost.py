@@ -109,9 +109,17 @@ class NodeCosts(Sequence):
     def __init__(self, analyzer: Analyzer, scale: int):
         self._analyzer = weakref.ref(analyzer)
         self._generation = analyzer.generation
-        self._order = analyzer._order
+        self._order = analyzer._order  # None after a refresh that kept the order: read from the graph when first needed
+        self._graph = analyzer.graph
         self._costs = analyzer.costs
         self._scale = scale
+
+    @property
+    def _names(self) -> list[str]:
+        if self._order is None:
+            analyzer = self._analyzer()
+            self._order = analyzer.order if analyzer is not None else self._graph.topo_order()
+        return self._order
 
     def _check_current(self) -> None:
         analyzer = self._analyzer()
@@ -119,17 +127,17 @@ class NodeCosts(Sequence):
             raise RuntimeError("this cost report is out of date: its analyzer has refreshed since; use the latest report")
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._costs) if self._order is None else len(self._order)
 
     def __getitem__(self, index):
         self._check_current()
         if isinstance(index, slice):
-            return [_scaled(self._costs[name], self._scale) for name in self._order[index]]
-        return _scaled(self._costs[self._order[index]], self._scale)
+            return [_scaled(self._costs[name], self._scale) for name in self._names[index]]
+        return _scaled(self._costs[self._names[index]], self._scale)
 
     def __iter__(self):
         self._check_current()
-        costs = map(self._costs.__getitem__, self._order)
+        costs = map(self._costs.__getitem__, self._names)
         return costs if self._scale == 1 else (_scaled(c, self._scale) for c in costs)
 
     def get(self, name: str) -> NodeCost | None:
@@ -409,6 +417,226 @@ class BufferPlanner:
         return buffers
 
 
+class LivePlan:
+    """A buffer plan kept up to date by edits, structural ones included, at the cost of the nodes they touch.
+
+    Made from a `Buffers` plan and the schedule it was made on, it holds, per node, the bytes it allocates and the bytes
+    freed after it, keyed by name: a node that moves in the schedule takes its own with it. The peak is read along the
+    graph's order in blocks (`Graph.order_blocks`), each block summed once per change: the live bytes before a block plus
+    the largest rise within it. A buffer is freed after its last reader, found by walking its producer's consumers (and a
+    view's, for the buffers it passes on), so an edit recomputes only the buffers its nodes allocate or read.
+    """
+
+    def __init__(self, graph: Graph, buffers: Buffers, order: list[str], shapes: dict[str, list | None], costs: dict[str, NodeCost]):
+        self.graph = graph
+        self.shapes = shapes
+        self.costs = costs
+        self.sid_of = dict(buffers.values)  # node -> buffer of its output 0, as in `Buffers.values`
+        self.views = set(buffers.views)
+        self.sizes = list(buffers.sizes)
+        self.owner: list[str | None] = [order[step] for step in buffers.born]  # None: a buffer no longer used
+        steps = buffers.steps
+        self.last: list[str | None] = [order[step] if step < steps else None for step in buffers.last_use]  # None: kept to the end
+        self.count = {name: len(shapes[name]) for name, sid in self.sid_of.items()
+                      if name not in self.views and shapes.get(name) is not None and len(shapes[name]) != 1}  # buffers other than one
+        self.alloc: dict[str, int] = {}
+        self.free: dict[str, int] = {}
+        for size, owner, last in zip(self.sizes, self.owner, self.last):
+            self.alloc[owner] = self.alloc.get(owner, 0) + size
+            if last is not None:
+                self.free[last] = self.free.get(last, 0) + size
+        self.sums: dict[int, tuple[int, int]] = {}  # block serial -> (bytes allocated less freed, largest rise at a step)
+        self.changed: set[str] = set()  # nodes whose bytes changed since the last peak
+
+    # ---- buffers of values ---------------------------------------------------------------
+    def _owned(self, name: str) -> range:
+        sid = self.sid_of.get(name)
+        if sid is None or name in self.views:
+            return range(0)
+        return range(sid, sid + self.count.get(name, 1))
+
+    def _value(self, ref: str) -> int | None:
+        """The buffer that value `ref` lives in, if it has one."""
+        src, idx = (ref, 0) if ":" not in ref else parse_ref(ref)
+        sid = self.sid_of.get(src)
+        if sid is None:
+            return None
+        if idx and (self.shapes.get(src) is None or idx >= len(self.shapes[src])):
+            return None
+        return sid if src in self.views else sid + idx
+
+    def _buffers_of(self, name: str) -> set[int]:
+        """Every buffer `name`'s outputs live in."""
+        sid = self.sid_of.get(name)
+        if sid is None:
+            return set()
+        return {sid} if name in self.views else set(self._owned(name))
+
+    def _add(self, table: dict[str, int], name: str, delta: int) -> None:
+        if delta:
+            table[name] = table.get(name, 0) + delta
+            self.changed.add(name)
+
+    def _kill(self, sid: int) -> None:
+        """Drop a buffer from the plan: nothing allocates or frees it any more."""
+        owner, last, size = self.owner[sid], self.last[sid], self.sizes[sid]
+        if owner is not None:
+            self._add(self.alloc, owner, -size)
+            if last is not None:
+                self._add(self.free, last, -size)
+        self.owner[sid] = self.last[sid] = None
+        self.sizes[sid] = 0
+
+    def _last_reader(self, sid: int) -> str | None:
+        """The reader of buffer `sid` last in the order (its owner when none reads it), or None when an Output keeps it."""
+        graph, nodes, keys = self.graph, self.graph.nodes, self.graph.order_keys()
+        owner = self.owner[sid]
+        last, last_key = owner, keys[owner]
+        walk, seen = [owner], {owner}
+        while walk:
+            for consumer, index in graph.users(walk.pop()):
+                if self.shapes.get(consumer) is None or self._value(nodes[consumer].inputs[index]) != sid:
+                    continue
+                if nodes[consumer].op == "Output":
+                    return None
+                if keys[consumer] > last_key:
+                    last, last_key = consumer, keys[consumer]
+                if consumer in self.views and self.sid_of[consumer] == sid and consumer not in seen:
+                    seen.add(consumer)
+                    walk.append(consumer)
+        return last
+
+    # ---- edits ---------------------------------------------------------------------------
+    def update(self, touched: set[str], gone: set[str], producers: set[str]) -> None:
+        """Bring the plan up to date: `touched` nodes were added, moved, rewired or got new shapes; `gone` nodes were erased;
+        `producers` are nodes some of them read before the edits."""
+        graph, nodes, keys = self.graph, self.graph.nodes, self.graph.order_keys()
+        stale: set[int] = set()  # buffers whose last reader may have changed
+        for name in gone:
+            for sid in self._buffers_of(name):
+                if name not in self.views:
+                    self._kill(sid)
+                else:
+                    stale.add(sid)
+            self.sid_of.pop(name, None)
+            self.views.discard(name)
+            self.count.pop(name, None)
+        for name in producers:
+            if name in nodes:
+                stale |= self._buffers_of(name)
+        work = [(keys[n], n) for n in touched if n in nodes]
+        heapq.heapify(work)
+        queued = {n for _, n in work}
+        while work:
+            _, name = heapq.heappop(work)
+            node = nodes[name]
+            stale |= self._buffers_of(name)
+            for ref in node.inputs:  # what it reads
+                if ref is not None:
+                    src = ref if ":" not in ref else parse_ref(ref)[0]
+                    stale |= self._buffers_of(src)
+            before = (self.sid_of.get(name), name in self.views, self.count.get(name, 1))
+            sizes_before = [self.sizes[sid] for sid in self._owned(name)]
+            self._place(name, node)
+            after = (self.sid_of.get(name), name in self.views, self.count.get(name, 1))
+            if after != before or sizes_before != [self.sizes[sid] for sid in self._owned(name)]:
+                stale |= self._buffers_of(name)
+                if after != before:  # its readers read other buffers now, and views of it pass other ones on
+                    for consumer, _ in graph.users(name):
+                        if consumer not in queued and consumer in nodes:
+                            queued.add(consumer)
+                            heapq.heappush(work, (keys[consumer], consumer))
+        for sid in stale:
+            owner = self.owner[sid]
+            if owner is None:
+                continue
+            last = self._last_reader(sid)
+            if last != self.last[sid]:
+                if self.last[sid] is not None:
+                    self._add(self.free, self.last[sid], -self.sizes[sid])
+                if last is not None:
+                    self._add(self.free, last, self.sizes[sid])
+                self.last[sid] = last
+
+    def _place(self, name: str, node: Node) -> None:
+        """Give `name` its buffers as `BufferPlanner.place` does: a view of its first input's buffer, or buffers of its own
+        (kept when their number is the same, resized to its shapes)."""
+        shapes = self.shapes.get(name)
+        first = None
+        if shapes is not None:
+            for ref in node.inputs:
+                if ref is not None and (first := self._value(ref)) is not None:
+                    break
+        is_view = node.opdef.alias
+        owned = self._owned(name)
+        if first is not None and is_view:
+            for sid in owned:
+                self._kill(sid)
+            self.sid_of[name] = first
+            self.views.add(name)
+            self.count.pop(name, None)
+            return
+        if name in self.views:
+            self.views.discard(name)
+            self.sid_of.pop(name)
+        if not shapes:
+            for sid in owned:
+                self._kill(sid)
+            self.sid_of.pop(name, None)
+            self.count.pop(name, None)
+            return
+        if len(shapes) == 1:
+            sizes = [_bytes(shapes[0]) if is_view or name not in self.costs else self.costs[name].activation_bytes]
+        else:
+            sizes = [_bytes(shape) for shape in shapes]
+        if len(owned) != len(sizes):
+            for sid in owned:
+                self._kill(sid)
+            start = len(self.sizes)
+            self.sid_of[name] = start
+            self.sizes.extend([0] * len(sizes))
+            self.owner.extend([name] * len(sizes))
+            self.last.extend([name] * len(sizes))
+            owned = range(start, start + len(sizes))
+            if len(sizes) == 1:
+                self.count.pop(name, None)
+            else:
+                self.count[name] = len(sizes)
+        for sid, size in zip(owned, sizes):
+            delta = size - self.sizes[sid]
+            if delta:
+                self.sizes[sid] = size
+                self._add(self.alloc, name, delta)
+                if self.last[sid] is not None:
+                    self._add(self.free, self.last[sid], delta)
+
+    # ---- the peak ------------------------------------------------------------------------
+    def peak(self) -> int:
+        """The most bytes live at one step of the schedule."""
+        order = self.graph.order_blocks()
+        keys, alloc, free = order.keys, self.alloc, self.free
+        redo = {order.block_of_key(keys[name]) for name in self.changed if name in keys}
+        self.changed.clear()
+        sums: dict[int, tuple[int, int]] = {}
+        live, best = 0, 0
+        for b, (names, serial) in enumerate(zip(order.blocks, order.serials)):
+            found = None if b in redo else self.sums.get(serial)
+            if found is None:
+                total, rise = 0, 0
+                for name in names:
+                    here = alloc.get(name, 0)
+                    if total + here > rise:
+                        rise = total + here
+                    total += here - free.get(name, 0)
+                found = (total, rise)
+            sums[serial] = found
+            if live + found[1] > best:
+                best = live + found[1]
+            live += found[0]
+        self.sums = sums
+        return best
+
+
 def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:
     """Assign buffers over the schedule `order`; each is freed after its last use.
 
@@ -434,12 +662,13 @@ class Analyzer:
     """Shapes and cost of a graph, kept up to date incrementally.
 
     It listens to the graph's edit events; `refresh()` recomputes only the nodes whose attributes or
-    inputs changed and the consumers whose input shapes changed as a result. An edit that keeps the
-    graph's structure costs what it touches, not the graph's size: totals are running sums updated by
-    deltas, resized buffers update the peak-memory tree, a sharing-group change re-elects that group's
-    owner only, and the report is a view of the results rather than a copy. Structural edits (add, erase,
-    connect, rename, reorder) rebuild the schedule and the buffer plan, but recompute only the nodes
-    they touch.
+    inputs changed and the consumers whose input shapes changed as a result. An edit costs what it
+    touches, not the graph's size: totals are running sums updated by deltas, resized buffers update the
+    peak-memory tree, a sharing-group change re-elects that group's owner only, and the report is a view
+    of the results rather than a copy. Structural edits (add, erase, connect) keep the graph's order by
+    sorting where it changes (`ir.order`), and the buffer plan follows the nodes they touch (`LivePlan`);
+    a rename, a reorder, or an edit that moves more of the order than the local sort's budget rebuilds
+    the schedule and the plan, and still recomputes only the nodes it touches.
     """
 
     def __init__(self, graph: Graph, convention: str = "flops", batch: int | None = None, latency: LatencyTable | None = None,
@@ -471,6 +700,12 @@ class Analyzer:
         self._inputs: list[str] = []
         self._sums = [0, 0, 0, 0, 0]  # per-sample params, macs, flops, activation bytes; latency ms at the batch (`exact` steps)
         self._buffers: Buffers | None = None
+        self._plan: LivePlan | None = None  # the plan kept by structural edits, made from `_buffers` by the first one
+        self._touched: set[str] = set()  # since the last refresh: nodes added, rewired or moved in the order (for the plan)
+        self._gone: set[str] = set()  # nodes erased
+        self._read_before: set[str] = set()  # producers that nodes read before their inputs changed or they were erased
+        self._order_lost = False  # an edit since the last refresh made the graph sort its order again
+        self._reelect = False  # a member of a sharing group came or went: elect every group's owner again
         self._peak = 0
         self._memo: dict[tuple, tuple] = {}  # signature -> (output shapes, cost terms, parameter count)
         self._plain_ops: dict[str, bool] = {}  # op -> whether its nodes' signatures are memo keys
@@ -491,14 +726,31 @@ class Analyzer:
             if info.get("key") == "share":
                 self._regroup.add(info["name"])
         elif event in ("add", "input"):
-            self._dirty.add(info["name"])
+            name = info["name"]
+            self._dirty.add(name)
             self._structure = True
+            self._touched.add(name)
+            if event == "input":
+                if info.get("moved") is None:
+                    self._order_lost = True
+                else:
+                    self._touched |= info["moved"]
+                if info["old"] is not None:
+                    self._read_before.add(parse_ref(info["old"])[0])
+            elif self.graph.nodes[name].share:
+                self._reelect = True
         elif event == "erase":
-            self._dirty.discard(info["name"])
-            self._regroup.discard(info["name"])
-            self._pending.append(("erase", info["name"]))
+            name = info["name"]
+            self._dirty.discard(name)
+            self._regroup.discard(name)
+            self._pending.append(("erase", name))
             self._structure = True
+            self._gone.add(name)
+            self._read_before.update(info["producers"])
+            if name in self._share_of:
+                self._reelect = True
         elif event == "rename":
+            self._order_lost = True
             old, new = info["old"], info["new"]
             for names in (self._dirty, self._regroup):
                 if old in names:
@@ -510,6 +762,7 @@ class Analyzer:
             self._structure = True
         elif event == "reorder":
             self._structure = True
+            self._order_lost = True
         if self.latency is not None:
             self._track_fanout(event, info)
 
@@ -538,18 +791,41 @@ class Analyzer:
     def invalidate(self) -> None:
         self._full = True
 
+    @property
+    def order(self) -> list[str]:
+        """The schedule: the graph's stable topological order as of the last refresh."""
+        if self._order is None:
+            self._order = self.graph.topo_order()
+        return self._order
+
     @paused_gc()
     def refresh(self) -> CostReport:
         """Bring shapes and costs up to date and return the report."""
         graph = self.graph
-        self._replay()
         structure = self._structure or self._full
-        if structure:
+        # the graph kept its order through these edits, which moved few nodes in it: the plan follows them (`LivePlan`)
+        kept = (structure and not self._full and not self._order_lost and self.memory and graph._order_cache is not None
+                and (self._plan is not None or self._buffers is not None))
+        if kept and self._plan is None:  # on the schedule of the last refresh, whose results `_replay` has yet to update
+            self._plan = LivePlan(graph, self._buffers, self._order, self.shapes, self.costs)
+        self._replay()
+        if structure and kept:
+            self._order = None  # read from the graph when asked for
+            self._position = graph.order_keys()
+            self._inputs = graph.inputs
+            self._inserted = None  # insertion positions: nodes came or went
+            if self._reelect:
+                self._elect_all()
+            elif self._regroup:
+                self._elect(self._regroup)
+            self._structure = False
+        elif structure:
             self._order = graph.topo_order()
             self._position = graph.order_keys()  # increasing along the order, which is all the heap and the error lines need
             self._inputs = graph.inputs
             self._elect_all()
             self._structure = False
+            self._plan = None
         elif self._regroup:
             self._elect(self._regroup)
         self._regroup.clear()
@@ -596,11 +872,17 @@ class Analyzer:
         if self.memory:
             if planned is not None:
                 self._buffers = planned
+            elif self._plan is not None:
+                self._plan.update(self._touched | set(resized), self._gone, self._read_before)
             elif structure or self._buffers is None:
-                self._buffers = schedule_buffers(graph, self._order, self.costs)
+                self._buffers = schedule_buffers(graph, self.order, self.costs)
             else:
                 self._resize(resized)
-            self._peak = self._buffers.peak()
+            self._peak = self._plan.peak() if self._plan is not None else self._buffers.peak()
+        self._touched.clear()
+        self._gone.clear()
+        self._read_before.clear()
+        self._order_lost = self._reelect = False
         self.generation += 1
         self.report = self._report()
         return self.report
@@ -924,7 +1206,7 @@ def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, s
     finally:
         analyzer.close()
     if strict and analyzer.errors:
-        first = next(n for n in analyzer._order if n in analyzer.errors)
+        first = next(n for n in analyzer.order if n in analyzer.errors)
         raise analyzer.errors[first]
     shared = shared_param_errors(graph, analyzer.shapes, analyzer._groups) if strict else []
     if shared:

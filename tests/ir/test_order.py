@@ -6,6 +6,7 @@ import random
 import pytest
 
 from convstudio.ir import order as order_module
+from convstudio.ir.cost import Analyzer, analyze, schedule_buffers
 from convstudio.ir.errors import DesignError, GraphError
 from convstudio.ir.graph import Graph
 
@@ -202,3 +203,73 @@ def test_a_sort_past_its_budget_gives_the_order_up(monkeypatch):
     g.set_input(heads[0], 0, tails[-1])  # the first head now waits for the last tail: every node between moves
     assert g._order_cache is None
     check_order(g)
+
+
+def fresh(g: Graph, batch: int | None = None) -> tuple[dict, list[str]]:
+    report = analyze(g.copy(), batch=batch, strict=False)
+    return report.as_dict(), report.errors
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_plan_kept_through_structural_edits_equals_a_fresh_analysis(block, seed):
+    """Every edit above, one to three at a time: the report (peak memory included) and its errors equal a fresh
+    analysis, and the peak equals a buffer plan made from scratch on the same schedule."""
+    rnd = random.Random(seed)
+    g = random_graph(rnd, rnd.randint(3, 25))
+    analyzer = Analyzer(g, batch=rnd.choice([None, 2]))
+    analyzer.refresh()
+    kept = 0
+    for _ in range(40):
+        for _ in range(rnd.randint(1, 3)):
+            edit(g, rnd)
+        report = analyzer.refresh()
+        kept += analyzer._plan is not None
+        assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
+        assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
+        assert [c.name for c in report.nodes] == g.topo_order()
+    assert kept > 20  # renames and full refreshes aside, the plan follows the edits
+    analyzer.close()
+
+
+def test_a_structural_edit_of_a_long_chain_recomputes_what_it_touches(block):
+    """A node put in front of the output and between two layers, then taken out: the plan follows the order, the report
+    equals a fresh one, and only the nodes whose inputs changed are recomputed."""
+    g = chain(3_000)
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    tail = g.nodes["y"].inputs[0]
+    for consumer, producer in (("y", tail), ("relu_1500", "relu_1499"), ("relu_1", "x")):
+        g.add("Sigmoid", [producer], name="added")
+        g.set_input(consumer, 0, "added")
+        report = analyzer.refresh()
+        assert analyzer._plan is not None and sorted(analyzer.recomputed) == sorted({"added", consumer})
+        assert (report.as_dict(), report.errors) == fresh(g)
+        g.set_input(consumer, 0, producer)
+        g.erase("added")
+        report = analyzer.refresh()
+        assert analyzer.recomputed == [consumer]
+        assert (report.as_dict(), report.errors) == fresh(g)
+    analyzer.close()
+
+
+def test_a_view_of_a_rewired_view_passes_on_the_new_buffer():
+    """An Identity rewired to another producer of the same shape: the Dropout reading it (a view, its shapes unchanged)
+    now passes on the other buffer, which stays live until the last layer reads it."""
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [8, 8, 8]})
+    g.add("Conv2d", ["x"], name="a", attrs={"out_channels": 8, "kernel_size": 1})
+    g.add("Conv2d", ["x"], name="b", attrs={"out_channels": 8, "kernel_size": 1})
+    g.add("Identity", ["a"], name="v")
+    g.add("Dropout", ["v"], name="w")
+    g.add("Conv2d", ["x"], name="wide", attrs={"out_channels": 64, "kernel_size": 1})
+    g.add("Add", ["w", "b"], name="c")
+    g.add("Output", ["c"], name="y")
+    g.add("Output", ["wide"], name="z")
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    for producer in ("b", "a", "x", "b"):
+        g.set_input("v", 0, producer)
+        report = analyzer.refresh()
+        assert analyzer._plan is not None and "w" not in analyzer.recomputed
+        assert (report.as_dict(), report.errors) == fresh(g)
+    analyzer.close()
