@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import operator
 import weakref
 from collections.abc import Sequence
@@ -434,26 +435,37 @@ class LivePlan:
         self.sid_of = dict(buffers.values)  # node -> buffer of its output 0, as in `Buffers.values`
         self.views = set(buffers.views)
         self.sizes = list(buffers.sizes)
-        self.owner: list[str | None] = [order[step] for step in buffers.born]  # None: a buffer no longer used
         steps = buffers.steps
-        self.last: list[str | None] = [order[step] if step < steps else None for step in buffers.last_use]  # None: kept to the end
-        self.count = {name: len(shapes[name]) for name, sid in self.sid_of.items()
-                      if name not in self.views and shapes.get(name) is not None and len(shapes[name]) != 1}  # buffers other than one
-        self.alloc: dict[str, int] = {}
-        self.free: dict[str, int] = {}
-        for size, owner, last in zip(self.sizes, self.owner, self.last):
-            self.alloc[owner] = self.alloc.get(owner, 0) + size
-            if last is not None:
-                self.free[last] = self.free.get(last, 0) + size
+        # the node that allocates each buffer (None: a buffer no longer used; a node's buffers are consecutive) and the one
+        # after which it is freed (None: kept to the end)
+        self.owner: list[str | None] = list(map(order.__getitem__, buffers.born))
+        self.last: list[str | None] = list(map([*order, None].__getitem__, buffers.last_use))
+        if sum(self.sizes) < EXACT_FLOAT:  # bytes per step counted in numpy, as `Buffers.tally` does
+            weights = np.asarray(self.sizes, dtype=np.float64)
+            allocated = np.bincount(np.asarray(buffers.born, dtype=np.intp), weights, steps).astype(np.int64).tolist()
+            freed = np.bincount(np.asarray(buffers.last_use, dtype=np.intp), weights, steps + 1)[:steps].astype(np.int64).tolist()
+        else:
+            allocated, freed = [0] * steps, [0] * (steps + 1)
+            for size, start, stop in zip(self.sizes, buffers.born, buffers.last_use):
+                allocated[start] += size
+                freed[stop] += size
+        self.alloc: dict[str, int] = dict(zip(order, allocated))
+        self.free: dict[str, int] = dict(zip(order, freed))
         self.sums: dict[int, tuple[int, int]] = {}  # block serial -> (bytes allocated less freed, largest rise at a step)
         self.changed: set[str] = set()  # nodes whose bytes changed since the last peak
+        self.serials: list[int] = []  # the blocks' serials at the last peak
+        self.tree: list[tuple[int, int]] = []  # the blocks' sums combined pairwise in a segment tree (root at 1)
 
     # ---- buffers of values ---------------------------------------------------------------
     def _owned(self, name: str) -> range:
+        """The buffers `name` allocates."""
         sid = self.sid_of.get(name)
         if sid is None or name in self.views:
             return range(0)
-        return range(sid, sid + self.count.get(name, 1))
+        owner, end = self.owner, sid + 1
+        while end < len(owner) and owner[end] == name:
+            end += 1
+        return range(sid, end)
 
     def _value(self, ref: str) -> int | None:
         """The buffer that value `ref` lives in, if it has one."""
@@ -520,7 +532,6 @@ class LivePlan:
                     stale.add(sid)
             self.sid_of.pop(name, None)
             self.views.discard(name)
-            self.count.pop(name, None)
         for name in producers:
             if name in nodes:
                 stale |= self._buffers_of(name)
@@ -535,10 +546,10 @@ class LivePlan:
                 if ref is not None:
                     src = ref if ":" not in ref else parse_ref(ref)[0]
                     stale |= self._buffers_of(src)
-            before = (self.sid_of.get(name), name in self.views, self.count.get(name, 1))
+            before = (self.sid_of.get(name), name in self.views, len(self._owned(name)))
             sizes_before = [self.sizes[sid] for sid in self._owned(name)]
             self._place(name, node)
-            after = (self.sid_of.get(name), name in self.views, self.count.get(name, 1))
+            after = (self.sid_of.get(name), name in self.views, len(self._owned(name)))
             if after != before or sizes_before != [self.sizes[sid] for sid in self._owned(name)]:
                 stale |= self._buffers_of(name)
                 if after != before:  # its readers read other buffers now, and views of it pass other ones on
@@ -574,7 +585,6 @@ class LivePlan:
                 self._kill(sid)
             self.sid_of[name] = first
             self.views.add(name)
-            self.count.pop(name, None)
             return
         if name in self.views:
             self.views.discard(name)
@@ -583,7 +593,6 @@ class LivePlan:
             for sid in owned:
                 self._kill(sid)
             self.sid_of.pop(name, None)
-            self.count.pop(name, None)
             return
         if len(shapes) == 1:
             sizes = [_bytes(shapes[0]) if is_view or name not in self.costs else self.costs[name].activation_bytes]
@@ -598,10 +607,6 @@ class LivePlan:
             self.owner.extend([name] * len(sizes))
             self.last.extend([name] * len(sizes))
             owned = range(start, start + len(sizes))
-            if len(sizes) == 1:
-                self.count.pop(name, None)
-            else:
-                self.count[name] = len(sizes)
         for sid, size in zip(owned, sizes):
             delta = size - self.sizes[sid]
             if delta:
@@ -611,30 +616,72 @@ class LivePlan:
                     self._add(self.free, self.last[sid], delta)
 
     # ---- the peak ------------------------------------------------------------------------
+    def _block_sums(self, names: list[str]) -> tuple[int, int]:
+        """(bytes allocated less bytes freed, most bytes live at one step over the live bytes before) of a block."""
+        alloc, free = self.alloc, self.free
+        total, rise = 0, 0
+        for name in names:
+            here = alloc.get(name, 0)
+            if total + here > rise:
+                rise = total + here
+            total += here - free.get(name, 0)
+        return total, rise
+
+    def _every_block_sums(self, blocks: list[list[str]]) -> list[tuple[int, int]]:
+        """`_block_sums` of every block at once, in numpy: the bytes live at each step from a running sum of the order."""
+        names = list(itertools.chain.from_iterable(blocks))
+        try:
+            allocated = np.fromiter(map(self.alloc.get, names, itertools.repeat(0)), np.int64, len(names))
+            net = allocated - np.fromiter(map(self.free.get, names, itertools.repeat(0)), np.int64, len(names))
+        except OverflowError:  # sizes past 64 bits: one block at a time, in Python's integers
+            return [self._block_sums(names) for names in blocks]
+        after = np.cumsum(net)  # bytes live after each step's frees
+        before = after - net
+        starts = np.cumsum([0, *map(len, blocks[:-1])])
+        ends = np.cumsum(list(map(len, blocks))) - 1
+        rises = np.maximum.reduceat(before + allocated, starts) - before[starts]
+        totals = after[ends] - before[starts]
+        return list(zip(totals.tolist(), rises.tolist()))
+
     def peak(self) -> int:
-        """The most bytes live at one step of the schedule."""
+        """The most bytes live at one step of the schedule: the root of a segment tree over the blocks of the order, where
+        two neighbours combine as (a + b, max(rise a, a + rise b)). Only blocks that changed are summed again."""
         order = self.graph.order_blocks()
-        keys, alloc, free = order.keys, self.alloc, self.free
+        serials, keys = order.serials, order.keys
         redo = {order.block_of_key(keys[name]) for name in self.changed if name in keys}
         self.changed.clear()
-        sums: dict[int, tuple[int, int]] = {}
-        live, best = 0, 0
-        for b, (names, serial) in enumerate(zip(order.blocks, order.serials)):
-            found = None if b in redo else self.sums.get(serial)
-            if found is None:
-                total, rise = 0, 0
-                for name in names:
-                    here = alloc.get(name, 0)
-                    if total + here > rise:
-                        rise = total + here
-                    total += here - free.get(name, 0)
-                found = (total, rise)
-            sums[serial] = found
-            if live + found[1] > best:
-                best = live + found[1]
-            live += found[0]
-        self.sums = sums
-        return best
+        sums = self.sums
+        if len(serials) != len(self.serials):  # blocks split or dropped: every leaf again, each block's sums from its serial
+            size = 1
+            while size < len(serials):
+                size *= 2
+            if sums:
+                sums = {serial: (sums.get(serial) if b not in redo else None) or self._block_sums(names)
+                        for b, (names, serial) in enumerate(zip(order.blocks, serials))}
+            else:  # the first peak: every block
+                sums = dict(zip(serials, self._every_block_sums(order.blocks))) if serials else {}
+            self.sums = sums
+            tree = self.tree = [(0, 0)] * size + [sums[serial] for serial in serials] + [(0, 0)] * (size - len(serials))
+            for node in range(size - 1, 0, -1):
+                (a, rise_a), (b, rise_b) = tree[2 * node], tree[2 * node + 1]
+                tree[node] = (a + b, max(rise_a, a + rise_b))
+        else:
+            redo.update(itertools.compress(range(len(serials)), map(operator.ne, serials, self.serials)))
+            tree = self.tree
+            size = len(tree) // 2
+            for b in redo:
+                found = sums[serials[b]] = self._block_sums(order.blocks[b])
+                node = b + size
+                tree[node] = found
+                node >>= 1
+                while node:
+                    (a, rise_a), (c, rise_c) = tree[2 * node], tree[2 * node + 1]
+                    tree[node] = (a + c, max(rise_a, a + rise_c))
+                    node >>= 1
+        self.serials = list(serials)
+        if len(sums) > 2 * len(serials) + 64:  # sums of blocks that changed since: keep the current ones
+            self.sums = {serial: sums[serial] for serial in serials}
+        return self.tree[1][1]
 
 
 def schedule_buffers(graph: Graph, order: list[str], costs: dict[str, NodeCost]) -> Buffers:

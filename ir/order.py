@@ -4,13 +4,14 @@ The stable order is Kahn's algorithm placing, of the nodes whose producers are a
 (`Graph._stable_topological_sort`). Kahn's state after some steps is the set of nodes placed, so when an edit changes
 one node's inputs, the sort of the edited graph follows the old order up to the step where the node's readiness
 differs, and follows it again once the nodes placed since are the old order's nodes up to some step, give or take
-nodes nothing reads. `StableOrder.resort` runs the sort from that step until then, which for the edits a designer makes
-(a layer put between two others, an edge drawn or taken back) is a handful of steps, whatever the graph's size.
+nodes placed early whose readers are all placed, and ready nodes nothing reads, which the sort places later by insertion
+rank. `StableOrder.resort` runs the sort over that stretch alone, which for the edits a designer makes (a layer put
+between two others, an edge drawn or taken back) is a handful of steps, whatever the graph's size.
 
-The order is held as blocks of node names. Each block knows the smallest ready key of its nodes (the key of a node's
-last producer) and the largest insertion rank among them, so the search for the nodes ready at a step, and for the
-place of a node that waits, skips whole blocks. Keys are spaced so that nodes can be put between two others; when two
-neighbours have no room left, every key is given again.
+The order is held as blocks of node names with spaced keys, so that nodes can be put between two others; when two
+neighbours have no room left, every key is given again. A segment tree over the blocks holds each block's smallest
+ready key (the key of a node's last producer) and largest insertion rank, so the search for the nodes ready at a step,
+and for the place of a node that waits, skips to the next block that matters in O(log blocks).
 """
 
 from __future__ import annotations
@@ -22,10 +23,70 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 SPACING = 1 << 32  # between the keys of neighbours after keys are given again: room for 32 halvings
-BLOCK = 256  # nodes per block; a block splits when it holds twice as many
+BLOCK = 64  # nodes per block; a block splits when it holds twice as many
 BUDGET = 4096  # steps a local sort may take before `resort` gives up (the caller sorts the whole graph)
 
 _serials = itertools.count()  # block serials, unique across orders: a reader's cache keyed by serial never mixes two orders
+_NONE = 1 << 62  # above every key and rank
+
+
+class _BlockTree:
+    """Per block, the smallest ready key and the largest rank, in a segment tree: the next block (from a given one) that
+    holds a node ready before some key or ranked above some rank is found in O(log blocks)."""
+
+    def __init__(self, min_ready: list[int], max_rank: list[int]):
+        size = 1
+        while size < len(min_ready):
+            size *= 2
+        self.size, self.count = size, len(min_ready)
+        low = self.low = [_NONE] * size + min_ready + [_NONE] * (size - len(min_ready))
+        high = self.high = [-1] * size + max_rank + [-1] * (size - len(max_rank))
+        for node in range(size - 1, 0, -1):
+            low[node] = min(low[2 * node], low[2 * node + 1])
+            high[node] = max(high[2 * node], high[2 * node + 1])
+
+    def set(self, b: int, low: int, high: int) -> None:
+        node = b + self.size
+        self.low[node], self.high[node] = low, high
+        node >>= 1
+        while node:
+            self.low[node] = min(self.low[2 * node], self.low[2 * node + 1])
+            self.high[node] = max(self.high[2 * node], self.high[2 * node + 1])
+            node >>= 1
+
+    def first(self, b: int, below: int, above: int) -> int:
+        """The first block from `b` on with a ready key under `below` or a rank over `above`; `count` when there is none."""
+        low, high, size = self.low, self.high, self.size
+        if b >= self.count:
+            return self.count
+        node = b + size
+        while not (low[node] < below or high[node] > above):
+            while node & 1:  # up while a right child: the next subtree to the right starts at the parent's right sibling
+                node >>= 1
+            if node == 0:
+                return self.count
+            node += 1
+        while node < size:
+            node *= 2
+            if not (low[node] < below or high[node] > above):
+                node += 1
+        return min(node - size, self.count)
+
+    def highest(self, b: int, e: int) -> int:
+        """The largest rank in blocks b..e-1 (-1 when none)."""
+        high, best = self.high, -1
+        b += self.size
+        e += self.size
+        while b < e:
+            if b & 1:
+                best = max(best, high[b])
+                b += 1
+            if e & 1:
+                e -= 1
+                best = max(best, high[e])
+            b >>= 1
+            e >>= 1
+        return best
 
 
 class StableOrder:
@@ -51,6 +112,7 @@ class StableOrder:
         self.min_ready: list[int] = []
         self.max_rank: list[int] = []
         self.serials: list[int] = []  # changes whenever a block's nodes or their order change (readers cache per serial)
+        self._tree: _BlockTree | None = None  # made again when the number of blocks changes
         self._renumber()
 
     # ---- reading -----------------------------------------------------------------------------
@@ -87,9 +149,17 @@ class StableOrder:
     def _renumber(self) -> None:
         """Give every node a key again, SPACING apart, and every block its summaries."""
         names = self.names()
-        self.keys.update(zip(names, itertools.count(SPACING, SPACING)))
-        ready_key = self._ready_key
-        self.ready = dict(zip(names, map(ready_key, names)))
+        keys, nodes = self.keys, self.nodes
+        keys.update(zip(names, itertools.count(SPACING, SPACING)))
+        ready = self.ready = {}
+        for name in names:  # `_ready_key` inline: this runs once per node of the graph
+            last = -1
+            for ref in nodes[name].inputs:
+                if ref is not None:
+                    key = keys[ref] if ":" not in ref else keys[ref.rpartition(":")[0]]
+                    if key > last:
+                        last = key
+            ready[name] = last
         count = len(self.blocks)
         self.firsts, self.min_ready, self.max_rank, self.serials = [0] * count, [0] * count, [0] * count, [0] * count
         for b in range(count):
@@ -103,6 +173,17 @@ class StableOrder:
         self.min_ready[b] = min(map(ready.__getitem__, names))
         self.max_rank[b] = max(map(rank.__getitem__, names))
         self.serials[b] = next(_serials)
+        tree = self._tree
+        if tree is not None and tree.count == len(self.blocks):
+            tree.set(b, self.min_ready[b], self.max_rank[b])
+        else:
+            self._tree = None
+
+    def _blocks_tree(self) -> _BlockTree:
+        tree = self._tree
+        if tree is None or tree.count != len(self.blocks):
+            tree = self._tree = _BlockTree(self.min_ready, self.max_rank)
+        return tree
 
     def _split_or_drop(self, b: int) -> None:
         """Summarize block `b` after a change; split it when it grew past twice the block size, drop it when empty."""
@@ -110,12 +191,14 @@ class StableOrder:
         if not names:
             for table in (self.blocks, self.firsts, self.min_ready, self.max_rank, self.serials):
                 del table[b]
+            self._tree = None
             return
         if len(names) > 2 * self.block:
             half = len(names) // 2
             self.blocks[b:b + 1] = [names[:half], names[half:]]
             for table in (self.firsts, self.min_ready, self.max_rank, self.serials):
                 table.insert(b, 0)
+            self._tree = None
             self._summarize(b + 1)
         self._summarize(b)
 
@@ -224,13 +307,20 @@ class StableOrder:
         sb, si, seen_rank = b0, i0, -1  # the scan for nodes ready at the start: every one beyond it ranks above seen_rank
         qb, qi = b0, i0  # the old order, passed up to here
         count = len(blocks)
+        tree = self._blocks_tree()
         for _ in range(BUDGET):
             while sb < count and (not heap or heap[0][0] > seen_rank):
+                if si == 0:  # skip the blocks with no node ready at the start, up to one whose ranks reach the heap's top
+                    skip = tree.first(sb, first, heap[0][0] if heap else _NONE)
+                    if skip > sb:
+                        seen_rank = max(seen_rank, tree.highest(sb, skip))
+                        sb = skip
+                        continue
+                    if self.min_ready[sb] >= first:
+                        seen_rank = max(seen_rank, self.max_rank[sb])
+                        sb += 1
+                        continue
                 names = blocks[sb]
-                if si == 0 and self.min_ready[sb] >= first:
-                    seen_rank = max(seen_rank, self.max_rank[sb])
-                    sb += 1
-                    continue
                 name = names[si]
                 seen_rank = max(seen_rank, rank[name])
                 if ready.get(name, ready_key[name]) < first and name not in out_set and name not in queued:
@@ -306,10 +396,11 @@ class StableOrder:
         if stop is not None:
             b, i = self.locate(stop)
             while b < len(blocks):
+                if i == 0:
+                    b = self._blocks_tree().first(b, -1, mine)  # the next block holding a node ranked above it
+                    if b == len(blocks):
+                        break
                 names = blocks[b]
-                if i == 0 and self.max_rank[b] < mine:
-                    b += 1
-                    continue
                 while i < len(names) and rank[names[i]] < mine:
                     i += 1
                 if i < len(names):

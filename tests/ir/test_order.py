@@ -273,3 +273,22 @@ def test_a_view_of_a_rewired_view_passes_on_the_new_buffer():
         assert analyzer._plan is not None and "w" not in analyzer.recomputed
         assert (report.as_dict(), report.errors) == fresh(g)
     analyzer.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 8, 33])
+def test_the_block_tree_finds_what_a_scan_finds(count):
+    """`_BlockTree.first` and `highest` against a scan of the blocks, before and after changes of single blocks."""
+    rnd = random.Random(count)
+    low = [rnd.randrange(100) for _ in range(count)]
+    high = [rnd.randrange(100) for _ in range(count)]
+    tree = order_module._BlockTree(low, high)
+    for _ in range(200):
+        if rnd.random() < 0.3:
+            b = rnd.randrange(count)
+            low[b], high[b] = rnd.randrange(100), rnd.randrange(100)
+            tree.set(b, low[b], high[b])
+        start, below, above = rnd.randrange(count + 1), rnd.randrange(-1, 101), rnd.randrange(-1, 101)
+        scan = next((b for b in range(start, count) if low[b] < below or high[b] > above), count)
+        assert tree.first(start, below, above) == scan
+        end = rnd.randrange(start, count + 1)
+        assert tree.highest(start, end) == max(high[start:end], default=-1)
