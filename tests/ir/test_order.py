@@ -9,6 +9,7 @@ from convstudio.ir import order as order_module
 from convstudio.ir.cost import Analyzer, analyze, schedule_buffers
 from convstudio.ir.errors import DesignError, GraphError
 from convstudio.ir.graph import Graph
+from tests.ir.test_graph_bulk import relu_chain
 
 
 @pytest.fixture(params=[2, 3, 256], ids=["blocks of 2", "blocks of 3", "blocks of 256"])
@@ -130,18 +131,9 @@ def test_the_kept_order_equals_a_fresh_sort_after_every_edit(block, seed):
     assert kept > 100  # only a sort that would run past its budget drops the order
 
 
-def chain(n: int) -> Graph:
-    g = Graph("chain")
-    x = g.add("Input", name="x", attrs={"shape": [4, 8, 8]}).name
-    for _ in range(n):
-        x = g.add("ReLU", [x]).name
-    g.add("Output", [x], name="y")
-    return g
-
-
 def test_a_node_put_between_two_moves_alone_and_taken_out_moves_back(block, monkeypatch):
     """On a long chain the local sort takes a few steps: the new node moves from the end to its place, and back."""
-    g = chain(2_000)
+    g = relu_chain(2_000)
     steps = []
     resort = order_module.StableOrder.resort
 
@@ -168,7 +160,7 @@ def test_a_node_put_between_two_moves_alone_and_taken_out_moves_back(block, monk
 
 def test_many_nodes_put_in_one_place_give_the_keys_again(block):
     """More nodes between two neighbours than their keys have room for: the keys are given again, the order stays."""
-    g = chain(50)
+    g = relu_chain(50)
     g.topo_order()
     for _ in range(order_module.SPACING.bit_length() + 5):
         producer = g.nodes["relu_25"].inputs[0]
@@ -179,7 +171,7 @@ def test_many_nodes_put_in_one_place_give_the_keys_again(block):
 
 
 def test_an_edit_that_makes_a_cycle_drops_the_order_and_sorting_reports_it(block):
-    g = chain(20)
+    g = relu_chain(20)
     g.add("Sigmoid", ["relu_3"], name="side")
     g.set_input("relu_5", 0, "side")
     assert g._order_blocks is not None
@@ -234,7 +226,7 @@ def test_the_plan_kept_through_structural_edits_equals_a_fresh_analysis(block, s
 def test_a_structural_edit_of_a_long_chain_recomputes_what_it_touches(block):
     """A node put in front of the output and between two layers, then taken out: the plan follows the order, the report
     equals a fresh one, and only the nodes whose inputs changed are recomputed."""
-    g = chain(3_000)
+    g = relu_chain(3_000)
     analyzer = Analyzer(g)
     analyzer.refresh()
     tail = g.nodes["y"].inputs[0]
