@@ -573,7 +573,7 @@ class Graph:
             for k, (c, i) in enumerate(src_users):
                 if c == name and i > index:
                     src_users[k] = (c, i - 1)
-        self._emit("input", name=name, index=index, old=old, new=None)
+        self._emit("input", name=name, index=index, old=old, new=None, moved=set())  # the order is as `set_input` left it
         return old
 
     def set_inputs(self, name: str, refs: Iterable[str | None]) -> None:

@@ -284,3 +284,17 @@ def test_the_block_tree_finds_what_a_scan_finds(count):
         assert tree.first(start, below, above) == scan
         end = rnd.randrange(start, count + 1)
         assert tree.highest(start, end) == max(high[start:end], default=-1)
+
+
+def test_a_concat_slot_taken_away_keeps_the_order_and_the_plan():
+    """Removing an input slot of a Concat moves nothing more than disconnecting it did: the plan follows."""
+    g = relu_chain(40)
+    g.add("Concat", ["relu_10", "relu_20", "relu_30"], name="join")
+    g.add("Output", ["join"], name="z")
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    g.remove_input("join", 1)
+    report = analyzer.refresh()
+    assert analyzer._plan is not None and g._order_cache is not None
+    assert (report.as_dict(), report.errors) == fresh(g)
+    analyzer.close()
