@@ -71,49 +71,83 @@ def grow(g: Graph, rnd: random.Random) -> None:
 
 
 def edit(g: Graph, rnd: random.Random) -> None:
-    """One edit a designer makes: add, put a node between two, rewire, erase, change shapes, share, rename."""
+    """One edit a designer makes: add, put a node between two, rewire, erase, change shapes, share, rename, or another."""
     names = list(g.nodes)
     kind = rnd.random()
-    if kind < 0.2:
+    if kind < 0.18:
         grow(g, rnd)
-    elif kind < 0.4:  # a node put between a node and its first producer
+    elif kind < 0.36:  # a node put between a node and its first producer
         consumer = rnd.choice(names)
         node = g.nodes[consumer]
         if node.inputs and node.inputs[0] is not None:
             op = rnd.choice(["ReLU", "Identity", "Conv2d"])
             added = g.add(op, [node.inputs[0]], attrs={"out_channels": 8, "kernel_size": 1} if op == "Conv2d" else None).name
             g.set_input(consumer, 0, added)
-    elif kind < 0.55:
+    elif kind < 0.5:
         consumer = rnd.choice(names)
         node = g.nodes[consumer]
         producer = pick(g, rnd)
         if node.inputs and producer != consumer and producer not in g.descendants(consumer):
             g.set_input(consumer, rnd.randrange(len(node.inputs)), producer)
-    elif kind < 0.7:
+    elif kind < 0.62:
         sinks = [n for n in names if n != "x" and not g.users(n)]
         if sinks:
             g.erase(rnd.choice(sinks))
-    elif kind < 0.8:
+    elif kind < 0.72:
         convs = [n for n in names if g.nodes[n].op == "Conv2d"]
         if convs:
             g.set_attr(rnd.choice(convs), "out_channels", rnd.choice([4, 8, 12]))
-    elif kind < 0.86:
+    elif kind < 0.78:
         splits = [n for n in names if g.nodes[n].op == "ChannelSplit"]
         if splits:
             try:
                 g.set_attr(rnd.choice(splits), "parts", rnd.choice([1, 2, 4]))  # the number of outputs changes
             except DesignError:
                 pass
-    elif kind < 0.9:
+    elif kind < 0.82:
         g.set_attr("x", "shape", rnd.choice([[8, 8, 8], [4, 8, 8], [8, 4, 4]]))
-    elif kind < 0.94:
+    elif kind < 0.86:
         convs = [n for n in names if g.nodes[n].op == "Conv2d"]
         if convs:
             g.set_share(rnd.choice(convs), rnd.choice(["s", None]))
-    elif kind < 0.96:
+    elif kind < 0.88:
         name = rnd.choice(names)
         if name not in ("x", "y"):
             g.rename(name, g.fresh_name("r"))
+    else:
+        other_edit(g, rnd)
+
+
+def other_edit(g: Graph, rnd: random.Random) -> None:
+    """Edits through the graph's other entry points: a join's second input (maybe a split's second output), a Concat slot
+    taken away, every use of a value moved, a Concat's inputs set at once, an input disconnected."""
+    names = list(g.nodes)
+    joins = [n for n in names if g.nodes[n].op in ("Add", "Concat")]
+    concats = [n for n in joins if g.nodes[n].op == "Concat"]
+    kind = rnd.randrange(5)
+    if kind == 0 and joins:
+        consumer = rnd.choice(joins)
+        splits = [n + ":1" for n in names if g.nodes[n].op == "ChannelSplit" and g.nodes[n].attrs.get("parts", 2) > 1]
+        ref = rnd.choice([*splits, pick(g, rnd)])
+        if ref.split(":")[0] != consumer and ref.split(":")[0] not in g.descendants(consumer):
+            g.set_input(consumer, 1, ref)
+    elif kind == 1 and concats:
+        consumer = rnd.choice(concats)
+        if len(g.nodes[consumer].inputs) > 1:
+            g.remove_input(consumer, rnd.randrange(len(g.nodes[consumer].inputs)))
+    elif kind == 2:
+        old, new = pick(g, rnd), pick(g, rnd)
+        if old != new and new not in g.descendants(old) and old not in g.descendants(new):
+            g.replace_all_uses(old, new)
+    elif kind == 3 and concats:
+        consumer = rnd.choice(concats)
+        refs = [pick(g, rnd) for _ in range(rnd.randint(1, 3))]
+        if all(r != consumer and r not in g.descendants(consumer) for r in refs):
+            g.set_inputs(consumer, refs)
+    elif kind == 4:
+        consumer = pick(g, rnd)
+        if g.nodes[consumer].inputs:
+            g.set_input(consumer, 0, None)
 
 
 @pytest.mark.parametrize("seed", range(12))
