@@ -421,7 +421,7 @@ class BufferPlanner:
 class LivePlan:
     """A buffer plan kept up to date by edits, structural ones included, at the cost of the nodes they touch.
 
-    Made from a `Buffers` plan and the schedule it was made on, it holds, per node, the bytes it allocates and the bytes
+    Made from a `Buffers` plan (whose tables it takes over) and the schedule it was made on, it holds, per node, the bytes it allocates and the bytes
     freed after it, keyed by name: a node that moves in the schedule takes its own with it. The peak is read along the
     graph's order in blocks (`Graph.order_blocks`), each block summed once per change: the live bytes before a block plus
     the largest rise within it. A buffer is freed after its last reader, found by walking its producer's consumers (and a
@@ -432,9 +432,9 @@ class LivePlan:
         self.graph = graph
         self.shapes = shapes
         self.costs = costs
-        self.sid_of = dict(buffers.values)  # node -> buffer of its output 0, as in `Buffers.values`
-        self.views = set(buffers.views)
-        self.sizes = list(buffers.sizes)
+        self.sid_of = buffers.values  # node -> buffer of its output 0, as in `Buffers.values`
+        self.views = buffers.views
+        self.sizes = buffers.sizes
         steps = buffers.steps
         # the node that allocates each buffer (None: a buffer no longer used; a node's buffers are consecutive) and the one
         # after which it is freed (None: kept to the end)
@@ -855,6 +855,7 @@ class Analyzer:
                 and (self._plan is not None or self._buffers is not None))
         if kept and self._plan is None:  # on the schedule of the last refresh, whose results `_replay` has yet to update
             self._plan = LivePlan(graph, self._buffers, self._order, self.shapes, self.costs)
+            self._buffers = None  # the plan has taken its tables over
         self._replay()
         if structure and kept:
             self._order = None  # read from the graph when asked for
