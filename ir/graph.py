@@ -627,8 +627,8 @@ class Graph:
         self._counts = None
         if node.share:
             self._owners = None
-        if node.op in ("Input", "Output"):
-            self._ends = None
+        if node.op in ("Input", "Output") and self._ends is not None:
+            self._ends[node.op == "Output"].remove(name)
         self.layout.pop(name, None)
         if self.groups:
             drop_node(self.groups, name)
