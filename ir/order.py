@@ -119,9 +119,6 @@ class StableOrder:
     def names(self) -> list[str]:
         return list(itertools.chain.from_iterable(self.blocks))
 
-    def last(self) -> str | None:
-        return self.blocks[-1][-1] if self.blocks else None
-
     def locate(self, name: str) -> tuple[int, int]:
         """(block, index in the block) of `name`."""
         b = bisect.bisect_right(self.firsts, self.keys[name]) - 1
@@ -149,17 +146,8 @@ class StableOrder:
     def _renumber(self) -> None:
         """Give every node a key again, SPACING apart, and every block its summaries."""
         names = self.names()
-        keys, nodes = self.keys, self.nodes
-        keys.update(zip(names, itertools.count(SPACING, SPACING)))
-        ready = self.ready = {}
-        for name in names:  # `_ready_key` inline: this runs once per node of the graph
-            last = -1
-            for ref in nodes[name].inputs:
-                if ref is not None:
-                    key = keys[ref] if ":" not in ref else keys[ref.rpartition(":")[0]]
-                    if key > last:
-                        last = key
-            ready[name] = last
+        self.keys.update(zip(names, itertools.count(SPACING, SPACING)))
+        self.ready = dict(zip(names, map(self._ready_key, names)))
         count = len(self.blocks)
         self.firsts, self.min_ready, self.max_rank, self.serials = [0] * count, [0] * count, [0] * count, [0] * count
         for b in range(count):
