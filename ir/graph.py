@@ -355,10 +355,12 @@ class Graph:
     def _consumer_names(self, name: str) -> list[str]:
         return [c for c, _ in self._index()[name]]
 
-    def _resort(self, name: str, producers: set[str]) -> set[str] | None:
-        """Bring the cached order up to date after the inputs of `name` changed (they were `producers`) by sorting where it
-        changes (`StableOrder.resort`); returns the nodes that moved in it, or None when the order is to be sorted again."""
-        moved = self.order_blocks().resort(name, producers)
+    def _resort(self, name: str, index: int, old: str | None) -> set[str] | None:
+        """Bring the cached order up to date after input `index` of `name` changed (it was `old`) by sorting where it changes
+        (`StableOrder.resort`); returns the nodes that moved in it, or None when the order is to be sorted again."""
+        before = list(self.nodes[name].inputs)
+        before[index] = old
+        moved = self.order_blocks().resort(name, {parse_ref(ref)[0] for ref in before if ref is not None})
         if moved is None:
             self._structure_changed()
         return moved
@@ -517,7 +519,6 @@ class Graph:
             node.inputs.append(None)
         old = node.inputs[index]
         ready = self._ready_step(node)
-        producers = set(node.input_names()) if ready is not None else None
         users = self._users
         self._counts = None
         if old is not None and users is not None:
@@ -528,7 +529,7 @@ class Graph:
         now = self._ready_step(node)
         moved: set[str] | None = set() if ready is not None else None
         if now != ready:
-            moved = {name} if self._moved_to_end(name, now) else self._resort(name, producers)
+            moved = {name} if self._moved_to_end(name, now) else self._resort(name, index, old)
         self._emit("input", name=name, index=index, old=old, new=ref, moved=moved)
 
     def _moved_to_end(self, name: str, ready: int | None) -> bool:
