@@ -313,21 +313,29 @@ class Buffers:
     steps: int
     live: LiveBytes | None = None  # bytes live at each step, after its allocations
 
-    def tally(self) -> None:
+    def per_step(self) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
+        """Bytes allocated at each step and bytes freed after it, for steps 0..steps (the last: buffers kept to the end).
+        float64 arrays counted in numpy while every partial sum is exact in float64, else lists of Python integers."""
         steps = self.steps
-        if sum(self.sizes) < EXACT_FLOAT:  # every partial sum below is exact in float64: count in numpy
+        if sum(self.sizes) < EXACT_FLOAT:
             sizes = np.asarray(self.sizes, dtype=np.float64)
-            allocs = np.bincount(np.asarray(self.born, dtype=np.intp), sizes, steps + 1)
-            frees = np.bincount(np.asarray(self.last_use, dtype=np.intp), sizes, steps + 1)
-            live = np.cumsum(allocs[:steps])
-            live[1:] -= np.cumsum(frees[:steps - 1])
-            self.live = LiveBytes(live.astype(np.int64))
-            return
+            return (np.bincount(np.asarray(self.born, dtype=np.intp), sizes, steps + 1),
+                    np.bincount(np.asarray(self.last_use, dtype=np.intp), sizes, steps + 1))
         allocs = [0] * (steps + 1)
         frees = [0] * (steps + 1)
         for size, start, stop in zip(self.sizes, self.born, self.last_use):
             allocs[start] += size
             frees[stop] += size
+        return allocs, frees
+
+    def tally(self) -> None:
+        steps = self.steps
+        allocs, frees = self.per_step()
+        if isinstance(allocs, np.ndarray):  # every partial sum below is exact in float64
+            live = np.cumsum(allocs[:steps])
+            live[1:] -= np.cumsum(frees[:steps - 1])
+            self.live = LiveBytes(live.astype(np.int64))
+            return
         freed_before = accumulate(frees[:steps - 1], initial=0) if steps else ()
         self.live = LiveBytes(list(map(operator.sub, accumulate(allocs[:steps]), freed_before)))
 
@@ -418,6 +426,11 @@ class BufferPlanner:
         return buffers
 
 
+def _joined(left: tuple[int, int], right: tuple[int, int]) -> tuple[int, int]:
+    """The (bytes allocated less freed, largest rise at a step) of two neighbouring stretches of a schedule, one after the other."""
+    return left[0] + right[0], max(left[1], left[0] + right[1])
+
+
 class LivePlan:
     """A buffer plan kept up to date by edits, structural ones included, at the cost of the nodes they touch.
 
@@ -435,20 +448,13 @@ class LivePlan:
         self.sid_of = buffers.values  # node -> buffer of its output 0, as in `Buffers.values`
         self.views = buffers.views
         self.sizes = buffers.sizes
-        steps = buffers.steps
         # the node that allocates each buffer (None: a buffer no longer used; a node's buffers are consecutive) and the one
         # after which it is freed (None: kept to the end)
         self.owner: list[str | None] = list(map(order.__getitem__, buffers.born))
         self.last: list[str | None] = list(map([*order, None].__getitem__, buffers.last_use))
-        if sum(self.sizes) < EXACT_FLOAT:  # bytes per step counted in numpy, as `Buffers.tally` does
-            weights = np.asarray(self.sizes, dtype=np.float64)
-            allocated = np.bincount(np.asarray(buffers.born, dtype=np.intp), weights, steps).astype(np.int64).tolist()
-            freed = np.bincount(np.asarray(buffers.last_use, dtype=np.intp), weights, steps + 1)[:steps].astype(np.int64).tolist()
-        else:
-            allocated, freed = [0] * steps, [0] * (steps + 1)
-            for size, start, stop in zip(self.sizes, buffers.born, buffers.last_use):
-                allocated[start] += size
-                freed[stop] += size
+        allocated, freed = buffers.per_step()  # per step of `order`, and one more for what is kept to the end (zip drops it)
+        if isinstance(allocated, np.ndarray):
+            allocated, freed = allocated.astype(np.int64).tolist(), freed.astype(np.int64).tolist()
         self.alloc: dict[str, int] = dict(zip(order, allocated))
         self.free: dict[str, int] = dict(zip(order, freed))
         self.sums: dict[int, tuple[int, int]] = {}  # block serial -> (bytes allocated less freed, largest rise at a step)
@@ -476,6 +482,10 @@ class LivePlan:
         if idx and (self.shapes.get(src) is None or idx >= len(self.shapes[src])):
             return None
         return sid if src in self.views else sid + idx
+
+    def _holding(self, name: str) -> tuple[int | None, bool, int]:
+        """Which buffers `name`'s outputs live in: the first, whether it is a view, how many it allocates."""
+        return self.sid_of.get(name), name in self.views, len(self._owned(name))
 
     def _buffers_of(self, name: str) -> set[int]:
         """Every buffer `name`'s outputs live in."""
@@ -546,17 +556,15 @@ class LivePlan:
                 if ref is not None:
                     src = ref if ":" not in ref else parse_ref(ref)[0]
                     stale |= self._buffers_of(src)
-            before = (self.sid_of.get(name), name in self.views, len(self._owned(name)))
-            sizes_before = [self.sizes[sid] for sid in self._owned(name)]
+            before = self._holding(name)
             self._place(name, node)
-            after = (self.sid_of.get(name), name in self.views, len(self._owned(name)))
-            if after != before or sizes_before != [self.sizes[sid] for sid in self._owned(name)]:
+            after = self._holding(name)
+            if after != before:  # other buffers: its readers read them now, and views of it pass them on (resized ones were updated)
                 stale |= self._buffers_of(name)
-                if after != before:  # its readers read other buffers now, and views of it pass other ones on
-                    for consumer, _ in graph.users(name):
-                        if consumer not in queued and consumer in nodes:
-                            queued.add(consumer)
-                            heapq.heappush(work, (keys[consumer], consumer))
+                for consumer, _ in graph.users(name):
+                    if consumer not in queued and consumer in nodes:
+                        queued.add(consumer)
+                        heapq.heappush(work, (keys[consumer], consumer))
         for sid in stale:
             owner = self.owner[sid]
             if owner is None:
@@ -663,8 +671,7 @@ class LivePlan:
             self.sums = sums
             tree = self.tree = [(0, 0)] * size + [sums[serial] for serial in serials] + [(0, 0)] * (size - len(serials))
             for node in range(size - 1, 0, -1):
-                (a, rise_a), (b, rise_b) = tree[2 * node], tree[2 * node + 1]
-                tree[node] = (a + b, max(rise_a, a + rise_b))
+                tree[node] = _joined(tree[2 * node], tree[2 * node + 1])
         else:
             redo.update(itertools.compress(range(len(serials)), map(operator.ne, serials, self.serials)))
             tree = self.tree
@@ -675,8 +682,7 @@ class LivePlan:
                 tree[node] = found
                 node >>= 1
                 while node:
-                    (a, rise_a), (c, rise_c) = tree[2 * node], tree[2 * node + 1]
-                    tree[node] = (a + c, max(rise_a, a + rise_c))
+                    tree[node] = _joined(tree[2 * node], tree[2 * node + 1])
                     node >>= 1
         self.serials = list(serials)
         if len(sums) > 2 * len(serials) + 64:  # sums of blocks that changed since: keep the current ones
@@ -857,23 +863,20 @@ class Analyzer:
             self._plan = LivePlan(graph, self._buffers, self._order, self.shapes, self.costs)
             self._buffers = None  # the plan has taken its tables over
         self._replay()
-        if structure and kept:
-            self._order = None  # read from the graph when asked for
-            self._position = graph.order_keys()
-            self._inputs = graph.inputs
-            self._inserted = None  # insertion positions: nodes came or went
-            if self._reelect:
-                self._elect_all()
-            elif self._regroup:
-                self._elect(self._regroup)
-            self._structure = False
-        elif structure:
-            self._order = graph.topo_order()
+        if structure:
+            self._order = None if kept else graph.topo_order()  # kept: read from the graph when asked for
             self._position = graph.order_keys()  # increasing along the order, which is all the heap and the error lines need
             self._inputs = graph.inputs
-            self._elect_all()
+            if not kept:
+                self._plan = None
+                self._elect_all()
+            elif self._reelect:
+                self._elect_all()
+            else:
+                self._inserted = None  # insertion positions: nodes came or went
+                if self._regroup:
+                    self._elect(self._regroup)
             self._structure = False
-            self._plan = None
         elif self._regroup:
             self._elect(self._regroup)
         self._regroup.clear()
