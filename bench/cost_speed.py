@@ -9,7 +9,8 @@ Scale: building a chain or branchy design with the graph API, saving it, then `c
 10x time), 100k nodes take under 3 s in all (each size's row gives its total as a ratio to those 3 s, by the wall
 clock and by this process's CPU time, which other load inflates less), and one edit + refresh costs the same at 1k,
 10k and 100k nodes: an attribute edit, and a structural one (a node put in front of the output or between two layers,
-then taken out), once the first structural edit has made the order's blocks and the buffer plan (its own row).
+then taken out), once the first structural edit has made the order's blocks and the buffer plan (its own row). A rename
+keeps the plan too; the graph rebuilds its dict of nodes for it (insertion order), which grows with the graph in C.
 --scale-only prints just the scale and edit + refresh rows.
 """
 
@@ -261,13 +262,21 @@ def refresh_rows(repeat: int) -> list[tuple[str, str, str]]:
                 analyzer.refresh()
                 times[label].append((time.perf_counter() - start) / 2)
                 touched[label] = max(touched.get(label, 0), recomputed, len(analyzer.recomputed))
+        times["rename"] = []  # a layer renamed and named back: the graph rebuilds its dict of nodes, the plan follows
+        for _ in range(max(5, 3 * repeat)):
+            for old, new in ((target, "renamed"), ("renamed", target)):
+                start = time.perf_counter()
+                graph.rename(old, new)
+                analyzer.refresh()
+                times["rename"].append(time.perf_counter() - start)
+                touched["rename"] = max(touched.get("rename", 0), len(analyzer.recomputed))
         analyzer.close()
         for label, values in times.items():
             medians[(label, n)] = statistics.median(values) * 1e3
             rows.append((f"edit + refresh, {label}, chain {len(graph):,} nodes", f"{medians[(label, n)]:.3f} ms", f"{touched[label]} nodes recomputed"))
         rows.append((f"first structural edit + refresh, chain {len(graph):,} nodes", f"{first * 1e3:.1f} ms",
                      "makes the order's blocks and the plan from the full analysis"))
-    for label in ("same shapes", "shapes change", *structural):
+    for label in ("same shapes", "shapes change", *structural, "rename"):
         ratio = medians[(label, 100_000)] / medians[(label, 1_000)]
         rows.append((f"  refresh growth 100k/1k, {label}", f"{ratio:.1f}x", "flat = 1x (full re-analysis: 100x)"))
     return rows

@@ -529,6 +529,26 @@ class LivePlan:
         return last
 
     # ---- edits ---------------------------------------------------------------------------
+    def rename(self, old: str, new: str) -> None:
+        """Node `old` is called `new` now (no node of the plan was called `new`): its bytes, buffers and the buffers it
+        frees go with it."""
+        for sid in self._owned(old):
+            self.owner[sid] = new
+        for table in (self.sid_of, self.alloc, self.free):
+            if old in table:
+                table[new] = table.pop(old)
+        for names in (self.views, self.changed):
+            if old in names:
+                names.discard(old)
+                names.add(new)
+        last, at = self.last, -1  # which buffers it frees is written nowhere else: found by a scan (in C)
+        try:
+            while True:
+                at = last.index(old, at + 1)
+                last[at] = new
+        except ValueError:
+            pass
+
     def update(self, touched: set[str], gone: set[str], producers: set[str]) -> None:
         """Bring the plan up to date: `touched` nodes were added, moved, rewired or got new shapes; `gone` nodes were erased;
         `producers` are nodes some of them read before the edits."""
@@ -719,8 +739,8 @@ class Analyzer:
     touches, not the graph's size: totals are running sums updated by deltas, resized buffers update the
     peak-memory tree, a sharing-group change re-elects that group's owner only, and the report is a view
     of the results rather than a copy. Structural edits (add, erase, connect) keep the graph's order by
-    sorting where it changes (`ir.order`), and the buffer plan follows the nodes they touch (`LivePlan`);
-    a rename, a reorder, or an edit that moves more of the order than the local sort's budget rebuilds
+    sorting where it changes (`ir.order`), and the buffer plan follows the nodes they touch (`LivePlan`), through
+    renames too; a reorder, or an edit that moves more of the order than the local sort's budget, rebuilds
     the schedule and the plan, and still recomputes only the nodes it touches.
     """
 
@@ -803,9 +823,12 @@ class Analyzer:
             if name in self._share_of:
                 self._reelect = True
         elif event == "rename":
-            self._order_lost = True
             old, new = info["old"], info["new"]
-            for names in (self._dirty, self._regroup):
+            if old in self._gone or new in self._gone:  # the plan would take the buffers of the node erased for the renamed one's
+                self._order_lost = True
+            if old in self._share_of:
+                self._reelect = True
+            for names in (self._dirty, self._regroup, self._touched, self._read_before):
                 if old in names:
                     names.discard(old)
                     names.add(new)
@@ -862,7 +885,7 @@ class Analyzer:
         if kept and self._plan is None:  # on the schedule of the last refresh, whose results `_replay` has yet to update
             self._plan = LivePlan(graph, self._buffers, self._order, self.shapes, self.costs)
             self._buffers = None  # the plan has taken its tables over
-        self._replay()
+        self._replay(self._plan if kept else None)
         if structure:
             self._order = None if kept else graph.topo_order()  # kept: read from the graph when asked for
             self._position = graph.order_keys()  # increasing along the order, which is all the heap and the error lines need
@@ -938,8 +961,9 @@ class Analyzer:
         self.report = self._report()
         return self.report
 
-    def _replay(self) -> None:
-        """Apply the erasures and renames since the last refresh to the stored results, in order."""
+    def _replay(self, plan: LivePlan | None) -> None:
+        """Apply the erasures and renames since the last refresh to the stored results, in order, and the renames to `plan`
+        (the plan kept through these edits, if any)."""
         if self._full:
             self._pending.clear()
         for event, *names in self._pending:
@@ -953,6 +977,8 @@ class Analyzer:
                 for table in (self.shapes, self.costs, self.errors):
                     if old in table:
                         table[new] = table.pop(old)
+                if plan is not None:
+                    plan.rename(old, new)
         self._pending.clear()
 
     def _resize(self, names: list[str]) -> None:

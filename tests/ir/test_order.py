@@ -278,6 +278,133 @@ def test_a_structural_edit_of_a_long_chain_recomputes_what_it_touches(block):
     analyzer.close()
 
 
+def rename_edit(g: Graph, rnd: random.Random, erased: list[str]) -> None:
+    """A rename: to a fresh name, to the name of a node erased since the last refresh, or two nodes swapping names."""
+    names = [n for n in g.nodes if n not in ("x", "y")]
+    if not names:
+        return
+    name, kind = rnd.choice(names), rnd.random()
+    if kind < 0.4:
+        g.rename(name, g.fresh_name("r"))
+    elif kind < 0.7 and erased:
+        free = [n for n in erased if n not in g.nodes]
+        if free:
+            g.rename(name, rnd.choice(free))
+    else:
+        other = rnd.choice(names)
+        if other != name:
+            g.rename(name, "swap")
+            g.rename(other, name)
+            g.rename("swap", other)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_renames_among_other_edits_keep_the_plan_and_equal_a_fresh_analysis(block, seed):
+    """Renames batched with every other edit, to names erased in the same batch too: the report and the peak equal a fresh
+    analysis and a plan made from scratch, and the plan is kept through renames (the graph keeps its order through them)."""
+    rnd = random.Random(seed)
+    g = random_graph(rnd, rnd.randint(5, 25))
+    analyzer = Analyzer(g, batch=rnd.choice([None, 2]))
+    analyzer.refresh()
+    kept = 0
+    for _ in range(40):
+        erased: list[str] = []
+        renamed = False
+        for _ in range(rnd.randint(1, 4)):
+            if rnd.random() < 0.4:
+                rename_edit(g, rnd, erased)
+                renamed = True
+            else:
+                before = set(g.nodes)
+                edit(g, rnd)
+                erased += before - set(g.nodes)
+        report = analyzer.refresh()
+        kept += renamed and analyzer._plan is not None
+        assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
+        assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
+        check_order(g)
+    assert kept > 10
+    analyzer.close()
+
+
+def test_a_rename_keeps_the_plan_and_recomputes_the_lines_that_name_it(block):
+    """Renaming a layer of a long chain, its reader after it, then its reader before it in one batch, after rewiring it:
+    the plan is kept, only those nodes and their readers are recomputed, and the report equals a fresh one."""
+    g = relu_chain(3_000)
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    g.add("Sigmoid", ["relu_1499"], name="added")
+    g.set_input("relu_1500", 0, "added")
+    analyzer.refresh()
+    for batch in ([("relu_1500", "middle")], [("middle", "m2"), ("relu_1501", "after")], [("relu_1502", "r1"), ("after", "r2")]):
+        for old, new in batch:
+            g.rename(old, new)
+        report = analyzer.refresh()
+        names = {new for _, new in batch}
+        assert analyzer._plan is not None
+        assert set(analyzer.recomputed) == names | {c for n in names for c, _ in g.users(n)}
+        assert (report.as_dict(), report.errors) == fresh(g)
+    g.set_input("m2", 0, "relu_1498")  # the buffer it read before is freed by another node now
+    g.rename("m2", "rewired")
+    report = analyzer.refresh()
+    assert analyzer._plan is not None and (report.as_dict(), report.errors) == fresh(g)
+    analyzer.close()
+
+
+@pytest.mark.parametrize("case", ["old producer renamed", "moved node renamed", "added node renamed"])
+def test_a_node_renamed_after_another_edit_of_the_same_batch_keeps_what_that_edit_did(block, case):
+    """The edits before a rename name the node by its old name: a producer read before a rewiring, a node the order moved,
+    a node added. Its buffers are placed and freed as a fresh plan's."""
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [8, 8, 8]})
+    g.add("Conv2d", ["x"], name="wide", attrs={"out_channels": 64, "kernel_size": 1})
+    g.add("Conv2d", ["x"], name="a", attrs={"out_channels": 8, "kernel_size": 1})
+    g.add("ReLU", ["wide"], name="b")
+    g.add("Conv2d", ["a"], name="c", attrs={"out_channels": 8, "kernel_size": 1})
+    g.add("Add", ["b", "c"], name="d")
+    g.add("Output", ["d"], name="y")
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    g.add("Sigmoid", ["x"], name="warm")  # the plan is kept from this refresh on
+    g.add("Output", ["warm"], name="z")
+    analyzer.refresh()
+    if case == "old producer renamed":
+        g.set_input("b", 0, "a")  # nothing reads the wide buffer now: it is freed right after it is made
+        g.rename("wide", "w2")
+    elif case == "moved node renamed":
+        g.set_input("a", 0, "b")  # a now waits for b, which waits for wide: a moves after them
+        g.rename("a", "a2")
+    else:
+        g.add("Conv2d", ["wide"], name="late", attrs={"out_channels": 64, "kernel_size": 3, "padding": 1})
+        g.set_input("d", 1, "late")
+        g.rename("late", "l2")
+    report = analyzer.refresh()
+    assert analyzer._plan is not None
+    assert (report.as_dict(), report.errors) == fresh(g)
+    assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak()
+    analyzer.close()
+
+
+def test_renaming_nodes_of_a_share_group_keeps_one_owner():
+    """The owner and a member of a share group renamed, one at a time and together: the parameters are counted once."""
+    g = Graph()
+    g.add("Input", name="x", attrs={"shape": [8, 8, 8]})
+    g.add("Conv2d", ["x"], name="first", attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}, share="s")
+    g.add("Conv2d", ["first"], name="second", attrs={"out_channels": 8, "kernel_size": 3, "padding": 1}, share="s")
+    g.add("Output", ["second"], name="y")
+    analyzer = Analyzer(g)
+    analyzer.refresh()
+    g.add("Output", ["first"], name="z")
+    analyzer.refresh()
+    for batch in ([("second", "s2")], [("first", "f2")], [("f2", "f3"), ("s2", "s3")]):
+        for old, new in batch:
+            g.rename(old, new)
+        report = analyzer.refresh()
+        assert analyzer._plan is not None
+        assert (report.as_dict(), report.errors) == fresh(g)
+    analyzer.close()
+
+
 def test_a_view_of_a_rewired_view_passes_on_the_new_buffer():
     """An Identity rewired to another producer of the same shape: the Dropout reading it (a view, its shapes unchanged)
     now passes on the other buffer, which stays live until the last layer reads it."""
