@@ -57,10 +57,11 @@ def add_spec(graph: Graph, spec: dict) -> Node:
 
 
 def extract(graph: Graph, names) -> list[dict]:
-    """Specs of `names` in graph order; inputs from outside the selection become unconnected."""
+    """Specs of `names` in the graph's stable topological order (its insertion order unless edits fed a node from one
+    added after it), so each spec's producers come before it; inputs from outside the selection become unconnected."""
     chosen = set(names)
     specs = []
-    for name in graph.nodes:
+    for name in graph.topo_order():
         if name not in chosen:
             continue
         spec = node_spec(graph.nodes[name])

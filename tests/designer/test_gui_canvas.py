@@ -11,6 +11,7 @@ from convstudio.designer.gui.layout import layered_layout
 from convstudio.designer.gui.mainwindow import MainWindow
 from convstudio.designer.gui.messages import for_people
 from convstudio.designer.gui.theme import active
+from convstudio.ir.cost import analyze
 from convstudio.ir.design import Design
 from convstudio.ir.templates import build_template
 from tests.designer.windows import make_window
@@ -150,6 +151,25 @@ def test_copy_paste_copies_nodes_and_edges_between_them(window):
     assert conv.op == "Conv2d" and conv.attrs == ctl.graph.nodes["conv2"].attrs
     assert relu.inputs == [conv.name] and conv.inputs == [None]
     assert (relu.name, 0) in window.scene.edges
+    ctl.undo_stack.undo()
+    assert all(n not in ctl.graph.nodes for n in pasted)
+
+
+def test_paste_of_nodes_fed_by_a_node_added_after_them(window):
+    """conv1 rewired to read a ReLU added after it: the copy lists the ReLU first, so pasting adds every node after its
+    producer, keeps the edge, and the costs equal a fresh analysis."""
+    ctl = window.ctl
+    added = ctl.add_op_after("ReLU", "x")
+    assert ctl.connect(added, "conv1", 0) is None
+    ctl.select(["conv1", added])
+    window.copy_action.trigger()
+    window.paste_action.trigger()
+    pasted = ctl.selection
+    relu, conv = (ctl.graph.nodes[n] for n in pasted)
+    assert (relu.op, conv.op) == ("ReLU", "Conv2d") and conv.inputs == [relu.name] and relu.inputs == [None]
+    assert (conv.name, 0) in window.scene.edges
+    fresh = analyze(ctl.graph.copy(), strict=False, latency=ctl.latency_model)
+    assert (ctl.report.as_dict(), ctl.report.errors) == (fresh.as_dict(), fresh.errors)
     ctl.undo_stack.undo()
     assert all(n not in ctl.graph.nodes for n in pasted)
 
