@@ -6,8 +6,8 @@ removed when the design is saved or closed normally, so one that survives is a c
 
 A recovery file keeps the design exactly as it was being edited, work in progress included
 (unconnected inputs, no Output yet), which a design file cannot hold: every node in graph order
-with its op, attributes, inputs (null when unconnected) and share group, plus layout, training
-section and weights file name.
+with its op, attributes, inputs (null when unconnected) and share group, plus groups (folded or not),
+layout, training section and weights file name.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from convstudio.designer.gui.fragments import node_spec
 from convstudio.ir.design import Design, write_atomic
 from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph
+from convstudio.ir.groups import check_groups
 from convstudio.ir.training import validate_training
 
 RECOVERY_FORMAT = "convstudio.recovery"
@@ -54,6 +55,7 @@ def recovery_text(design: Design) -> str:
         "name": graph.name,
         "nodes": nodes,
         "layout": {name: list(pos) for name, pos in graph.layout.items() if name in graph.nodes},
+        "groups": [group.as_dict() for group in graph.groups.values()],
         "training": design.training,
         "weights": design.weights,
     }
@@ -82,6 +84,7 @@ def read_recovery(text: str, source: str) -> Design:
             if name not in graph.nodes:
                 raise DesignError(f"layout names unknown node '{name}'", "field layout")
             graph.layout[name] = (float(x), float(y))
+        graph.groups = check_groups(data.get("groups", []), graph.nodes)  # files written before groups were kept have none
         training = validate_training(data["training"], "field training")
         weights = data["weights"]
         if weights is not None and not isinstance(weights, str):

@@ -1,5 +1,6 @@
 """Safety: autosave and crash recovery, the unsaved-changes prompt, files that fail to load."""
 
+import json
 import os
 
 import pytest
@@ -126,9 +127,14 @@ def test_work_in_progress_is_recovered_exactly(qtbot, tmp_path, saved):
     ctl.connect("relu1", loose, 0)
     ctl.disconnect("fc1", 0)
     ctl.delete(["logits"])
+    assert ctl.make_group(["conv1", "relu1", "pool1"], "stem") is None
+    ctl.collapse_group("stem")
     assert ctl.save() == "input 0 is not connected, node 'fc1'"  # a design file cannot hold this yet
     edited = ctl.dumps()
     target = first.autosaver.autosave()  # the first window stays open, as a crashed process leaves it
+    older = json.loads(target.read_text())
+    assert older.pop("groups") == [{"name": "stem", "nodes": ["conv1", "relu1", "pool1"], "collapsed": True}]
+    assert read_recovery(json.dumps(older), "'old.json'").graph.groups == {}  # a file written before groups were kept
 
     second = make_window(qtbot, load(saved), folder)
     assert second.recover()
