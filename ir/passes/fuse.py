@@ -224,7 +224,11 @@ def _report_stray_bns(original: Graph, g: Graph, declined: list, claimed: set) -
     for name in g.topo_order():
         if g.nodes[name].op not in BN_OPS or name in claimed:
             continue
-        src = parse_ref(original.nodes[name].inputs[0])[0]
+        ref = original.nodes[name].inputs[0]
+        if ref is None:  # work in progress in the designer
+            declined.append({"nodes": [name], "reason": f"{name} has no input yet; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"})
+            continue
+        src = parse_ref(ref)[0]
         src_op = original.nodes[src].op
         feeds_conv = _feeds_conv(original, name)
         if feeds_conv:

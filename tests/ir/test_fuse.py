@@ -241,6 +241,15 @@ def test_bn_after_an_activation_is_declined_naming_the_activation():
     assert reasons(r) == ["bn follows ReLU relu; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"]
 
 
+def test_a_bn_not_connected_yet_is_declined_and_the_rest_fuses():
+    """Work in progress in the designer: a BN whose input is not connected yet."""
+    g = chain(CONV, ("ReLU", "relu", {}), ("Conv2d", "conv2", {"out_channels": 4, "kernel_size": 1}), BN)
+    g.set_input("bn", 0, None)
+    r = fuse(g)
+    assert [f["pattern"] for f in r.data["fused"]] == ["Conv2d+ReLU"]
+    assert reasons(r) == ["bn has no input yet; BN folds only into a Conv2d, ConvTranspose2d or Linear right before it"]
+
+
 def test_bn_after_a_layer_that_does_not_fold_is_declined():
     b = Builder("t")
     x = b.input("x", (3, 8, 8))
