@@ -236,22 +236,34 @@ def fresh(g: Graph, batch: int | None = None) -> tuple[dict, list[str]]:
     return report.as_dict(), report.errors
 
 
+def random_analyzer(seed: int, smallest: int) -> tuple[random.Random, Graph, Analyzer]:
+    """A random graph of `smallest` to 25 grown nodes and its analyzer (batch None or 2), refreshed once."""
+    rnd = random.Random(seed)
+    g = random_graph(rnd, rnd.randint(smallest, 25))
+    analyzer = Analyzer(g, batch=rnd.choice([None, 2]))
+    analyzer.refresh()
+    return rnd, g, analyzer
+
+
+def assert_fresh_with_plan(g: Graph, analyzer: Analyzer, report) -> None:
+    """The report and its errors equal a fresh analysis, and its peak equals a buffer plan made from scratch on the same
+    schedule."""
+    assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
+    assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_the_plan_kept_through_structural_edits_equals_a_fresh_analysis(block, seed):
     """Every edit above, one to three at a time: the report (peak memory included) and its errors equal a fresh
     analysis, and the peak equals a buffer plan made from scratch on the same schedule."""
-    rnd = random.Random(seed)
-    g = random_graph(rnd, rnd.randint(3, 25))
-    analyzer = Analyzer(g, batch=rnd.choice([None, 2]))
-    analyzer.refresh()
+    rnd, g, analyzer = random_analyzer(seed, 3)
     kept = 0
     for _ in range(40):
         for _ in range(rnd.randint(1, 3)):
             edit(g, rnd)
         report = analyzer.refresh()
         kept += analyzer._plan is not None
-        assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
-        assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
+        assert_fresh_with_plan(g, analyzer, report)
         assert [c.name for c in report.nodes] == g.topo_order()
     assert kept > 20  # renames and full refreshes aside, the plan follows the edits
     analyzer.close()
@@ -302,10 +314,7 @@ def rename_edit(g: Graph, rnd: random.Random, erased: list[str]) -> None:
 def test_renames_among_other_edits_keep_the_plan_and_equal_a_fresh_analysis(block, seed):
     """Renames batched with every other edit, to names erased in the same batch too: the report and the peak equal a fresh
     analysis and a plan made from scratch, and the plan is kept through renames (the graph keeps its order through them)."""
-    rnd = random.Random(seed)
-    g = random_graph(rnd, rnd.randint(5, 25))
-    analyzer = Analyzer(g, batch=rnd.choice([None, 2]))
-    analyzer.refresh()
+    rnd, g, analyzer = random_analyzer(seed, 5)
     kept = 0
     for _ in range(40):
         erased: list[str] = []
@@ -320,8 +329,7 @@ def test_renames_among_other_edits_keep_the_plan_and_equal_a_fresh_analysis(bloc
                 erased += before - set(g.nodes)
         report = analyzer.refresh()
         kept += renamed and analyzer._plan is not None
-        assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
-        assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
+        assert_fresh_with_plan(g, analyzer, report)
         check_order(g)
     assert kept > 10
     analyzer.close()
