@@ -665,8 +665,9 @@ class LivePlan:
             return [self._block_sums(names) for names in blocks]
         after = np.cumsum(net)  # bytes live after each step's frees
         before = after - net
-        starts = np.cumsum([0, *map(len, blocks[:-1])])
-        ends = np.cumsum(list(map(len, blocks))) - 1
+        lengths = np.fromiter(map(len, blocks), np.intp, len(blocks))
+        ends = np.cumsum(lengths) - 1
+        starts = ends - lengths + 1
         rises = np.maximum.reduceat(before + allocated, starts) - before[starts]
         totals = after[ends] - before[starts]
         return list(zip(totals.tolist(), rises.tolist()))

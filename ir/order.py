@@ -219,6 +219,11 @@ class StableOrder:
             keys[name] = low + k * step
         self._split_or_drop(b)
 
+    def _insert_last(self, name: str) -> None:
+        """Put `name` (keyless so far) at the end of the order."""
+        b = len(self.blocks) - 1
+        self._insert(b, len(self.blocks[b]) if b >= 0 else 0, [name])
+
     def _touch_ready(self, names: Iterable[str]) -> None:
         """Recompute the ready keys of `names` and the summaries of their blocks."""
         touched = set()
@@ -232,10 +237,7 @@ class StableOrder:
         """A node added last in insertion order, whose producers are all in the order: it comes last."""
         self.rank[name] = self.next_rank
         self.next_rank += 1
-        if not self.blocks:
-            self._insert(0, 0, [name])
-        else:
-            self._insert(len(self.blocks) - 1, len(self.blocks[-1]), [name])
+        self._insert_last(name)
         self.ready[name] = self._ready_key(name)
         self._summarize(self.block_of_key(self.keys[name]))
 
@@ -282,6 +284,9 @@ class StableOrder:
 
         def consumers(name: str) -> set[str]:
             return set(self.consumers(name))
+
+        def converged() -> bool:  # the edited node is placed or waits, and every node placed ahead has its readers placed
+            return (edited in out_set or edited in waiting) and all(consumers(n) <= out_set for n in ahead)
 
         out: list[str] = []
         out_set: set[str] = set()
@@ -338,15 +343,14 @@ class StableOrder:
                 name = blocks[qb][qi]
                 if name in ahead:
                     ahead.discard(name)
-                elif not (done := (edited in out_set or edited in waiting) and all(consumers(n) <= out_set for n in ahead)) \
-                        and name not in out_set and not consumers(name) and is_ready(name):
+                elif not (done := converged()) and name not in out_set and not consumers(name) and is_ready(name):
                     waiting.add(name)
                 else:
                     break
                 qi += 1
                 if qi == len(blocks[qb]):
                     qb, qi = qb + 1, 0
-            if done or ((edited in out_set or edited in waiting) and all(consumers(n) <= out_set for n in ahead)):
+            if done or converged():
                 break
         else:
             return None
@@ -395,7 +399,4 @@ class StableOrder:
                     self._insert(b, i, [name])
                     return
                 b, i = b + 1, 0
-        if blocks:
-            self._insert(len(blocks) - 1, len(blocks[-1]), [name])
-        else:
-            self._insert(0, 0, [name])
+        self._insert_last(name)
