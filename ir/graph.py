@@ -719,11 +719,15 @@ class Graph:
             if order is None:
                 cycle = self.find_cycle()
                 raise GraphError("graph has a cycle: " + " -> ".join(cycle), f"node '{cycle[0]}' inputs")
-            self._order_cache = dict(zip(order, range(len(order))))
-            self._order_end = len(order)
+            self._keep_order(order)
         if self._order_blocks is not None:
             return self._order_blocks.names()
         return list(self._order_cache)
+
+    def _keep_order(self, order: list[str]) -> None:
+        """Cache `order` as the stable topological order, keyed by position (no blocks)."""
+        self._order_cache = dict(zip(order, range(len(order))))
+        self._order_end = len(order)
 
     def order_keys(self) -> dict[str, int]:
         """Each node's key in the stable topological order: increasing along `topo_order()`, not necessarily 0, 1, 2, ...
@@ -807,8 +811,7 @@ class Graph:
         g._users = None if self._users is None else {k: list(v) for k, v in self._users.items()}
         g._suffix_floor = dict(self._suffix_floor)
         if self._order_blocks is not None:
-            order = self._order_blocks.names()
-            g._order_cache, g._order_end = dict(zip(order, range(len(order)))), len(order)
+            g._keep_order(self._order_blocks.names())
         else:
             g._order_cache = None if self._order_cache is None else dict(self._order_cache)
             g._order_end = self._order_end
