@@ -9,7 +9,9 @@ Scale: building a chain or branchy design with the graph API, saving it, then `c
 10x time), 100k nodes take under 3 s in all (each size's row gives its total as a ratio to those 3 s, by the wall
 clock and by this process's CPU time, which other load inflates less), and one edit + refresh costs the same at 1k,
 10k and 100k nodes: an attribute edit, and a structural one (a node put in front of the output or between two layers,
-then taken out), once the first structural edit has made the order's blocks and the buffer plan (its own row). A rename
+then taken out), once the first structural edit has made the order's blocks and the buffer plan (its own row). Beside
+each size's total, a machine reference (parsing the file and keeping one bare object per node) is timed in the same run:
+the machine's speed varies by up to 2x over a day, and a slow spell shows in both. A rename
 keeps the plan too; the graph rebuilds its dict of nodes for it (insertion order), which grows with the graph in C.
 --scale-only prints just the scale and edit + refresh rows.
 """
@@ -20,6 +22,7 @@ import argparse
 import contextlib
 import gc
 import io
+import json
 import statistics
 import sys
 import tempfile
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convstudio.designer.cli.main import main as cli_main  # noqa: E402
 from convstudio.ir.cost import Analyzer, analyze  # noqa: E402
 from convstudio.ir.design import Design, save  # noqa: E402
-from convstudio.ir.graph import Graph  # noqa: E402
+from convstudio.ir.graph import Graph, paused_gc  # noqa: E402
 from convstudio.ir.templates import build_template  # noqa: E402
 
 TARGET_S = 3.0  # build + validate + cost of 100k nodes
@@ -160,6 +163,28 @@ def incremental_vs_full(graph: Graph, edit: tuple[str, str, object, object], rep
     return {"cold": med(cold) * 1e3, "warm": med(warm) * 1e3, "incremental": med(inc) * 1e3, "recomputed": recomputed}
 
 
+class _Entry:
+    """One node as the machine reference keeps it: its fields, nothing checked or computed."""
+
+    __slots__ = ("name", "op", "attrs", "inputs")
+
+    def __init__(self, name, op, attrs, inputs):
+        self.name, self.op, self.attrs, self.inputs = name, op, attrs, inputs
+
+
+def reference_seconds(path: Path) -> float:
+    """Seconds to read a saved design, parse it (`json.loads`, the collector paused as `load` pauses it) and keep one bare
+    object per node by name: the least any tool reading the file pays, and a gauge of this machine's speed at the moment,
+    timed beside the verbs so a slow spell of the machine shows in both (these machines' speed varies by up to 2x)."""
+    with paused_gc():
+        start = time.perf_counter()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        kept = {e["name"]: _Entry(e["name"], e["op"], dict(e.get("attrs", {})), list(e.get("inputs", []))) for e in data["nodes"]}
+        seconds = time.perf_counter() - start
+        del kept, data
+    return seconds
+
+
 def cli(argv: list[str]) -> float:
     """Seconds `convstudio ARGV...` takes, run in this process; its output is discarded, a failure stops the bench."""
     start = time.perf_counter()
@@ -189,6 +214,7 @@ def scale_steps(factory, n: int, folder: Path) -> dict[str, float]:
     times = {"build": built, "validate": cli(["validate", str(path)]), "cost": cli(["cost", str(path)])}
     times["total"] = sum(times.values())
     times["cpu"] = time.process_time() - cpu
+    times["reference"] = reference_seconds(path)
     times["save"] = saved
     times["nodes"] = nodes
     path.unlink()
@@ -210,6 +236,8 @@ def scale_rows(sizes: list[int], repeat: int) -> list[tuple[str, str, str]]:
                              f"{t['total']:.2f} s", f"build {t['build']:.2f} + validate {t['validate']:.2f} + cost {t['cost']:.2f}"
                              f" (save {t['save']:.2f}), cpu {t['cpu']:.2f}"))
                 rows.append(("  total / 3 s (the 100k-node target)", f"{t['total'] / TARGET_S:.2f}x", f"cpu {t['cpu'] / TARGET_S:.2f}x"))
+                rows.append(("  machine reference: parse the file + one object per node", f"{t['reference']:.2f} s",
+                             f"total = {t['total'] / t['reference']:.1f}x the reference"))
             for small, large in zip(sizes, sizes[1:]):
                 ratio = found[large]["total"] / found[small]["total"]
                 rows.append((f"  {kind} growth {large // 1000}k/{small // 1000}k", f"{ratio:.1f}x", f"linear = {large / small:g}x"))
