@@ -26,7 +26,7 @@ from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
 from convstudio.ir.latency import LatencyTable, dependents, fused
 from convstudio.ir.ops.registry import OpCost, numel
-from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, shared_param_errors
+from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, share_error
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
 LATENCY = "latency"  # full FLOPs plus latency_ms predicted from a calibrated table (ir.latency); needs that table
@@ -166,6 +166,7 @@ class CostReport:
     nodes: Sequence[NodeCost]
     total: Totals
     errors: list[str] = field(default_factory=list)
+    share_errors: list[str] = field(default_factory=list)  # members of sharing groups that cannot use the owner's parameters
 
     def by_name(self) -> dict[str, NodeCost]:
         return {n.name: n for n in self.nodes}
@@ -759,6 +760,11 @@ class Analyzer:
         self.shapes: dict[str, list | None] = {}
         self.costs: dict[str, NodeCost] = {}
         self.errors: dict[str, DesignError] = {}
+        # members of a sharing group that cannot use its owner's parameters (`ir.shapes.share_error`); their meta holds the line
+        # as "share_error", and `share_changed` names the nodes whose line came, went or changed in the last refresh
+        self.share_errors: dict[str, DesignError] = {}
+        self.share_changed: set[str] = set()
+        self._recheck_all = True  # check every sharing group at the next refresh (an election from scratch)
         self.generation = 0  # counts refreshes; a report is current while this is unchanged
         self._dirty: set[str] = set()
         self._regroup: set[str] = set()  # nodes whose sharing group changed
@@ -879,6 +885,7 @@ class Analyzer:
     def refresh(self) -> CostReport:
         """Bring shapes and costs up to date and return the report."""
         graph = self.graph
+        self.share_changed = set()
         structure = self._structure or self._full
         # the graph kept its order through these edits, which moved few nodes in it: the plan follows them (`LivePlan`)
         kept = (structure and not self._full and not self._order_lost and self.memory and graph._order_cache is not None
@@ -958,6 +965,7 @@ class Analyzer:
         self._gone.clear()
         self._read_before.clear()
         self._order_lost = self._reelect = False
+        self._check_shares(recomputed)
         self.generation += 1
         self.report = self._report()
         return self.report
@@ -973,9 +981,10 @@ class Analyzer:
                 self.shapes.pop(name, None)
                 self._count(self.costs.pop(name, None), -1)
                 self.errors.pop(name, None)
+                self.share_errors.pop(name, None)
             else:
                 old, new = names
-                for table in (self.shapes, self.costs, self.errors):
+                for table in (self.shapes, self.costs, self.errors, self.share_errors):
                     if old in table:
                         table[new] = table.pop(old)
                 if plan is not None:
@@ -997,6 +1006,7 @@ class Analyzer:
         graph = self.graph
         before = self._sharers
         self._inserted = None
+        self._recheck_all = True
         self._groups = graph.share_groups()
         self._share_of = {m: group for group, members in self._groups.items() for m in members}
         sharers = {m for members in self._groups.values() for m in members[1:]}
@@ -1013,6 +1023,7 @@ class Analyzer:
             if old is not None:
                 groups[old].remove(name)
                 touched.add(old)
+                self._set_share_error(name, None)  # checked again in the group it joins, if any
             new = nodes[name].share
             if new:
                 if self._inserted is None:  # insertion positions, built once per election from scratch that a regroup follows
@@ -1034,6 +1045,55 @@ class Analyzer:
                     self._dirty.add(member)
             if not members:
                 del groups[group]
+
+    def _check_shares(self, recomputed: list[str]) -> None:
+        """Check again what this refresh may have changed: every sharing group after an election from scratch, else the
+        recomputed nodes' groups (an owner's whole group, another member alone). A node that joins a group, or becomes its
+        owner, is recomputed (`_elect`), so that covers every change of a group but a member leaving it, which `_elect` clears."""
+        groups = self._groups
+        if self._recheck_all:
+            found = {member: error for group, members in groups.items() for member in members[1:]
+                     if (error := share_error(self.graph, group, members[0], member, self.shapes)) is not None}
+            for name in [n for n in self.share_errors if n not in found]:
+                self._set_share_error(name, None)
+            for name, node in self.graph.nodes.items():  # lines an earlier analysis of this graph left in the nodes' meta
+                if "share_error" in node.meta and name not in found:
+                    del node.meta["share_error"]
+                    self.share_changed.add(name)
+            for name, error in found.items():
+                self._set_share_error(name, error)
+        else:
+            share_of, whole, alone = self._share_of, set(), []
+            for name in recomputed if share_of else ():
+                group = share_of.get(name)
+                if group is not None:
+                    if groups[group][0] == name:
+                        whole.add(group)
+                    else:
+                        alone.append((group, name))
+            for group in whole:
+                members = groups[group]
+                for i, member in enumerate(members):
+                    self._set_share_error(member, share_error(self.graph, group, members[0], member, self.shapes) if i else None)
+            for group, member in alone:
+                if group not in whole:
+                    self._set_share_error(member, share_error(self.graph, group, groups[group][0], member, self.shapes))
+        self._recheck_all = False
+
+    def _set_share_error(self, name: str, error: DesignError | None) -> None:
+        """Record why `name` cannot use its sharing group's parameters (None: it can), in `share_errors` and its meta."""
+        old = self.share_errors.get(name)
+        if error is None and old is None:
+            return
+        meta = self.graph.nodes[name].meta
+        if error is None:
+            del self.share_errors[name]
+            meta.pop("share_error", None)
+        else:
+            self.share_errors[name] = error
+            meta["share_error"] = error.line()
+        if old is None or error is None or old.line() != meta["share_error"]:
+            self.share_changed.add(name)
 
     def _signature(self, node: Node, ins: list | None) -> tuple | None:
         """What a node's shapes and cost terms depend on (op, resolved attributes, input shapes), as a memo key.
@@ -1257,7 +1317,8 @@ class Analyzer:
         errors = [self.costs[name].error for name in sorted(self.errors, key=position.__getitem__)]
         inputs = {n: list(self.shapes[n][0]) for n in self._inputs if self.shapes.get(n)}
         nodes = NodeCosts(self, scale) if self._per_node else [_scaled(c, scale) for c in self._picked]
-        return CostReport(self.convention, self.batch, inputs, nodes, total, errors)
+        shared = [self.share_errors[name].line() for name in sorted(self.share_errors, key=position.__getitem__)]
+        return CostReport(self.convention, self.batch, inputs, nodes, total, errors, shared)
 
 
 def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, strict: bool = True, latency: LatencyTable | None = None,
@@ -1286,7 +1347,6 @@ def analyze(graph: Graph, convention: str = "flops", batch: int | None = None, s
     if strict and analyzer.errors:
         first = next(n for n in analyzer.order if n in analyzer.errors)
         raise analyzer.errors[first]
-    shared = shared_param_errors(graph, analyzer.shapes, analyzer._groups) if strict else []
-    if shared:
-        raise shared[0][1]
+    if strict and analyzer.share_errors:
+        raise analyzer.share_errors[min(analyzer.share_errors, key=analyzer._position.__getitem__)]
     return report

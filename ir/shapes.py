@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convstudio.ir.errors import DesignError, GraphError, ShapeError
+from convstudio.ir.errors import AttrError, DesignError, GraphError, ShapeError
 from convstudio.ir.graph import Graph, Node, parse_ref
 from convstudio.ir.ops.registry import check_param_sizes
 from convstudio.ir.passes.base import PassResult
@@ -65,32 +65,36 @@ def param_shapes_of(node: Node, ins: list[Shape]) -> dict[str, Shape]:
     return {k: tuple(v) for k, v in {**node.opdef.params(a, ins), **node.opdef.buffers(a, ins)}.items()}
 
 
-def shared_param_errors(graph: Graph, shapes: dict[str, list[Shape] | None], groups: dict[str, list[str]] | None = None) -> list[tuple[str, ShapeError]]:
-    """(member, error) for the members of a sharing group whose parameter shapes differ from the group owner's (its first node).
+def share_error(graph: Graph, group: str, owner: str, member: str, shapes: dict[str, list[Shape] | None]) -> DesignError | None:
+    """Why `member` cannot use the parameters of `owner`, the first node of their sharing group `group`: another op, other
+    attributes, or inputs that make parameters of other shapes (a Linear fed 256 features and one fed 400 pass the attribute
+    check but need weights of different shapes). None when it can, or while either's input shapes are unknown."""
+    first, node = graph.nodes[owner], graph.nodes[member]
+    if node.op != first.op:
+        return AttrError(f"sharing group '{group}' mixes ops {sorted({first.op, node.op})}", f"node '{member}' share")
+    if node.resolved != first.resolved:
+        return AttrError(f"node shares '{group}' with '{owner}' but its attributes differ", f"node '{member}' share")
+    owner_ins = input_shapes_of(graph, first, shapes)
+    ins = input_shapes_of(graph, node, shapes)
+    if owner_ins is None or ins is None:
+        return None
+    expected, got = param_shapes_of(first, owner_ins), param_shapes_of(node, ins)
+    if got == expected:
+        return None
+    key = next(k for k in sorted(set(got) | set(expected)) if got.get(k) != expected.get(k))
+    return ShapeError(f"shares parameters with '{owner}' (group '{group}') but its input makes {key} of shape {list(got.get(key, ()))}, "
+                      f"where '{owner}' has shape {list(expected.get(key, ()))}", f"node '{member}' share")
 
-    One set of parameters cannot serve both: a Linear fed 256 features and one fed 400 in one group pass
-    the attribute check but need weights of different shapes. `groups`: the graph's `share_groups()`, when at hand.
-    """
+
+def shared_param_errors(graph: Graph, shapes: dict[str, list[Shape] | None], groups: dict[str, list[str]] | None = None) -> list[tuple[str, DesignError]]:
+    """(member, error) for the members of a sharing group that cannot use the parameters of the group's owner (its first
+    node), by `share_error`. `groups`: the graph's `share_groups()`, when at hand."""
     errors = []
     for group, members in (graph.share_groups() if groups is None else groups).items():
-        owner = graph.nodes[members[0]]
-        owner_ins = input_shapes_of(graph, owner, shapes)
-        if owner_ins is None:
-            continue
-        expected = param_shapes_of(owner, owner_ins)
         for member in members[1:]:
-            node = graph.nodes[member]
-            ins = input_shapes_of(graph, node, shapes)
-            if ins is None or node.op != owner.op:
-                continue
-            got = param_shapes_of(node, ins)
-            if got != expected:
-                key = next(k for k in sorted(set(got) | set(expected)) if got.get(k) != expected.get(k))
-                errors.append((member, ShapeError(
-                    f"shares parameters with '{owner.name}' (group '{group}') but its input makes {key} {list(got.get(key, ()))}, "
-                    f"not {list(expected.get(key, ()))} as in '{owner.name}'",
-                    f"node '{member}' share",
-                )))
+            error = share_error(graph, group, members[0], member, shapes)
+            if error is not None:
+                errors.append((member, error))
     return errors
 
 

@@ -245,5 +245,5 @@ def test_shared_linears_of_different_widths_are_refused_by_every_verb(tmp_path, 
     path.write_text(json.dumps(data))
     for argv in (["validate", path], ["cost", path], ["export", path, "-o", tmp_path / "s.onnx"], ["codegen", path, "-o", tmp_path / "s.py"]):
         code, _, err = cli(capsys, *argv)
-        one_line(code, err, "shares parameters with 'fa'", "weight [8, 400], not [8, 256]", "node 'fb' share", "share.json")
+        one_line(code, err, "shares parameters with 'fa'", "weight of shape [8, 400], where 'fa' has shape [8, 256]", "node 'fb' share", "share.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["share.json"]

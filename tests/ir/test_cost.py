@@ -294,11 +294,88 @@ def test_incremental_equals_full_after_random_edits(edits, batch):
             assert set(analyzer.recomputed) <= {name} | g.descendants(name)
         assert report.as_dict() == fresh(g, "flops", batch)
         assert report.errors == fresh_errors(g)
+        assert share_lines(g, report) == fresh_share_lines(g)
     analyzer.close()
 
 
 def fresh_errors(graph: Graph) -> list[str]:
     return analyze(graph.copy(), strict=False).errors
+
+
+def share_lines(graph: Graph, report) -> tuple[list[str], dict[str, str]]:
+    """The report's lines of sharing-group members that cannot use their owner's parameters, and the nodes' meta holding them."""
+    return report.share_errors, {n: node.meta["share_error"] for n, node in graph.nodes.items() if "share_error" in node.meta}
+
+
+def fresh_share_lines(graph: Graph) -> tuple[list[str], dict[str, str]]:
+    copy = graph.copy()
+    return share_lines(copy, analyze(copy, strict=False))
+
+
+def tied_convs() -> Graph:
+    """z (8 channels, not shared), then a, b and c sharing group 's' (4 channels each, all reading x), and w (6 channels)."""
+    g = Graph("tied")
+    g.add("Input", name="x", attrs={"shape": [3, 8, 8]})
+    g.add("Conv2d", ["x"], name="z", attrs={"out_channels": 8, "kernel_size": 3, "padding": 1})
+    for name in ("a", "b", "c"):
+        g.add("Conv2d", ["x"], name=name, attrs={"out_channels": 4, "kernel_size": 3, "padding": 1}, share="s")
+    g.add("Conv2d", ["x"], name="w", attrs={"out_channels": 6, "kernel_size": 1})
+    g.add("Output", ["a"], name="y")
+    return g
+
+
+def test_a_sharing_group_member_that_cannot_use_the_owners_parameters_is_reported_while_it_cannot():
+    """Every way a member comes to need other parameters than its group's owner, and back: its own attributes, the owner's,
+    its input, a new owner joining first; leaving the group, being erased or renamed. After each edit the report's lines and
+    the nodes' meta equal a fresh analysis's, and name the members expected."""
+    g = tied_convs()
+    analyzer = Analyzer(g)
+
+    def members_reported(*expected: str) -> list[str]:
+        report = analyzer.refresh()
+        assert share_lines(g, report) == fresh_share_lines(g)
+        assert sorted(analyzer.share_errors) == sorted(expected)
+        return report.share_errors
+
+    assert members_reported() == []
+    g.set_attr("b", "out_channels", 8)  # a member's own attributes
+    assert members_reported("b") == ["node shares 's' with 'a' but its attributes differ, node 'b' share"]
+    g.set_attr("b", "out_channels", 4)
+    members_reported()
+    g.set_attr("a", "kernel_size", 1)  # the owner's
+    members_reported("b", "c")
+    g.set_attr("a", "kernel_size", 3)
+    members_reported()
+    g.set_input("b", 0, "w")  # its input: 6 channels in, where the owner takes 3
+    assert members_reported("b") == ["shares parameters with 'a' (group 's') but its input makes weight of shape [4, 6, 3, 3], "
+                                      "where 'a' has shape [4, 3, 3, 3], node 'b' share"]
+    g.set_share("b", None)  # leaving the group
+    members_reported()
+    g.set_share("b", "s")
+    members_reported("b")
+    g.set_input("b", 0, "x")
+    members_reported()
+    g.set_share("z", "s")  # added before a, z owns the group now: every other member differs from it
+    members_reported("a", "b", "c")
+    g.set_share("z", None)
+    members_reported()
+    g.set_attr("c", "out_channels", 8)
+    members_reported("c")
+    g.rename("c", "c2")
+    assert members_reported("c2") == ["node shares 's' with 'a' but its attributes differ, node 'c2' share"]
+    g.erase("c2")
+    members_reported()
+    g.set_attr("b", "bias", False)
+    members_reported("b")
+    with pytest.raises(DesignError, match="node shares 's' with 'a' but its attributes differ"):
+        analyze(g.copy())  # strict: the first such member refuses the design
+    analyzer.close()
+    g.set_attr("b", "bias", True)  # mended while no analysis watched: a new one clears the line the last one left
+    assert "share_error" in g.nodes["b"].meta
+    fresh_analyzer = Analyzer(g)
+    assert fresh_analyzer.refresh().share_errors == [] and "share_error" not in g.nodes["b"].meta
+    assert fresh_analyzer.share_changed == {"b"}
+    fresh_analyzer.close()
 
 
 def test_sharing_group_reelects_its_owner_without_recomputing_the_rest():

@@ -9,6 +9,7 @@ from convstudio.ir import order as order_module
 from convstudio.ir.cost import Analyzer, analyze, schedule_buffers
 from convstudio.ir.errors import DesignError, GraphError
 from convstudio.ir.graph import Graph
+from tests.ir.test_cost import fresh_share_lines, share_lines
 from tests.ir.test_graph_bulk import relu_chain
 
 
@@ -246,9 +247,10 @@ def random_analyzer(seed: int, smallest: int) -> tuple[random.Random, Graph, Ana
 
 
 def assert_fresh_with_plan(g: Graph, analyzer: Analyzer, report) -> None:
-    """The report and its errors equal a fresh analysis, and its peak equals a buffer plan made from scratch on the same
-    schedule."""
+    """The report, its errors and its sharing-group lines equal a fresh analysis, and its peak equals a buffer plan made from
+    scratch on the same schedule."""
     assert (report.as_dict(), report.errors) == fresh(g, analyzer.batch)
+    assert share_lines(g, report) == fresh_share_lines(g)
     assert report.total.peak_activation_bytes == schedule_buffers(g, g.topo_order(), analyzer.costs).peak() * (analyzer.batch or 1)
 
 
