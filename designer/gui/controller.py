@@ -287,6 +287,7 @@ class Controller(QObject):
         change, self._change = self._change, Change()
         self.report = self.analyzer.refresh()
         change.recomputed |= set(self.analyzer.recomputed)  # set_convention marks every node
+        change.recomputed |= self.analyzer.share_changed  # a sharing group's member that can or no longer can use its parameters
         if self._measured:
             self._match_measured(change)
         self.selection = [n for n in self.selection if n in self.graph.nodes]

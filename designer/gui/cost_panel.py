@@ -312,6 +312,8 @@ class CostPanel(QWidget):
             f"<i>({scope}, {report.convention})</i>"
             + (f" &nbsp; <span style='color:#c81e1e'>{len(report.errors)} error(s); totals leave out nodes without shapes</span>"
                if report.errors else "")
+            + (f" &nbsp; <span style='color:#c81e1e'>{len(report.share_errors)} node(s) cannot share their group's parameters</span>"
+               if report.share_errors else "")
         )
         self.totals.setToolTip(
             f"params {t.params:,}\nMACs {t.macs:,}\nFLOPs {t.flops:,}\n"

@@ -358,8 +358,9 @@ class Inspector(QWidget):
             return
         node = self.ctl.graph.nodes[self.node_name]
         error = for_people(node.meta.get("error"))
-        self.error_label.setText(error or "")
-        self.error_label.setVisible(bool(error))
+        shown = error or for_people(node.meta.get("share_error"))  # a member that cannot use its group's parameters
+        self.error_label.setText(shown or "")
+        self.error_label.setVisible(bool(shown))
         cost = node.meta.get("cost")
         shapes = node.meta.get("shapes")
         batch = self.ctl.batch

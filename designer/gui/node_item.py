@@ -165,7 +165,7 @@ class NodeItem(QGraphicsRectItem):
         needed (most of a large design's nodes are never drawn in detail nor hovered). Figures count `batch` samples
         (None: one, said as 'per sample'); `culprit` is the upstream node whose error leaves the shape unknown."""
         opdef, colours = node.opdef, theme.active()
-        self.error = for_people(node.meta.get("error"))
+        self.error = for_people(node.meta.get("error") or node.meta.get("share_error"))
         lo, hi = opdef.arity
         self.n_inputs = len(node.inputs) + (1 if hi is None else 0) if hi != 0 else 0
         self.n_inputs = max(self.n_inputs, lo)

@@ -90,6 +90,36 @@ def test_choice_rename_and_share_editors_are_undoable(window):
     assert ctl.dumps() == start
 
 
+def test_a_node_that_cannot_use_its_share_groups_parameters_shows_why_until_mended(window):
+    """conv2 (6 channels in, 16 out) put in conv1's group: the node, the inspector and the totals say it cannot share
+    conv1's parameters as soon as the edit lands, as saving would refuse it; the undo takes every mark away."""
+    ctl = window.ctl
+    for name in ("conv1", "conv2"):
+        ctl.select([name])
+        share = window.inspector.editors["share"]
+        share.setText("tied")
+        share.editingFinished.emit()
+    why = "node shares 'tied' with 'conv1' but its attributes differ"
+    item = window.scene.nodes["conv2"]
+    assert ctl.report.share_errors == [f"{why}, node 'conv2' share"]
+    assert why in item.texts[3] and why in item.toolTip()
+    assert window.scene.nodes["conv1"].error is None
+    assert window.inspector.error_label.isVisibleTo(window.inspector) and why in window.inspector.error_label.text()
+    assert "1 node(s) cannot share their group's parameters" in window.cost_panel.totals.text()
+    ctl.set_attr("conv2", "out_channels", 6)
+    ctl.set_attr("conv2", "padding", 2)  # the same attributes now, but it reads 6 channels where conv1 reads 1
+    assert "weight of shape 6×6×5×5, where 'conv1' has shape 6×1×5×5" in item.texts[3]
+    ctl.set_attr("conv1", "bias", False)  # the owner's edit changes what conv2 shows, though conv2 is not recomputed
+    assert "conv2" not in ctl.analyzer.recomputed and why in item.texts[3]
+    for _ in range(3):
+        ctl.undo_stack.undo()
+    assert why in item.texts[3]
+    ctl.undo_stack.undo()
+    assert ctl.report.share_errors == [] and item.error is None and why not in item.texts[3]
+    assert not window.inspector.error_label.isVisibleTo(window.inspector)
+    assert "cannot share" not in window.cost_panel.totals.text()
+
+
 def test_undo_everything_restores_exact_json_and_redo_replays(window):
     ctl = window.ctl
     start = ctl.dumps()
