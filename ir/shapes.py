@@ -68,7 +68,7 @@ def param_shapes_of(node: Node, ins: list[Shape]) -> dict[str, Shape]:
 def share_error(graph: Graph, group: str, owner: str, member: str, shapes: dict[str, list[Shape] | None]) -> DesignError | None:
     """Why `member` cannot use the parameters of `owner`, the first node of their sharing group `group`: another op, other
     attributes, or inputs that make parameters of other shapes (a Linear fed 256 features and one fed 400 pass the attribute
-    check but need weights of different shapes). None when it can, or while either's input shapes are unknown."""
+    check but need weights of different shapes). None when it can, or while either's shapes are unknown."""
     first, node = graph.nodes[owner], graph.nodes[member]
     if node.op != first.op:
         return AttrError(f"sharing group '{group}' mixes ops {sorted({first.op, node.op})}", f"node '{member}' share")
@@ -76,8 +76,8 @@ def share_error(graph: Graph, group: str, owner: str, member: str, shapes: dict[
         return AttrError(f"node shares '{group}' with '{owner}' but its attributes differ", f"node '{member}' share")
     owner_ins = input_shapes_of(graph, first, shapes)
     ins = input_shapes_of(graph, node, shapes)
-    if owner_ins is None or ins is None:
-        return None
+    if owner_ins is None or ins is None or shapes.get(owner) is None or shapes.get(member) is None:
+        return None  # not known yet, or one of them has an error of its own (its parameters may not be defined)
     expected, got = param_shapes_of(first, owner_ins), param_shapes_of(node, ins)
     if got == expected:
         return None

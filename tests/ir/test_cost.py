@@ -378,6 +378,27 @@ def test_a_sharing_group_member_that_cannot_use_the_owners_parameters_is_reporte
     fresh_analyzer.close()
 
 
+def test_a_sharing_group_whose_owner_has_an_error_of_its_own_is_not_checked_until_the_owner_is_mended():
+    """The owner Scale (axis 3) reads a flat input, which has no axis 3: its parameters are not defined, so the member cannot
+    be told apart from it yet (and the refresh must not fail asking); once the owner reads a fitting input, the member is."""
+    g = Graph("scales")
+    g.add("Input", name="x", attrs={"shape": [4, 6, 6]})
+    g.add("Flatten", ["x"], name="flat")
+    g.add("Scale", ["flat"], name="owner", attrs={"axis": 3}, share="s")
+    g.add("Scale", ["x"], name="member", attrs={"axis": 3}, share="s")
+    g.add("Output", ["member"], name="y")
+    analyzer = Analyzer(g)
+    report = analyzer.refresh()
+    assert len(report.errors) == 1 and "axis 3 is out of range" in report.errors[0] and report.share_errors == []
+    g.add("Conv2d", ["x"], name="wide", attrs={"out_channels": 4, "kernel_size": 1, "padding": 1})  # 4x8x8: weight [8], not [6]
+    g.set_input("owner", 0, "wide")
+    report = analyzer.refresh()
+    assert report.errors == [] and report.share_errors == [
+        "shares parameters with 'owner' (group 's') but its input makes weight of shape [6], where 'owner' has shape [8], node 'member' share"]
+    assert share_lines(g, report) == fresh_share_lines(g)
+    analyzer.close()
+
+
 def test_sharing_group_reelects_its_owner_without_recomputing_the_rest():
     g = Graph("three")
     for side in ("a", "b", "c"):
