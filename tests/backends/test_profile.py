@@ -68,21 +68,31 @@ def test_ort_fusions_split_over_their_constituents():
     assert any({"layer1_0_conv1", "layer1_0_bn1", "layer1_0_relu1"} <= group for group in groups), groups
 
 
-@pytest.mark.parametrize("runtime, runs, bound", [("ort", 8, 0.3), ("torch", 16, TORCH_SUM_BOUND)])
+@pytest.mark.parametrize("runtime, runs", [("ort", 8), ("torch", 16)])
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
-def test_node_sum_is_close_to_end_to_end(name, runtime, runs, bound):
+def test_node_sum_is_close_to_end_to_end(name, runtime, runs):
     g = build_template(name, input_shape=[3, 64, 64])
     report = profile_design(g, runtime, "cpu", batch=1, threads=1, runs=runs)[0]
     e2e = report.end_to_end["median"]
     assert report.unattributed_ms == pytest.approx(e2e - report.node_sum_ms)
-    # loose: the machine is shared; bench/latency_model.py reports the figure (within a few % when idle). Torch's timed
-    # and stamped runs are preempted differently on a busy machine (16 runs of a 64 input under a load of 7 on 2 cores
-    # reached 32 %); `bench/latency_model.py --node-sums torch` reports it over sizes, batches and threads
-    assert abs(report.unattributed_ms) <= bound * e2e
     assert sum(n.share for n in report.nodes) == pytest.approx(1.0)
     if runtime == "ort":
         assert len(report.run_ms) == runs and 0 <= report.outside_run_ms < e2e  # the Python call around onnxruntime's own run
         assert set(report.cpu_scaled_ms) == set(report.fastest_ms)
+        # The node times are means over the middle half of the timed runs, ranked by wall time, and hold every kernel and
+        # the gaps between them: ONNX Runtime's own time of those same runs holds them and only its start and end besides
+        # (2-3 % of a 2.4 ms run). Other processes stretch a run's kernels and its own time alike, so this holds on a busy
+        # machine; the wall-clock median does not (a 2.4 ms run preempted outside the kernels for a 4 ms time slice), and
+        # `bench/latency_model.py` reports that figure.
+        ranked = [ms for _, ms in sorted(zip(report.times_ms, report.run_ms), key=lambda pair: pair[0])]
+        middle = ranked[runs // 4:runs - runs // 4]
+        inside = sum(middle) / len(middle)
+        assert abs(inside - report.node_sum_ms) <= 0.05 * inside
+    else:
+        # loose: torch's timed and stamped runs are preempted differently on a busy machine (16 runs of a 64 input under
+        # a load of 7 on 2 cores reached 32 %); `bench/latency_model.py --node-sums torch` reports it over sizes, batches
+        # and threads
+        assert abs(report.unattributed_ms) <= TORCH_SUM_BOUND * e2e
 
 
 def test_torch_node_times_come_from_the_plain_forward_split_at_design_nodes():
