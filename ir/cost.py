@@ -26,7 +26,7 @@ from convstudio.ir.errors import DesignError
 from convstudio.ir.graph import Graph, Node, parse_ref, paused_gc
 from convstudio.ir.latency import LatencyTable, dependents, fused
 from convstudio.ir.ops.registry import OpCost, numel
-from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, share_error
+from convstudio.ir.shapes import infer_with_inputs, input_shapes_of, share_error, shared_param_errors
 
 CONVENTIONS = ("flops", "torchvision", "fvcore")
 LATENCY = "latency"  # full FLOPs plus latency_ms predicted from a calibrated table (ir.latency); needs that table
@@ -1052,8 +1052,7 @@ class Analyzer:
         owner, is recomputed (`_elect`), so that covers every change of a group but a member leaving it, which `_elect` clears."""
         groups = self._groups
         if self._recheck_all:
-            found = {member: error for group, members in groups.items() for member in members[1:]
-                     if (error := share_error(self.graph, group, members[0], member, self.shapes)) is not None}
+            found = dict(shared_param_errors(self.graph, self.shapes, groups))
             for name in [n for n in self.share_errors if n not in found]:
                 self._set_share_error(name, None)
             for name, node in self.graph.nodes.items():  # lines an earlier analysis of this graph left in the nodes' meta
